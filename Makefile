@@ -1,0 +1,44 @@
+# The two commands a new machine needs: `make run` and `make test`.
+# Both install first (idempotent), so each works alone from a fresh clone.
+
+PYTHON      ?= python3
+VENV        := .venv
+BIN         := $(VENV)/bin
+DEB_PACKAGES := runc containerd
+PYTEST_ARGS ?=
+
+.PHONY: install deb-packages run test bench proto clean
+
+install: deb-packages $(VENV)/.installed
+
+# Debian packages the tests drive for real: runc, and containerd for the
+# real `ctr` and a real containerd to test pyctr and benchmark against.
+deb-packages:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@# the package's own service must not hold /run/containerd: tests start their own daemons
+	@true
+
+$(VENV)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+run: install
+	$(BIN)/pycontainerd
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/startup.py
+
+proto: install
+	$(BIN)/python -m pycontainerd.api.generate
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,327 @@
+"""config.toml, containerd's version 2 format.
+
+Loading follows containerd: the main file first, then its `imports`
+(globs, relative to the importing file, breadth-first, each file once),
+each merged over what came before: scalars replace, lists append, plugin
+tables merge key by key, `proxy_plugins`/`timeouts`/`stream_processors`
+entries replace whole. Keys in the sections we own are checked strictly:
+an unknown key names the file, the table and the nearest valid key. Plugin
+sections are decoded into each plugin's config dataclass by the daemon,
+with the same strictness, once it knows which plugins exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import glob
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import toml
+
+DEFAULT_ROOT = "/var/lib/pycontainerd"
+DEFAULT_STATE = "/run/pycontainerd"
+DEFAULT_ADDRESS = "/run/pycontainerd/pycontainerd.sock"
+DEFAULT_CONFIG_PATH = "/etc/pycontainerd/config.toml"
+DEFAULT_MAX_MESSAGE_SIZE = 16 << 20
+CONFIG_VERSION = 2
+
+
+class ConfigError(ValueError):
+    """A config problem, worded for the person editing the file."""
+
+
+@dataclass
+class GRPCConfig:
+    address: str = DEFAULT_ADDRESS
+    tcp_address: str = ""
+    tcp_tls_ca: str = ""
+    tcp_tls_cert: str = ""
+    tcp_tls_key: str = ""
+    uid: int = 0
+    gid: int = 0
+    max_recv_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_send_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+
+
+@dataclass
+class TTRPCConfig:
+    address: str = ""
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass
+class DebugConfig:
+    address: str = ""
+    uid: int = 0
+    gid: int = 0
+    level: str = ""
+    format: str = ""
+
+
+@dataclass
+class MetricsConfig:
+    address: str = ""
+    grpc_histogram: bool = False
+
+
+@dataclass
+class CgroupConfig:
+    path: str = ""
+
+
+@dataclass
+class ProxyPlugin:
+    type: str = ""
+    address: str = ""
+
+
+def _default_timeouts() -> dict[str, str]:
+    return {
+        "io.containerd.timeout.shim.cleanup": "5s",
+        "io.containerd.timeout.shim.load": "5s",
+        "io.containerd.timeout.shim.shutdown": "3s",
+        "io.containerd.timeout.task.state": "2s",
+    }
+
+
+@dataclass
+class Config:
+    version: int = CONFIG_VERSION
+    root: str = DEFAULT_ROOT
+    state: str = DEFAULT_STATE
+    temp: str = ""
+    plugin_dir: str = ""
+    imports: list[str] = field(default_factory=list)
+    disabled_plugins: list[str] = field(default_factory=list)
+    required_plugins: list[str] = field(default_factory=list)
+    oom_score: int = 0
+    grpc: GRPCConfig = field(default_factory=GRPCConfig)
+    ttrpc: TTRPCConfig = field(default_factory=TTRPCConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    cgroup: CgroupConfig = field(default_factory=CgroupConfig)
+    timeouts: dict[str, str] = field(default_factory=_default_timeouts)
+    stream_processors: dict[str, Any] = field(default_factory=dict)
+    proxy_plugins: dict[str, ProxyPlugin] = field(default_factory=dict)
+    # Raw plugin tables by URI; decoded per plugin by `decode_plugin_config`.
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Which file last set each plugin table (for error messages); not TOML.
+    plugin_origins: dict[str, str] = field(default_factory=dict, metadata={"toml": False})
+
+    @property
+    def ttrpc_address(self) -> str:
+        return self.ttrpc.address or self.grpc.address + ".ttrpc"
+
+    def validate(self) -> None:
+        """containerd's ValidateV2: plugin names are full URIs."""
+        if self.version != CONFIG_VERSION:
+            raise ConfigError(f"unsupported config version {self.version}: only version = 2 is supported")
+        for what, names in (("disabled", self.disabled_plugins), ("required", self.required_plugins)):
+            for name in names:
+                if not _is_uri(name):
+                    raise ConfigError(f"invalid {what} plugin URI {name!r} expect io.containerd.x.vx")
+        for name in self.plugins:
+            if not _is_uri(name):
+                raise ConfigError(f"invalid plugin key URI {name!r} expect io.containerd.x.vx")
+        for name, proxy in self.proxy_plugins.items():
+            if proxy.type not in ("snapshot", "content"):
+                raise ConfigError(f"proxy plugin {name!r}: unsupported type {proxy.type!r} (expected \"snapshot\" or \"content\")")
+            if not proxy.address:
+                raise ConfigError(f"proxy plugin {name!r}: address is required")
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.metadata.get("toml", True):
+                out[f.name] = _to_plain(getattr(self, f.name))
+        return out
+
+    def dumps(self) -> str:
+        return toml.dumps(self.to_toml_dict())
+
+
+def _is_uri(name: str) -> bool:
+    return name.startswith("io.containerd.") and len(name.split(".", 3)) >= 4
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+# -- strict decoding ---------------------------------------------------------
+
+def _unknown_key(source: str, table: str, key: str, valid: list[str]) -> ConfigError:
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f'; did you mean "{near[0]}"?' if near else f" (valid keys: {', '.join(sorted(valid))})"
+    where = f"[{table}]" if table else "the top level"
+    return ConfigError(f'{source}: unknown key "{key}" in {where}{hint}')
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint) or hint
+    if hint is Any:
+        return True
+    if origin is bool:
+        return isinstance(value, bool)
+    if origin is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        return isinstance(value, list)
+    if origin is dict:
+        return isinstance(value, dict)
+    if isinstance(origin, type):
+        return isinstance(value, origin)
+    return True
+
+
+def decode(cls: type, data: dict[str, Any], source: str, table: str) -> Any:
+    """Build dataclass `cls` from a TOML table, refusing unknown keys and
+    values of the wrong type, naming `source` and `table`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: [{table}] must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("toml", True)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise _unknown_key(source, table, key, list(fields))
+        hint = hints[key]
+        sub = f"{table}.{key}" if table else key
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = decode(hint, value, source, sub)
+        elif not _type_ok(value, hint):
+            raise ConfigError(f"{source}: {sub} = {value!r}: expected {getattr(hint, '__name__', hint)}")
+        else:
+            if typing.get_origin(hint) is tuple:
+                value = tuple(value)
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def decode_plugin_config(cls: type, cfg: Config, uri: str) -> Any:
+    """The plugin's config: its dataclass defaults overlaid with its table."""
+    data = cfg.plugins.get(uri, {})
+    return decode(cls, data, cfg.plugin_origins.get(uri, "config"), f'plugins."{uri}"')
+
+
+# -- reading and merging -------------------------------------------------------
+
+def read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        return toml.loads(text)
+    except toml.TomlDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except (IndexError, ValueError, TypeError) as exc:  # toml raises these on some malformed input
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _resolve_imports(parent: str, patterns: list[str]) -> list[str]:
+    out: list[str] = []
+    for pattern in patterns:
+        if not os.path.isabs(pattern):
+            pattern = os.path.join(os.path.dirname(os.path.abspath(parent)), pattern)
+        if glob.has_magic(pattern):
+            out += sorted(glob.glob(pattern))
+        else:
+            out.append(os.path.normpath(pattern))
+    return out
+
+
+_REPLACED_MAPS = ("proxy_plugins", "timeouts", "stream_processors")
+_TOP_KEYS = [f.name for f in dataclasses.fields(Config) if f.metadata.get("toml", True)]
+
+
+def _check_file(raw: dict[str, Any], path: str) -> None:
+    """Strict checks for the sections we own, per file, so the error names
+    the file the key is in."""
+    for key in raw:
+        if key not in _TOP_KEYS:
+            raise _unknown_key(path, "", key, _TOP_KEYS)
+    owned = {k: v for k, v in raw.items() if k not in ("plugins", "proxy_plugins", "timeouts", "stream_processors")}
+    decode(Config, owned, path, "")
+    for name, table in raw.get("proxy_plugins", {}).items():
+        decode(ProxyPlugin, table, path, f"proxy_plugins.{name}")
+    if not isinstance(raw.get("plugins", {}), dict):
+        raise ConfigError(f"{path}: [plugins] must be a table")
+    for uri, table in raw.get("plugins", {}).items():
+        if not isinstance(table, dict):
+            raise ConfigError(f'{path}: plugins."{uri}" must be a table')
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any], origins: dict[str, str], path: str) -> None:
+    for key, value in new.items():
+        if key == "plugins":
+            plugins = into.setdefault("plugins", {})
+            for uri, table in value.items():
+                _deep_merge(plugins.setdefault(uri, {}), table)
+                origins[uri] = path
+        elif key in _REPLACED_MAPS:
+            into.setdefault(key, {}).update(value)
+        elif isinstance(value, list):
+            into[key] = into.get(key, []) + [v for v in value if v not in into.get(key, [])]
+        elif isinstance(value, dict):
+            _deep_merge(into.setdefault(key, {}), value)
+        else:
+            into[key] = value
+
+
+def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def load(path: str) -> Config:
+    """Load `path` and its imports into one validated Config."""
+    main = os.path.abspath(path)
+    pending, loaded = [main], []
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    main_version = None
+    while pending:
+        current = pending.pop(0)
+        if current in loaded:
+            continue
+        raw = read_toml(current)
+        _check_file(raw, current)
+        version = raw.get("version", 1)
+        if main_version is None:
+            main_version = version
+            if version != CONFIG_VERSION:
+                raise ConfigError(f"{current}: unsupported config version {version}: set version = 2")
+        elif version > main_version:
+            raise ConfigError(f"{current}: config version {version} is newer than the main config's {main_version}")
+        imports = raw.pop("imports", [])
+        _merge(merged, raw, origins, current)
+        loaded.append(current)
+        pending += _resolve_imports(current, imports)
+    cfg = decode(Config, {k: v for k, v in merged.items() if k not in ("plugins", "proxy_plugins")}, main, "")
+    cfg.timeouts = {**_default_timeouts(), **merged.get("timeouts", {})}
+    cfg.plugins = merged.get("plugins", {})
+    cfg.plugin_origins = origins
+    cfg.proxy_plugins = {n: decode(ProxyPlugin, t, main, f"proxy_plugins.{n}") for n, t in merged.get("proxy_plugins", {}).items()}
+    cfg.imports = loaded[1:]
+    cfg.validate()
+    return cfg

@@ -1,0 +1,236 @@
+"""Boot and shutdown: config -> discover -> order -> init -> serve.
+
+Plugins are initialised one at a time in graph order; each gets a status,
+an error and an init duration. `required_plugins` that fail or never load
+stop the start with every reason listed. The gRPC server binds the socket
+only after a lock beside it is taken, so a second daemon on the same path
+fails instead of silently deleting the first one's socket (grpc #17122).
+On stop, serving ends first, then plugins close in reverse init order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import inspect
+import os
+import time
+from typing import Any, Iterable
+
+import grpc
+import structlog
+
+from . import config as configmod
+from . import graph
+from .context import InitContext, Meta, Plugin, PluginSet, SkipPlugin
+from .events import Exchange
+from .registry import LoadFailure, PluginType, Registration
+from .service import ErrdefsInterceptor
+
+log = structlog.get_logger(__name__)
+
+
+class StartError(RuntimeError):
+    """The daemon cannot start; the message says why."""
+
+
+class LoadError(Exception):
+    """Why a plugin source or registration could not be loaded."""
+
+
+async def _never(_ic: InitContext) -> None:  # placeholder init for failure rows
+    return None
+
+
+class SocketLock:
+    """An exclusive flock on `<socket>.lock`, held while serving."""
+
+    def __init__(self, socket_path: str):
+        self.path = socket_path + ".lock"
+        self.socket_path = socket_path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StartError(
+                f"another daemon (pid {holder}) is serving {self.socket_path}; "
+                f"refusing to start (lock {self.path} is held)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: configmod.Config,
+        registrations: Iterable[Registration],
+        failures: Iterable[LoadFailure] = (),
+    ):
+        self.config = cfg
+        self.registrations = list(registrations)
+        self.failures = list(failures)
+        self.plugins = PluginSet()
+        self.events = Exchange()
+        self.server: grpc.aio.Server | None = None
+        self._lock: SocketLock | None = None
+        self._stopped = asyncio.Event()
+        self._closed = False
+
+    # -- start ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        for path in (cfg.root, cfg.state):
+            os.makedirs(path, mode=0o711, exist_ok=True)
+        sock_dir = os.path.dirname(cfg.grpc.address)
+        os.makedirs(sock_dir, mode=0o711, exist_ok=True)
+        self._lock = SocketLock(cfg.grpc.address)
+        self._lock.acquire()
+        try:
+            await self._init_plugins()
+            await self._serve()
+        except BaseException:
+            await self._close_plugins()
+            self._lock.release()
+            raise
+
+    def _configs(self, ordered: list[Registration]) -> dict[str, Any]:
+        """Decode every plugin's config before any init runs, so a typo in
+        config.toml stops the start before anything happened."""
+        known = {r.uri for r in self.registrations}
+        for uri in self.config.plugins:
+            if uri not in known:
+                log.warning("config for a plugin that is not registered is ignored", plugin=uri)
+        return {
+            r.uri: configmod.decode_plugin_config(r.config, self.config, r.uri) if r.config else None
+            for r in ordered
+        }
+
+    async def _init_plugins(self) -> None:
+        cfg = self.config
+        disabled = set(cfg.disabled_plugins)
+        required = list(dict.fromkeys(cfg.required_plugins))
+        ordered = graph.order(self.registrations, disabled=lambda r: r.uri in disabled)
+        configs = self._configs(ordered)
+
+        for f in self.failures:
+            if f.uri in disabled:
+                continue
+            reg = Registration(type=f.type, id=f.id, init=_never)
+            self.plugins.add(Plugin(registration=reg, meta=Meta(), error=LoadError(f.error)))
+            log.error("plugin failed to load", plugin=f.uri, error=f.error)
+
+        for reg in ordered:
+            ic = InitContext(
+                registration=reg,
+                config=configs[reg.uri],
+                root=os.path.join(cfg.root, reg.uri),
+                state=os.path.join(cfg.state, reg.uri),
+                address=cfg.grpc.address,
+                ttrpc_address=cfg.ttrpc_address,
+                events=self.events,
+                plugins=self.plugins,
+                daemon_config=cfg,
+            )
+            started = time.perf_counter()
+            instance, error = None, None
+            try:
+                instance = await reg.init(ic)
+            except SkipPlugin as exc:
+                error = exc
+            except Exception as exc:  # one plugin's failure is its own row
+                error = exc
+            duration = time.perf_counter() - started
+            self.plugins.add(Plugin(registration=reg, meta=ic.meta, instance=instance, error=error, duration=duration))
+            ms = round(duration * 1000, 3)
+            if error is None:
+                log.info("loaded plugin", plugin=reg.uri, duration_ms=ms)
+            elif isinstance(error, SkipPlugin):
+                log.info("skip loading plugin", plugin=reg.uri, reason=error.reason, duration_ms=ms)
+            else:
+                log.warning("failed to load plugin", plugin=reg.uri, error=str(error), duration_ms=ms)
+
+        problems = []
+        by_uri = {p.uri: p for p in self.plugins}
+        for uri in required:
+            p = by_uri.get(uri)
+            if p is None:
+                why = "disabled" if uri in disabled else "not included"
+                problems.append(f"required plugin {uri} {why}")
+            elif p.error is not None:
+                problems.append(f"required plugin {uri} failed to load: {p.error}")
+        if problems:
+            raise StartError("; ".join(problems))
+
+    async def _serve(self) -> None:
+        cfg = self.config
+        self.server = grpc.aio.server(
+            interceptors=[ErrdefsInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", cfg.grpc.max_recv_message_size),
+                ("grpc.max_send_message_length", cfg.grpc.max_send_message_size),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        for p in self.plugins:
+            if p.registration.type == PluginType.GRPC and p.error is None and hasattr(p.instance, "register"):
+                p.instance.register(self.server)
+        path = cfg.grpc.address
+        if os.path.exists(path):  # we hold the lock, so this is a stale socket
+            os.unlink(path)
+        old_umask = os.umask(0o117)  # the socket is born 0660, never wider
+        try:
+            self.server.add_insecure_port("unix:" + path)
+            await self.server.start()
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o660)
+        if cfg.grpc.uid or cfg.grpc.gid:
+            os.chown(path, cfg.grpc.uid, cfg.grpc.gid)
+        log.info("serving", address=path)
+
+    # -- stop ----------------------------------------------------------------
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self, grace: float = 2.0) -> None:
+        if self.server is not None:
+            await self.server.stop(grace)
+            self.server = None
+            try:
+                os.unlink(self.config.grpc.address)
+            except FileNotFoundError:
+                pass
+        await self._close_plugins()
+        if self._lock is not None:
+            self._lock.release()
+        self._stopped.set()
+        log.info("stopped")
+
+    async def _close_plugins(self) -> None:
+        if self._closed:
+            return
+        for p in reversed(self.plugins.ordered):
+            close = getattr(p.instance, "close", None)
+            if p.error is not None or close is None:
+                continue
+            try:
+                result = close()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                log.warning("error closing plugin", plugin=p.uri, error=str(exc))
+        self._closed = True

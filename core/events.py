@@ -1,0 +1,150 @@
+"""The events exchange: publish, forward, subscribe with filters.
+
+Events are protobuf messages wrapped in an envelope (timestamp, namespace,
+topic, event) as containerd's are. Subscribers get their own bounded queue,
+so a slow subscriber loses its own events (and is told so in the log)
+rather than stalling publishers. Filters use containerd's syntax over the
+envelope's fields: `topic`, `namespace` and `event.<field>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from . import errdefs, filters
+
+log = structlog.get_logger(__name__)
+
+_IDENT = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
+QUEUE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class Envelope:
+    timestamp: datetime.datetime
+    namespace: str
+    topic: str
+    event: any_pb2.Any
+
+    def field(self, path: list[str]) -> tuple[str, bool]:
+        """The filter adaptor: containerd's envelope field paths."""
+        if not path:
+            return "", False
+        head = path[0]
+        if head == "namespace":
+            return self.namespace, bool(self.namespace)
+        if head == "topic":
+            return self.topic, bool(self.topic)
+        if head == "event" and len(path) > 1:
+            return _event_field(self.event, path[1:])
+        return "", False
+
+
+def pack(event: Message) -> any_pb2.Any:
+    """Wrap like containerd's typeurl: the type URL is the bare full name."""
+    return any_pb2.Any(type_url=event.DESCRIPTOR.full_name, value=event.SerializeToString())
+
+
+def _event_field(event: any_pb2.Any, path: list[str]) -> tuple[str, bool]:
+    from google.protobuf import symbol_database
+
+    name = event.type_url.rsplit("/", 1)[-1]
+    try:
+        cls = symbol_database.Default().GetSymbol(name)
+    except KeyError:
+        return "", False
+    msg = cls.FromString(event.value)
+    value: Any = msg
+    for part in path:
+        if isinstance(value, Message) and part in value.DESCRIPTOR.fields_by_name:
+            value = getattr(value, part)
+        elif hasattr(value, "keys") and part in value:  # a map field such as labels
+            value = value[part]
+        else:
+            return "", False
+    if isinstance(value, (str, int, bool)):
+        return str(value), str(value) != ""
+    return "", False
+
+
+def validate_topic(topic: str) -> None:
+    if not topic:
+        raise errdefs.InvalidArgument("must not be empty")
+    if not topic.startswith("/"):
+        raise errdefs.InvalidArgument(f"topic {topic!r}: must start with '/'")
+    for part in topic[1:].split("/"):
+        if not _IDENT.match(part):
+            raise errdefs.InvalidArgument(f"topic {topic!r}: component {part!r} must match identifier rules")
+
+
+class Exchange:
+    def __init__(self) -> None:
+        self._subscribers: set[asyncio.Queue] = set()
+
+    def publish(self, namespace: str, topic: str, event: Message | any_pb2.Any) -> Envelope:
+        validate_topic(topic)
+        if not namespace:
+            raise errdefs.InvalidArgument("namespace is required to publish an event")
+        packed = event if isinstance(event, any_pb2.Any) else pack(event)
+        env = Envelope(datetime.datetime.now(datetime.timezone.utc), namespace, topic, packed)
+        self._deliver(env)
+        return env
+
+    def forward(self, envelope: Envelope) -> None:
+        validate_topic(envelope.topic)
+        self._deliver(envelope)
+
+    def _deliver(self, env: Envelope) -> None:
+        log.debug("event", topic=env.topic, namespace=env.namespace)
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait(env)
+            except asyncio.QueueFull:
+                log.warning("event dropped: subscriber too slow", topic=env.topic)
+
+    def subscribe(self, *filter_strings: str) -> "Subscription":
+        """Start receiving now; iterate the result to get the envelopes that
+        match any of the filters. Close it (or use `with`) to stop."""
+        try:
+            flt = filters.parse_all(*filter_strings)
+        except ValueError as exc:
+            raise errdefs.InvalidArgument(str(exc)) from None
+        return Subscription(self, flt)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+
+class Subscription:
+    def __init__(self, exchange: Exchange, flt: Any):
+        self._exchange = exchange
+        self._filter = flt
+        self._queue: asyncio.Queue = asyncio.Queue(QUEUE_SIZE)
+        exchange._subscribers.add(self._queue)
+
+    def close(self) -> None:
+        self._exchange._subscribers.discard(self._queue)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __aiter__(self) -> "Subscription":
+        return self
+
+    async def __anext__(self) -> Envelope:
+        while True:
+            env = await self._queue.get()
+            if self._filter.match(env.field):
+                return env

@@ -1,0 +1,36 @@
+"""structlog set-up: text or JSON lines on stderr, at the configured level."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal", "panic")
+
+
+def setup(level: str = "info", fmt: str = "text") -> None:
+    level = (level or "info").lower()
+    if level not in LEVELS:
+        raise ValueError(f"unknown log level {level!r} (one of {', '.join(LEVELS)})")
+    numeric = {
+        "trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
+        "warn": logging.WARNING, "warning": logging.WARNING, "error": logging.ERROR,
+        "fatal": logging.CRITICAL, "panic": logging.CRITICAL,
+    }[level]
+    if fmt not in ("", "text", "json"):
+        raise ValueError(f"unknown log format {fmt!r} (text or json)")
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,270 @@
+"""io.containerd.metadata.v1.sqlite: the metadata store.
+
+containerd keeps its metadata in one bolt database; we keep ours in one
+sqlite3 database (WAL mode) under the plugin's root. Every change is one
+transaction. The schema is versioned with `PRAGMA user_version` and
+migrated forward step by step on open, so later issues add tables for
+images, containers, leases, content and snapshot references without
+touching existing data.
+
+All sqlite work runs on one dedicated thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, TypeVar
+
+from pycontainerd.core import errdefs
+from pycontainerd.core.context import InitContext
+from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.core.service import validate_identifier
+
+T = TypeVar("T")
+
+MAX_LABEL_SIZE = 4096
+
+# Each entry migrates the schema from version i to i + 1.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE namespaces (
+        name       TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    -- labels of every kind of object: kind is 'namespace', 'image', ...
+    CREATE TABLE labels (
+        namespace TEXT NOT NULL,
+        kind      TEXT NOT NULL,
+        object    TEXT NOT NULL,
+        key       TEXT NOT NULL,
+        value     TEXT NOT NULL,
+        PRIMARY KEY (namespace, kind, object, key)
+    );
+    -- the namespaced objects; the storage issue widens these tables
+    CREATE TABLE images     (namespace TEXT NOT NULL, name   TEXT NOT NULL, PRIMARY KEY (namespace, name));
+    CREATE TABLE blobs      (namespace TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (namespace, digest));
+    CREATE TABLE containers (namespace TEXT NOT NULL, id     TEXT NOT NULL, PRIMARY KEY (namespace, id));
+    CREATE TABLE snapshots  (namespace TEXT NOT NULL, snapshotter TEXT NOT NULL, key TEXT NOT NULL,
+                             PRIMARY KEY (namespace, snapshotter, key));
+    CREATE TABLE leases     (namespace TEXT NOT NULL, id     TEXT NOT NULL, PRIMARY KEY (namespace, id));
+    """,
+)
+
+
+@dataclass
+class Config:
+    """Options of the metadata plugin, as containerd's bolt plugin has them."""
+
+    # containerd's "shared" content policy: blobs are shared across
+    # namespaces but each namespace must ingest (or be given) its own ref.
+    content_sharing_policy: str = "shared"
+
+
+def validate_labels(labels: dict[str, str]) -> None:
+    for k, v in labels.items():
+        if len(k) + len(v) > MAX_LABEL_SIZE:
+            raise errdefs.InvalidArgument(
+                f"label key and value greater than maximum size ({MAX_LABEL_SIZE} bytes), key: {k[:10]}"
+            )
+
+
+class DB:
+    """The database: one connection, one thread, one transaction per call."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata")
+        self._conn: sqlite3.Connection | None = None
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise RuntimeError(f"metadata schema version {version} is newer than this daemon's {len(MIGRATIONS)}")
+        for target in range(version, len(MIGRATIONS)):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(MIGRATIONS[target]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        self._conn = conn
+
+    async def open(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+        os.chmod(self.path, 0o600)
+
+    @property
+    def schema_version(self) -> int:
+        return len(MIGRATIONS)
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
+        conn = self._conn
+        assert conn is not None, "database is not open"
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def view(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn in a read transaction on the database thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._tx, fn, False)
+
+    async def update(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn in one write transaction on the database thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._tx, fn, True)
+
+    def close(self) -> None:
+        def _close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        self._executor.submit(_close).result()
+        self._executor.shutdown(wait=True)
+
+    # -- namespaces -----------------------------------------------------------
+
+    @property
+    def namespaces(self) -> "NamespaceStore":
+        return NamespaceStore(self)
+
+
+def _statements(script: str) -> Iterable[str]:
+    buf = ""
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        buf += line + "\n"
+        if sqlite3.complete_statement(buf):
+            yield buf.strip()
+            buf = ""
+
+
+# The object tables a namespace must be empty of before it is deleted, with
+# the words containerd uses for them.
+_NAMESPACE_CONTENTS = (("images", "images"), ("blobs", "blobs"), ("containers", "containers"), ("leases", "leases"))
+
+
+class NamespaceStore:
+    def __init__(self, db: DB):
+        self.db = db
+
+    @staticmethod
+    def _labels(conn: sqlite3.Connection, name: str) -> dict[str, str]:
+        rows = conn.execute(
+            "SELECT key, value FROM labels WHERE namespace = ? AND kind = 'namespace' AND object = '' ORDER BY key",
+            (name,),
+        )
+        return dict(rows.fetchall())
+
+    @staticmethod
+    def _exists(conn: sqlite3.Connection, name: str) -> bool:
+        return conn.execute("SELECT 1 FROM namespaces WHERE name = ?", (name,)).fetchone() is not None
+
+    async def create(self, name: str, labels: dict[str, str]) -> None:
+        validate_identifier(name)
+        validate_labels(labels)
+
+        def tx(conn: sqlite3.Connection) -> None:
+            if self._exists(conn, name):
+                raise errdefs.AlreadyExists(f'namespace "{name}"')
+            now = time.time_ns()
+            conn.execute("INSERT INTO namespaces VALUES (?, ?, ?)", (name, now, now))
+            conn.executemany(
+                "INSERT INTO labels VALUES (?, 'namespace', '', ?, ?)", [(name, k, v) for k, v in labels.items()]
+            )
+
+        await self.db.update(tx)
+
+    async def labels(self, name: str) -> dict[str, str]:
+        def tx(conn: sqlite3.Connection) -> dict[str, str]:
+            if not self._exists(conn, name):
+                raise errdefs.NotFound(f'namespace "{name}"')
+            return self._labels(conn, name)
+
+        return await self.db.view(tx)
+
+    async def list(self) -> list[tuple[str, dict[str, str]]]:
+        def tx(conn: sqlite3.Connection) -> list[tuple[str, dict[str, str]]]:
+            names = [r[0] for r in conn.execute("SELECT name FROM namespaces ORDER BY name")]
+            return [(n, self._labels(conn, n)) for n in names]
+
+        return await self.db.view(tx)
+
+    async def set_labels(self, name: str, changes: dict[str, str], replace: bool = False) -> dict[str, str]:
+        """Set labels (an empty value removes one); with `replace`, labels not
+        in `changes` are removed first. Returns the resulting labels."""
+        validate_labels(changes)
+
+        def tx(conn: sqlite3.Connection) -> dict[str, str]:
+            if not self._exists(conn, name):
+                raise errdefs.NotFound(f'namespace "{name}"')
+            if replace:
+                conn.execute("DELETE FROM labels WHERE namespace = ? AND kind = 'namespace'", (name,))
+            for k, v in changes.items():
+                if v:
+                    conn.execute("INSERT OR REPLACE INTO labels VALUES (?, 'namespace', '', ?, ?)", (name, k, v))
+                else:
+                    conn.execute(
+                        "DELETE FROM labels WHERE namespace = ? AND kind = 'namespace' AND key = ?", (name, k)
+                    )
+            conn.execute("UPDATE namespaces SET updated_at = ? WHERE name = ?", (time.time_ns(), name))
+            return self._labels(conn, name)
+
+        return await self.db.update(tx)
+
+    async def delete(self, name: str) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            held = [
+                word
+                for word, table in _NAMESPACE_CONTENTS
+                if conn.execute(f"SELECT 1 FROM {table} WHERE namespace = ? LIMIT 1", (name,)).fetchone()
+            ]
+            for (snapshotter,) in conn.execute(
+                "SELECT DISTINCT snapshotter FROM snapshots WHERE namespace = ? ORDER BY snapshotter", (name,)
+            ):
+                held.append(f'snapshots on "{snapshotter}" snapshotter')
+            if held:
+                raise errdefs.FailedPrecondition(f'namespace "{name}" must be empty, but it still has {", ".join(held)}')
+            if conn.execute("DELETE FROM namespaces WHERE name = ?", (name,)).rowcount == 0:
+                raise errdefs.NotFound(f'namespace "{name}"')
+            conn.execute("DELETE FROM labels WHERE namespace = ?", (name,))
+
+        await self.db.update(tx)
+
+
+async def init(ic: InitContext) -> DB:
+    db = DB(os.path.join(ic.root, "meta.db"))
+    await db.open()
+    ic.meta.exports["schema_version"] = str(db.schema_version)
+    return db
+
+
+@hookimpl
+def pycontainerd_plugins() -> Iterable[Registration]:
+    return [
+        Registration(
+            type=PluginType.METADATA,
+            id="sqlite",
+            requires=(PluginType.CONTENT, PluginType.EVENT, PluginType.SNAPSHOT),
+            config=Config,
+            init=init,
+        )
+    ]
