@@ -43,6 +43,7 @@ character indices.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 import warnings
@@ -685,23 +686,85 @@ def adapt_mapping(
 # ---------------------------------------------------------------------------
 # Go RE2 syntax -> Python re
 
-_PERL = {"d": "0-9", "s": "\\t\\n\\f\\r ", "w": "0-9A-Za-z_"}
-_POSIX = {
-    "alnum": "0-9A-Za-z",
-    "alpha": "A-Za-z",
-    "ascii": "\\x00-\\x7f",
-    "blank": "\\t ",
-    "cntrl": "\\x00-\\x1f\\x7f",
-    "digit": "0-9",
-    "graph": "!-~",
-    "lower": "a-z",
-    "print": " -~",
-    "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ",
-    "upper": "A-Z",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
+# ASCII classes as (first, last) code point ranges
+_PERL = {
+    "d": [(0x30, 0x39)],
+    "s": [(0x09, 0x0A), (0x0C, 0x0D), (0x20, 0x20)],
+    "w": [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)],
 }
+_POSIX = {
+    "alnum": [(0x30, 0x39), (0x41, 0x5A), (0x61, 0x7A)],
+    "alpha": [(0x41, 0x5A), (0x61, 0x7A)],
+    "ascii": [(0x00, 0x7F)],
+    "blank": [(0x09, 0x09), (0x20, 0x20)],
+    "cntrl": [(0x00, 0x1F), (0x7F, 0x7F)],
+    "digit": [(0x30, 0x39)],
+    "graph": [(0x21, 0x7E)],
+    "lower": [(0x61, 0x7A)],
+    "print": [(0x20, 0x7E)],
+    "punct": [(0x21, 0x2F), (0x3A, 0x40), (0x5B, 0x60), (0x7B, 0x7E)],
+    "space": [(0x09, 0x0D), (0x20, 0x20)],
+    "upper": [(0x41, 0x5A)],
+    "word": [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)],
+    "xdigit": [(0x30, 0x39), (0x41, 0x46), (0x61, 0x66)],
+}
+
+
+def _complement(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out, nxt = [], 0
+    for lo, hi in ranges:
+        if lo > nxt:
+            out.append((nxt, lo - 1))
+        nxt = hi + 1
+    if nxt <= 0x10FFFF:
+        out.append((nxt, 0x10FFFF))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _category_ranges(name: str) -> tuple[tuple[int, int], ...]:
+    """Code point ranges of a Unicode general category ("L", "Lu", ...), or
+    of "Any". Unassigned code points (Cn) are in no category, as in Go."""
+    if name == "Any":
+        return ((0, 0x10FFFF),)
+    if not (len(name) in (1, 2) and name[0] in "CLMNPSZ"):
+        raise _Unsupported(f"unknown Unicode class {name}")  # e.g. scripts
+    out: list[tuple[int, int]] = []
+    for cp in range(0x110000):
+        cat = unicodedata.category(chr(cp))
+        if cat != "Cn" and cat.startswith(name):
+            if out and out[-1][1] == cp - 1:
+                out[-1] = (out[-1][0], cp)
+            else:
+                out.append((cp, cp))
+    if not out:
+        raise _Unsupported(f"unknown Unicode class {name}")
+    return tuple(out)
+
+
+def _unicode_class(p: str, i: int) -> tuple[list[tuple[int, int]], int]:
+    """The class of the \\p / \\P escape at p[i]; returns (ranges, next index)."""
+    negate = p[i + 1] == "P"
+    j = i + 2
+    if j >= len(p):
+        raise _Unsupported("bad \\p")
+    if p[j] == "{":
+        close = p.find("}", j)
+        if close < 0:
+            raise _Unsupported("bad \\p")
+        name, j = p[j + 1 : close], close + 1
+        if name.startswith("^"):
+            negate, name = not negate, name[1:]
+    else:
+        name, j = p[j], j + 1
+    ranges = list(_category_ranges(name))
+    return (_complement(ranges) if negate else ranges), j
+
+
+def _ranges(ranges: list[tuple[int, int]]) -> str:
+    return "".join(_cp(lo) if lo == hi else f"{_cp(lo)}-{_cp(hi)}" for lo, hi in ranges)
+
+
 _WORD = "[0-9A-Za-z_]"
 _ASCII_B = f"(?:(?<!{_WORD})(?={_WORD})|(?<={_WORD})(?!{_WORD}))"
 _ASCII_NOT_B = f"(?:(?<!{_WORD})(?!{_WORD})|(?<={_WORD})(?={_WORD}))"
@@ -728,9 +791,10 @@ def _re2_to_python(p: str) -> str:
     \\w \\b; `$` is end of text unless (?m); \\z; (?flags) in mid-pattern
     (applies to the rest of the group, across '|'); POSIX [[:classes:]];
     \\Q...\\E; octal and \\x{...} escapes; '{' that is not a repeat is a
-    literal. Constructs Go rejects (lookaround, backreferences, possessive
-    and nested repeats, counts over 1000, unknown escapes) raise, as do
-    Unicode classes \\p{..}, which Python's re cannot express."""
+    literal; \\pL-style general categories. Constructs Go rejects
+    (lookaround, backreferences, possessive and nested repeats, counts over
+    1000, unknown escapes) raise, as do Unicode scripts (\\p{Greek}),
+    which Python's unicodedata cannot list."""
     out: list[str] = []
     # per open group: (flags on entry, openers of the wraps that emulate
     # (?flags) seen inside this group)
@@ -793,10 +857,10 @@ def _re2_to_python(p: str) -> str:
         if c == "\\":
             e = p[i + 1] if i + 1 < n else ""
             if e in ("d", "s", "w"):
-                out.append("[" + _PERL[e] + "]")
+                out.append("[" + _ranges(_PERL[e]) + "]")
                 i += 2
             elif e in ("D", "S", "W"):
-                out.append("[^" + _PERL[e.lower()] + "]")
+                out.append("[" + _ranges(_complement(_PERL[e.lower()])) + "]")
                 i += 2
             elif e == "b":
                 out.append(_ASCII_B)
@@ -828,7 +892,8 @@ def _re2_to_python(p: str) -> str:
                 out.append("".join(re.escape(ch) for ch in literal[:-1]))
                 out.append(re.escape(literal[-1]))
             elif e in ("p", "P"):
-                raise _Unsupported("Unicode classes")
+                ranges, i = _unicode_class(p, i)
+                out.append("[" + _ranges(ranges) + "]")
             else:
                 v, i = escape_value(i)
                 out.append(_cp(v))
@@ -941,7 +1006,6 @@ def _translate_class(p: str, i: int, out: list[str], escape_value: Callable[[int
     j = i + 1
     parts: list[str] = []
     negate = False
-    ascii_scope = False
     if j < n and p[j] == "^":
         negate = True
         j += 1
@@ -958,22 +1022,27 @@ def _translate_class(p: str, i: int, out: list[str], escape_value: Callable[[int
             close = p.find(":]", j + 2)
             name = p[j + 2 : close] if close > 0 else ""
             if name in _POSIX:
-                parts.append(_POSIX[name])
+                parts.append(_ranges(_POSIX[name]))
                 j = close + 2
                 continue
             if name.startswith("^") and name[1:] in _POSIX:
-                raise _Unsupported("negated POSIX class")
+                parts.append(_ranges(_complement(_POSIX[name[1:]])))
+                j = close + 2
+                continue
         if c == "\\" and j + 1 < n and p[j + 1] in "dswDSW":
             e = p[j + 1]
             if e in "dsw":
-                parts.append(_PERL[e])
+                parts.append(_ranges(_PERL[e]))
             else:
-                parts.append("\\" + e)
-                ascii_scope = True
+                parts.append(_ranges(_complement(_PERL[e.lower()])))
             j += 2
             continue
-        if c == "\\" and j + 1 < n and p[j + 1] in "pPQ":
-            raise _Unsupported("unsupported class escape")
+        if c == "\\" and j + 1 < n and p[j + 1] in "pP":
+            ranges, j = _unicode_class(p, j)
+            parts.append(_ranges(ranges))
+            continue
+        if c == "\\" and j + 1 < n and p[j + 1] == "Q":
+            raise _Unsupported("\\Q in a class")
         # a single character, maybe the start of a range
         if c == "\\":
             lo, j = escape_value(j)
@@ -989,6 +1058,5 @@ def _translate_class(p: str, i: int, out: list[str], escape_value: Callable[[int
             parts.append(_cp(lo) + "-" + _cp(hi))
         else:
             parts.append(_cp(lo))
-    body = ("[^" if negate else "[") + "".join(parts) + "]"
-    out.append(f"(?a:{body})" if ascii_scope else body)
+    out.append(("[^" if negate else "[") + "".join(parts) + "]")
     return j

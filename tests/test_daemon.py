@@ -1,0 +1,301 @@
+"""The daemon in-process, through the pycontainerd.testing fixtures: plugin
+statuses, lookups, required/disabled plugins, plugin config, namespaces and
+their events, all over the real gRPC socket."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import types
+from dataclasses import dataclass
+
+import pytest
+
+from pycontainerd.core import errdefs
+from pycontainerd.core.config import ConfigError
+from pycontainerd.core.context import SkipPlugin
+from pycontainerd.core.daemon import StartError
+from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.testing import InProcessDaemon
+
+BUILTIN = {
+    "io.containerd.event.v1.exchange",
+    "io.containerd.metadata.v1.sqlite",
+    "io.containerd.service.v1.introspection-service",
+    "io.containerd.service.v1.namespaces-service",
+    "io.containerd.grpc.v1.introspection",
+    "io.containerd.grpc.v1.namespaces",
+    "io.containerd.grpc.v1.version",
+    "io.containerd.grpc.v1.events",
+    "io.containerd.grpc.v1.healthcheck",
+}
+
+
+def plugin_module(name: str, *registrations: Registration) -> types.ModuleType:
+    mod = types.ModuleType(name)
+
+    @hookimpl
+    def pycontainerd_plugins():
+        return list(registrations)
+
+    mod.pycontainerd_plugins = pycontainerd_plugins
+    return mod
+
+
+@dataclass
+class GreeterConfig:
+    greeting: str = "hello"
+    repeat: int = 1
+
+
+seen: dict[str, object] = {}
+
+
+async def init_greeter(ic):
+    seen["root"] = ic.root
+    seen["metadata"] = ic.get(PluginType.METADATA)
+    ic.meta.exports["greeting"] = ic.config.greeting * ic.config.repeat
+    ic.meta.platforms.append("linux/amd64")
+    ic.meta.capabilities.append("greet")
+    return object()
+
+
+async def init_fails(ic):
+    raise RuntimeError("out of cheese")
+
+
+async def init_skips(ic):
+    raise SkipPlugin("no cheese here")
+
+
+async def init_lookup_missing(ic):
+    try:
+        ic.get("io.containerd.content.v1")
+    except errdefs.NotFound as exc:
+        seen["missing"] = str(exc)
+    try:
+        ic.get(PluginType.INTERNAL, "skips")
+    except errdefs.NotFound as exc:
+        seen["skipped"] = str(exc)
+    try:
+        ic.get(PluginType.INTERNAL, "fails")
+    except errdefs.FailedPrecondition as exc:
+        seen["failed"] = str(exc)
+    return object()
+
+
+GREETER = plugin_module(
+    "greeter",
+    Registration(type="io.containerd.internal.v1", id="greeter", requires=(PluginType.METADATA,), config=GreeterConfig, init=init_greeter),
+)
+BROKEN = plugin_module(
+    "broken",
+    Registration(type=PluginType.INTERNAL, id="fails", init=init_fails),
+    Registration(type=PluginType.INTERNAL, id="skips", init=init_skips),
+    Registration(type="io.containerd.differ.v1", id="looker", requires=(PluginType.INTERNAL, "io.containerd.content.v1"), init=init_lookup_missing),
+)
+
+
+@pytest.fixture
+def pycontainerd_plugins():
+    return [GREETER]
+
+
+@pytest.fixture
+def pycontainerd_config():
+    return {"plugins": {"io.containerd.internal.v1.greeter": {"greeting": "hi", "repeat": 2}}}
+
+
+def test_fixture_client_sees_builtin_and_third_party_plugins(pycontainerd_client):
+    plugins = {p.uri: p for p in pycontainerd_client.plugins()}
+    assert BUILTIN | {"io.containerd.internal.v1.greeter"} == set(plugins)
+    greeter = plugins["io.containerd.internal.v1.greeter"]
+    assert greeter.status == "ok"
+    assert greeter.exports == {"greeting": "hihi"}  # its config section was applied
+    assert greeter.platforms == ["linux/amd64"]
+    assert greeter.capabilities == ["greet"]
+    assert greeter.requires == [PluginType.METADATA]
+    assert all(p.init_duration is not None and p.init_duration >= 0 for p in plugins.values())
+    assert seen["root"].endswith("/root/io.containerd.internal.v1.greeter")
+
+
+def test_plugins_come_in_init_order_with_requirements_first(pycontainerd_client):
+    uris = [p.uri for p in pycontainerd_client.plugins()]
+    assert uris.index("io.containerd.metadata.v1.sqlite") < uris.index("io.containerd.internal.v1.greeter")
+    assert uris.index("io.containerd.event.v1.exchange") < uris.index("io.containerd.metadata.v1.sqlite")
+    assert uris.index("io.containerd.service.v1.namespaces-service") < uris.index("io.containerd.grpc.v1.namespaces")
+
+
+def test_plugin_filters_are_ored(pycontainerd_client):
+    got = [p.uri for p in pycontainerd_client.plugins(["id==version", "type==io.containerd.event.v1"])]
+    assert got == ["io.containerd.event.v1.exchange", "io.containerd.grpc.v1.version"]
+    with pytest.raises(errdefs.InvalidArgument):
+        pycontainerd_client.plugins(["type=="])
+
+
+def test_error_skip_and_failed_lookups_are_rows_not_crashes():
+    with InProcessDaemon(plugins=[BROKEN]) as d, d.client() as c:
+        rows = {p.uri: p for p in c.plugins()}
+        assert rows["io.containerd.internal.v1.fails"].status == "error"
+        assert "out of cheese" in rows["io.containerd.internal.v1.fails"].init_err[1]
+        assert rows["io.containerd.internal.v1.skips"].status == "skip"
+        assert rows["io.containerd.internal.v1.skips"].init_err[1] == "no cheese here: skip plugin"
+        assert rows["io.containerd.differ.v1.looker"].status == "ok"
+        assert all(rows[u].status == "ok" for u in BUILTIN)
+    assert "no plugins registered for io.containerd.content.v1" in seen["missing"]
+    assert "was skipped: no cheese here" in seen["skipped"]
+    assert "failed to load: out of cheese" in seen["failed"]
+
+
+def test_required_plugin_that_fails_stops_the_start_naming_it():
+    d = InProcessDaemon(
+        plugins=[BROKEN],
+        config={"required_plugins": ["io.containerd.internal.v1.fails", "io.containerd.snapshotter.v1.nope"]},
+    )
+    with pytest.raises(StartError) as err:
+        d.start()
+    d.stop()
+    assert "required plugin io.containerd.internal.v1.fails failed to load: out of cheese" in str(err.value)
+    assert "required plugin io.containerd.snapshotter.v1.nope not included" in str(err.value)
+
+
+def test_disabled_plugins_are_neither_initialised_nor_listed():
+    with InProcessDaemon(plugins=[BROKEN], config={"disabled_plugins": ["io.containerd.internal.v1.fails", "io.containerd.grpc.v1.events"]}) as d:
+        with d.client() as c:
+            uris = {p.uri for p in c.plugins()}
+    assert "io.containerd.internal.v1.fails" not in uris
+    assert "io.containerd.grpc.v1.events" not in uris
+    assert "io.containerd.internal.v1.skips" in uris
+
+
+def test_unknown_key_in_a_plugin_section_is_an_error_with_a_suggestion():
+    d = InProcessDaemon(plugins=[GREETER], config={"plugins": {"io.containerd.internal.v1.greeter": {"greting": "x"}}})
+    with pytest.raises(ConfigError) as err:
+        d.start()
+    d.stop()
+    msg = str(err.value)
+    assert d.config_path in msg
+    assert 'unknown key "greting" in [plugins."io.containerd.internal.v1.greeter"]' in msg
+    assert 'did you mean "greeting"' in msg
+
+
+def test_namespaces_round_trip_and_errors(pycontainerd_client):
+    c = pycontainerd_client
+    c.namespace_create("dev", {"a": "b"})
+    with pytest.raises(errdefs.AlreadyExists) as err:
+        c.namespace_create("dev")
+    assert str(err.value) == 'namespace "dev": already exists'
+    c.namespace_set_label("dev", "team", "a")
+    assert c.namespace_labels("dev") == {"a": "b", "team": "a"}
+    c.namespace_set_label("dev", "a", "")
+    assert c.namespace_labels("dev") == {"team": "a"}
+    assert "dev" in c.namespace_list()
+    with pytest.raises(errdefs.InvalidArgument):
+        c.namespace_create("-nope")
+    with pytest.raises(errdefs.InvalidArgument):
+        c.namespace_create("big", {"k": "v" * 5000})
+    c.namespace_delete("dev")
+    assert "dev" not in c.namespace_list()
+    with pytest.raises(errdefs.NotFound) as err:
+        c.namespace_delete("dev")
+    assert str(err.value) == 'namespace "dev": not found'
+    with pytest.raises(errdefs.NotFound):
+        c.namespace_labels("dev")
+
+
+def test_update_without_mask_replaces_labels_and_bad_paths_are_refused(pycontainerd_client):
+    from google.protobuf import field_mask_pb2
+
+    from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
+
+    c = pycontainerd_client
+    c.namespace_create("upd", {"a": "1", "b": "2"})
+    stub = namespace_pb2_grpc.NamespacesStub(c.channel)
+    resp = stub.Update(namespace_pb2.UpdateNamespaceRequest(namespace=namespace_pb2.Namespace(name="upd", labels={"c": "3"})))
+    assert dict(resp.namespace.labels) == {"c": "3"}
+    import grpc
+
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Update(
+            namespace_pb2.UpdateNamespaceRequest(
+                namespace=namespace_pb2.Namespace(name="upd"), update_mask=field_mask_pb2.FieldMask(paths=["name"])
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_deleting_a_namespace_that_holds_objects_fails_with_failed_precondition(pycontainerd_daemon, pycontainerd_client):
+    c = pycontainerd_client
+    c.namespace_create("busy")
+    db = pycontainerd_daemon.daemon.plugins.get(PluginType.METADATA)
+
+    def put(conn):
+        conn.execute("INSERT INTO images VALUES ('busy', 'docker.io/library/alpine:latest')")
+        conn.execute("INSERT INTO snapshots VALUES ('busy', 'overlayfs', 'k1')")
+
+    asyncio.run_coroutine_threadsafe(db.update(put), pycontainerd_daemon._loop).result()
+    with pytest.raises(errdefs.FailedPrecondition) as err:
+        c.namespace_delete("busy")
+    assert str(err.value) == (
+        'namespace "busy" must be empty, but it still has images, snapshots on "overlayfs" snapshotter: failed precondition'
+    )
+    assert "busy" in c.namespace_list()
+
+
+def test_namespace_changes_publish_events(pycontainerd_daemon, pycontainerd_client):
+    from pycontainerd.api.events import namespace_pb2 as ev
+
+    got = []
+    ready = threading.Event()
+
+    def listen():
+        stream = pycontainerd_client.subscribe('topic~="^/namespaces/"')
+        ready.set()
+        for env in stream:
+            got.append(env)
+            if len(got) == 3:
+                break
+
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    ready.wait(5)
+    import time
+
+    deadline = time.monotonic() + 10  # wait until the server holds the subscription
+    while pycontainerd_daemon.daemon.events.subscriber_count == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pycontainerd_client.namespace_create("evt", {"x": "y"})
+    pycontainerd_client.namespace_set_label("evt", "x", "z")
+    pycontainerd_client.namespace_delete("evt")
+    t.join(10)
+    assert [e.topic for e in got] == ["/namespaces/create", "/namespaces/update", "/namespaces/delete"]
+    assert all(e.namespace == "default" for e in got)
+    assert got[0].event.type_url == "containerd.events.NamespaceCreate"
+    create = ev.NamespaceCreate.FromString(got[0].event.value)
+    assert create.name == "evt" and dict(create.labels) == {"x": "y"}
+
+
+def test_server_uuid_is_persisted_and_pid_reported(pycontainerd_daemon):
+    import os
+
+    with pycontainerd_daemon.client() as c:
+        first = c.server()
+    assert first.pid == os.getpid()
+    assert first.pidns > 0
+    with open(os.path.join(pycontainerd_daemon.dir, "root", "io.containerd.service.v1.introspection-service", "uuid")) as f:
+        assert f.read().strip() == first.uuid
+
+
+def test_plugin_directories_are_private(pycontainerd_daemon):
+    import os
+    import stat
+
+    path = os.path.join(pycontainerd_daemon.dir, "root", "io.containerd.metadata.v1.sqlite")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+
+
+def test_health_service_reports_serving(pycontainerd_client):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    stub = health_pb2_grpc.HealthStub(pycontainerd_client.channel)
+    assert stub.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
