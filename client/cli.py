@@ -117,7 +117,8 @@ def _code_name(code: int) -> str:
     """Go's codes.Code String(): CamelCase names."""
     for c in grpc.StatusCode:
         if c.value[0] == code:
-            return "".join(part.capitalize() for part in c.name.split("_")).replace("Ok", "OK")
+            name = "".join(part.capitalize() for part in c.name.split("_"))
+            return {"Ok": "OK", "Cancelled": "Canceled"}.get(name, name)  # Go's spelling
     return f"Code({code})"
 
 

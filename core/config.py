@@ -124,10 +124,10 @@ class Config:
         for what, names in (("disabled", self.disabled_plugins), ("required", self.required_plugins)):
             for name in names:
                 if not _is_uri(name):
-                    raise ConfigError(f"invalid {what} plugin URI {name!r} expect io.containerd.x.vx")
+                    raise ConfigError(f'invalid {what} plugin URI "{name}" expect io.containerd.x.vx')
         for name in self.plugins:
             if not _is_uri(name):
-                raise ConfigError(f"invalid plugin key URI {name!r} expect io.containerd.x.vx")
+                raise ConfigError(f'invalid plugin key URI "{name}" expect io.containerd.x.vx')
         for name, proxy in self.proxy_plugins.items():
             if proxy.type not in ("snapshot", "content"):
                 raise ConfigError(f"proxy plugin {name!r}: unsupported type {proxy.type!r} (expected \"snapshot\" or \"content\")")
@@ -146,7 +146,7 @@ class Config:
 
 
 def _is_uri(name: str) -> bool:
-    return name.startswith("io.containerd.") and len(name.split(".", 3)) >= 4
+    return len(name.split(".")) >= 4  # containerd's rule: type (3 parts) + id; any vendor prefix
 
 
 def _to_plain(value: Any) -> Any:
@@ -241,7 +241,7 @@ def _resolve_imports(parent: str, patterns: list[str]) -> list[str]:
         if not os.path.isabs(pattern):
             pattern = os.path.join(os.path.dirname(os.path.abspath(parent)), pattern)
         if glob.has_magic(pattern):
-            out += sorted(glob.glob(pattern))
+            out += sorted(os.path.normpath(m) for m in glob.glob(pattern))  # each file once, whatever the spelling
         else:
             out.append(os.path.normpath(pattern))
     return out

@@ -113,11 +113,7 @@ class Exchange:
     def subscribe(self, *filter_strings: str) -> "Subscription":
         """Start receiving now; iterate the result to get the envelopes that
         match any of the filters. Close it (or use `with`) to stop."""
-        try:
-            flt = filters.parse_all(*filter_strings)
-        except ValueError as exc:
-            raise errdefs.InvalidArgument(str(exc)) from None
-        return Subscription(self, flt)
+        return Subscription(self, filters.parse_all(*filter_strings))  # bad syntax: InvalidArgument
 
     @property
     def subscriber_count(self) -> int:

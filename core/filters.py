@@ -769,6 +769,7 @@ _WORD = "[0-9A-Za-z_]"
 _ASCII_B = f"(?:(?<!{_WORD})(?={_WORD})|(?<={_WORD})(?!{_WORD}))"
 _ASCII_NOT_B = f"(?:(?<!{_WORD})(?!{_WORD})|(?<={_WORD})(?={_WORD}))"
 _REPEAT = re.compile(r"\{(\d+)(,(\d*))?\}")
+_FLAGS_ONLY = re.compile(r"\(\?[imsU-]*\)")
 
 
 class _Unsupported(ValueError):
@@ -796,11 +797,17 @@ def _re2_to_python(p: str) -> str:
     1000, unknown escapes) raise, as do Unicode scripts (\\p{Greek}),
     which Python's unicodedata cannot list."""
     out: list[str] = []
-    # per open group: (flags on entry, openers of the wraps that emulate
-    # (?flags) seen inside this group)
+    # Go's (?flags) changes the flags for the rest of the enclosing group;
+    # Python only has scoped (?flags:...) groups, so each one opens such a
+    # "wrap", closed at the group's ')' (and closed and reopened around each
+    # '|'). An opener is emitted lazily, just before the next item, so that
+    # a quantifier right after (?flags) still applies to the item before it
+    # as in Go ("a(?i)*" is "a*").
+    # per open group: (flags on entry, wraps open in the enclosing group)
     stack: list[tuple[frozenset, list[str]]] = []
     flags: frozenset = frozenset()
-    wraps: list[str] = []
+    wraps: list[str] = []  # emitted openers to close at this group's end
+    pending: list[str] = []  # openers to emit before the next item
     i, n = 0, len(p)
     last_repeatable = False  # the previous item can take a quantifier
     last_was_repeat = False
@@ -854,6 +861,13 @@ def _re2_to_python(p: str) -> str:
     while i < n:
         c = p[i]
         repeatable, is_repeat = True, False
+        starts_item = not (
+            c in "*+?|)" or (c == "{" and _REPEAT.match(p, i)) or _FLAGS_ONLY.match(p, i)
+        )
+        if starts_item and pending:
+            out.extend(pending)
+            wraps = wraps + pending
+            pending = []
         if c == "\\":
             e = p[i + 1] if i + 1 < n else ""
             if e in ("d", "s", "w"):
@@ -864,19 +878,15 @@ def _re2_to_python(p: str) -> str:
                 i += 2
             elif e == "b":
                 out.append(_ASCII_B)
-                repeatable = False
                 i += 2
             elif e == "B":
                 out.append(_ASCII_NOT_B)
-                repeatable = False
                 i += 2
             elif e == "A":
-                out.append("\\A")
-                repeatable = False
+                out.append("(?:\\A)")  # grouped: Go lets assertions repeat
                 i += 2
             elif e == "z":
-                out.append("\\Z")
-                repeatable = False
+                out.append("(?:\\Z)")
                 i += 2
             elif e == "C":
                 out.append("(?s:.)")
@@ -931,9 +941,7 @@ def _re2_to_python(p: str) -> str:
                     open_group(f"(?{text}:", newf)
                 else:
                     if text:
-                        opener = f"(?{text}:"
-                        out.append(opener)
-                        wraps = wraps + [opener]
+                        pending = pending + [f"(?{text}:"]
                     flags = newf
                     # not an item: what precedes it keeps its status
                     repeatable, is_repeat = last_repeatable, last_was_repeat
@@ -946,9 +954,12 @@ def _re2_to_python(p: str) -> str:
                 raise _Unsupported("unbalanced )")
             out.append(")" * len(wraps) + ")")
             flags, wraps = stack.pop()
+            pending = []
             i += 1
         elif c == "|":
-            out.append(")" * len(wraps) + "|" + "".join(wraps))
+            out.append(")" * len(wraps) + "|")
+            pending = wraps + pending
+            wraps = []
             repeatable = False
             i += 1
         elif c in "*+?":
@@ -979,12 +990,10 @@ def _re2_to_python(p: str) -> str:
                 out.append("\\{")
                 i += 1
         elif c == "$":
-            out.append("$" if "m" in flags else "\\Z")
-            repeatable = False
+            out.append("(?:$)" if "m" in flags else "(?:\\Z)")
             i += 1
         elif c == "^":
-            out.append("^")
-            repeatable = False
+            out.append("(?:^)")
             i += 1
         elif c == ".":
             out.append(".")

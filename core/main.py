@@ -3,6 +3,7 @@
     pycontainerd [--config F] [--log-level L] [--address A] [--root R] [--state S]
     pycontainerd config default
     pycontainerd config dump [--config F]
+    pycontainerd publish --topic T --namespace N [--address A] < event   (a serialized Any, as shims send)
 """
 
 from __future__ import annotations
@@ -38,7 +39,33 @@ def _parser() -> argparse.ArgumentParser:
     cfg_sub.add_parser("default", help="print the default config, every plugin's section")
     dump = cfg_sub.add_parser("dump", help="print the effective config after imports and merging")
     dump.add_argument("--config", "-c", dest="sub_config")
+    pub = sub.add_parser("publish", help="forward an event read from stdin to the daemon's events service")
+    pub.add_argument("--topic", required=True, help="topic of the event, e.g. /tasks/exit")
+    pub.add_argument("--namespace", required=True, help="namespace of the event")
     return p
+
+
+def publish(address: str, topic: str, namespace: str, data: bytes) -> int:
+    """Forward a serialized google.protobuf.Any as an envelope, as
+    `containerd publish` does for shims that cannot hold a connection."""
+    import datetime
+
+    import grpc
+    from google.protobuf import any_pb2, timestamp_pb2
+
+    from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
+
+    event = any_pb2.Any.FromString(data)
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(datetime.datetime.now(datetime.timezone.utc))
+    envelope = events_pb2.Envelope(timestamp=ts, namespace=namespace, topic=topic, event=event)
+    with grpc.insecure_channel("unix:" + address) as channel:
+        try:
+            events_pb2_grpc.EventsStub(channel).Forward(events_pb2.ForwardRequest(envelope=envelope), timeout=10)
+        except grpc.RpcError as exc:
+            print(f"pycontainerd: publish {topic}: {exc.details()}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def load_config(path: str | None) -> configmod.Config:
@@ -83,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.config_command == "default":
                 return _print_config(configmod.Config())
             return _print_config(load_config(args.sub_config or args.config))
+
+        if args.command == "publish":
+            address = args.address or load_config(args.config).grpc.address
+            return publish(address, args.topic, args.namespace, sys.stdin.buffer.read())
 
         cfg = load_config(args.config)
         if args.address:

@@ -299,3 +299,29 @@ def test_health_service_reports_serving(pycontainerd_client):
 
     stub = health_pb2_grpc.HealthStub(pycontainerd_client.channel)
     assert stub.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_publish_command_forwards_an_event(pycontainerd_daemon, pycontainerd_client):
+    import time
+
+    from pycontainerd.api.events import namespace_pb2 as ev
+    from pycontainerd.core.events import pack
+    from pycontainerd.core.main import publish
+
+    got = []
+
+    def listen():
+        for env in pycontainerd_client.subscribe('topic=="/tasks/exit"'):
+            got.append(env)
+            break
+
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while pycontainerd_daemon.daemon.events.subscriber_count == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    data = pack(ev.NamespaceDelete(name="n1")).SerializeToString()
+    assert publish(pycontainerd_daemon.address, "/tasks/exit", "shimns", data) == 0
+    t.join(10)
+    assert got and got[0].namespace == "shimns" and got[0].topic == "/tasks/exit"
+    assert ev.NamespaceDelete.FromString(got[0].event.value).name == "n1"

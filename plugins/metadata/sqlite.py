@@ -17,7 +17,6 @@ import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
 from pycontainerd.core import errdefs
@@ -55,15 +54,6 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE leases     (namespace TEXT NOT NULL, id     TEXT NOT NULL, PRIMARY KEY (namespace, id));
     """,
 )
-
-
-@dataclass
-class Config:
-    """Options of the metadata plugin, as containerd's bolt plugin has them."""
-
-    # containerd's "shared" content policy: blobs are shared across
-    # namespaces but each namespace must ingest (or be given) its own ref.
-    content_sharing_policy: str = "shared"
 
 
 def validate_labels(labels: dict[str, str]) -> None:
@@ -264,7 +254,6 @@ def pycontainerd_plugins() -> Iterable[Registration]:
             type=PluginType.METADATA,
             id="sqlite",
             requires=(PluginType.CONTENT, PluginType.EVENT, PluginType.SNAPSHOT),
-            config=Config,
             init=init,
         )
     ]

@@ -42,10 +42,7 @@ class Local:
         return pb.Namespace(name=name, labels=await self.store.labels(name))
 
     async def list(self, filter_string: str = "") -> list[pb.Namespace]:
-        try:
-            flt = filters.parse_all(*([filter_string] if filter_string else []))
-        except ValueError as exc:
-            raise errdefs.InvalidArgument(str(exc)) from None
+        flt = filters.parse_all(*([filter_string] if filter_string else []))
         out = []
         for name, labels in await self.store.list():
             if flt.match(filters.adapt_mapping({"name": name, "labels": labels})):
