@@ -16,6 +16,8 @@ import dataclasses
 import difflib
 import glob
 import os
+import re
+import tomllib
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,12 +229,18 @@ def read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    # tomllib, not toml: toml 0.10 accepts some broken files (an unclosed
+    # array at the end) and reports others at the wrong column
     try:
-        return toml.loads(text)
-    except toml.TomlDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    except (IndexError, ValueError, TypeError) as exc:  # toml raises these on some malformed input
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg, where = str(exc), re.search(r" \(at line (\d+), column (\d+)\)$", str(exc))
+        if where:
+            line, col, msg = int(where[1]), int(where[2]), msg[: where.start()]
+        else:  # "(at end of document)"
+            line, col = text.count("\n") + 1, len(text) - text.rfind("\n")
+            msg = msg.replace(" (at end of document)", "") + " at end of document"
+        raise ConfigError(f"{path}: invalid TOML at line {line}, column {col}: {msg}") from None
 
 
 def _resolve_imports(parent: str, patterns: list[str]) -> list[str]:
@@ -257,6 +265,9 @@ def _check_file(raw: dict[str, Any], path: str) -> None:
     for key in raw:
         if key not in _TOP_KEYS:
             raise _unknown_key(path, "", key, _TOP_KEYS)
+    for key in _REPLACED_MAPS:
+        if not isinstance(raw.get(key, {}), dict):
+            raise ConfigError(f"{path}: [{key}] must be a table")
     owned = {k: v for k, v in raw.items() if k not in ("plugins", "proxy_plugins", "timeouts", "stream_processors")}
     decode(Config, owned, path, "")
     for name, table in raw.get("proxy_plugins", {}).items():
@@ -313,6 +324,8 @@ def load(path: str) -> Config:
                 raise ConfigError(f"{current}: unsupported config version {version}: set version = 2")
         elif version > main_version:
             raise ConfigError(f"{current}: config version {version} is newer than the main config's {main_version}")
+        else:
+            raw.pop("version", None)  # the main file's version is the config's version
         imports = raw.pop("imports", [])
         _merge(merged, raw, origins, current)
         loaded.append(current)
@@ -323,5 +336,8 @@ def load(path: str) -> Config:
     cfg.plugin_origins = origins
     cfg.proxy_plugins = {n: decode(ProxyPlugin, t, main, f"proxy_plugins.{n}") for n, t in merged.get("proxy_plugins", {}).items()}
     cfg.imports = loaded[1:]
-    cfg.validate()
+    try:
+        cfg.validate()
+    except ConfigError as exc:  # containerd's wording, naming the file
+        raise ConfigError(f"failed to load TOML from {main}: {exc}") from None
     return cfg

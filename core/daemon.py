@@ -29,6 +29,8 @@ from .service import ErrdefsInterceptor
 
 log = structlog.get_logger(__name__)
 
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes, NUL included
+
 
 class StartError(RuntimeError):
     """The daemon cannot start; the message says why."""
@@ -92,10 +94,14 @@ class Daemon:
 
     async def start(self) -> None:
         cfg = self.config
+        if len(os.fsencode(cfg.grpc.address)) > MAX_SOCKET_PATH:
+            raise StartError(f"{cfg.grpc.address!r}: unix socket path too long (> {MAX_SOCKET_PATH})")
         for path in (cfg.root, cfg.state):
             os.makedirs(path, mode=0o711, exist_ok=True)
         sock_dir = os.path.dirname(cfg.grpc.address)
-        os.makedirs(sock_dir, mode=0o711, exist_ok=True)
+        if not os.path.isdir(sock_dir):
+            os.makedirs(sock_dir, mode=0o711, exist_ok=True)
+            os.chmod(sock_dir, 0o711)  # makedirs' mode is filtered by the umask
         self._lock = SocketLock(cfg.grpc.address)
         self._lock.acquire()
         try:
@@ -192,7 +198,10 @@ class Daemon:
             os.unlink(path)
         old_umask = os.umask(0o117)  # the socket is born 0660, never wider
         try:
-            self.server.add_insecure_port("unix:" + path)
+            try:
+                self.server.add_insecure_port("unix:" + path)
+            except RuntimeError as exc:  # grpc says only "Failed to bind"
+                raise StartError(f"failed to listen on {path}: {exc}") from None
             await self.server.start()
         finally:
             os.umask(old_umask)

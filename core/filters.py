@@ -742,8 +742,29 @@ def _category_ranges(name: str) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-def _unicode_class(p: str, i: int) -> tuple[list[tuple[int, int]], int]:
-    """The class of the \\p / \\P escape at p[i]; returns (ranges, next index)."""
+def _fold_ascii(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """An ASCII class closed under Go's simple case folding: letters gain
+    their other case, k and s also U+212A KELVIN SIGN and U+017F LONG S."""
+    points = {cp for lo, hi in ranges for cp in range(lo, hi + 1)}
+    for cp in list(points):
+        ch = chr(cp)
+        if ch.isalpha() and cp < 128:
+            points.add(ord(ch.swapcase()))
+    if points & {ord("k"), ord("K")}:
+        points.add(0x212A)
+    if points & {ord("s"), ord("S")}:
+        points.add(0x17F)
+    out: list[tuple[int, int]] = []
+    for cp in sorted(points):
+        if out and out[-1][1] == cp - 1:
+            out[-1] = (out[-1][0], cp)
+        else:
+            out.append((cp, cp))
+    return out
+
+
+def _unicode_class(p: str, i: int) -> tuple[list[tuple[int, int]], bool, int]:
+    """The \\p / \\P escape at p[i]: (ranges, negated, next index)."""
     negate = p[i + 1] == "P"
     j = i + 2
     if j >= len(p):
@@ -757,8 +778,7 @@ def _unicode_class(p: str, i: int) -> tuple[list[tuple[int, int]], int]:
             negate, name = not negate, name[1:]
     else:
         name, j = p[j], j + 1
-    ranges = list(_category_ranges(name))
-    return (_complement(ranges) if negate else ranges), j
+    return list(_category_ranges(name)), negate, j
 
 
 def _ranges(ranges: list[tuple[int, int]]) -> str:
@@ -803,14 +823,17 @@ def _re2_to_python(p: str) -> str:
     # '|'). An opener is emitted lazily, just before the next item, so that
     # a quantifier right after (?flags) still applies to the item before it
     # as in Go ("a(?i)*" is "a*").
-    # per open group: (flags on entry, wraps open in the enclosing group)
-    stack: list[tuple[frozenset, list[str]]] = []
+    # per open group: (flags on entry, wraps open in the enclosing group,
+    # where in `out` the group starts)
+    stack: list[tuple[frozenset, list[str], int]] = []
     flags: frozenset = frozenset()
     wraps: list[str] = []  # emitted openers to close at this group's end
     pending: list[str] = []  # openers to emit before the next item
     i, n = 0, len(p)
     last_repeatable = False  # the previous item can take a quantifier
-    last_was_repeat = False
+    last_was_repeat = False  # ... and is itself a repetition
+    after_flags = False  # a (?flags) group came since that item
+    item_start = 0  # where in `out` the previous item starts
 
     def escape_value(i: int) -> tuple[int, int]:
         """Parse the escape at p[i] == '\\' that denotes one character.
@@ -849,9 +872,19 @@ def _re2_to_python(p: str) -> str:
 
     def open_group(opener: str, new_flags: frozenset) -> None:
         nonlocal flags, wraps
-        stack.append((flags, wraps))
+        stack.append((flags, wraps, len(out)))
         out.append(opener)
         flags, wraps = new_flags, []
+
+    def check_repeat() -> None:
+        # Go forbids a repetition directly after another ("a**"), but one
+        # after (?flags) repeats the repetition: "a*(?i)?" is "(?:a*)?"
+        if not last_repeatable:
+            raise _Unsupported("missing argument to repetition operator")
+        if last_was_repeat:
+            if not after_flags:
+                raise _Unsupported("invalid nested repetition operator")
+            out[item_start:] = ["(?:" + "".join(out[item_start:]) + ")"]
 
     def flag_text(new: frozenset, old: frozenset) -> str:
         on = "".join(sorted(f for f in new - old if f in "ims"))
@@ -868,13 +901,18 @@ def _re2_to_python(p: str) -> str:
             out.extend(pending)
             wraps = wraps + pending
             pending = []
+        if starts_item:
+            item_start = len(out)
+        flags_only = False
         if c == "\\":
             e = p[i + 1] if i + 1 < n else ""
             if e in ("d", "s", "w"):
                 out.append("[" + _ranges(_PERL[e]) + "]")
                 i += 2
             elif e in ("D", "S", "W"):
-                out.append("[" + _ranges(_complement(_PERL[e.lower()])) + "]")
+                # a negated class, not the complement: under (?i) Python,
+                # like Go, then also excludes the case variants (ſ, K)
+                out.append("[^" + _ranges(_PERL[e.lower()]) + "]")
                 i += 2
             elif e == "b":
                 out.append(_ASCII_B)
@@ -902,13 +940,13 @@ def _re2_to_python(p: str) -> str:
                 out.append("".join(re.escape(ch) for ch in literal[:-1]))
                 out.append(re.escape(literal[-1]))
             elif e in ("p", "P"):
-                ranges, i = _unicode_class(p, i)
-                out.append("[" + _ranges(ranges) + "]")
+                ranges, negate, i = _unicode_class(p, i)
+                out.append(("[^" if negate else "[") + _ranges(ranges) + "]")
             else:
                 v, i = escape_value(i)
                 out.append(_cp(v))
         elif c == "[":
-            i = _translate_class(p, i, out, escape_value)
+            i = _translate_class(p, i, out, escape_value, "i" in flags)
         elif c == "(":
             repeatable = False  # nothing to repeat right after '('
             if p.startswith("(?P<", i):
@@ -943,6 +981,7 @@ def _re2_to_python(p: str) -> str:
                     if text:
                         pending = pending + [f"(?{text}:"]
                     flags = newf
+                    flags_only = True
                     # not an item: what precedes it keeps its status
                     repeatable, is_repeat = last_repeatable, last_was_repeat
                 i = j + 1
@@ -953,7 +992,7 @@ def _re2_to_python(p: str) -> str:
             if not stack:
                 raise _Unsupported("unbalanced )")
             out.append(")" * len(wraps) + ")")
-            flags, wraps = stack.pop()
+            flags, wraps, item_start = stack.pop()
             pending = []
             i += 1
         elif c == "|":
@@ -963,8 +1002,7 @@ def _re2_to_python(p: str) -> str:
             repeatable = False
             i += 1
         elif c in "*+?":
-            if last_was_repeat or not last_repeatable:
-                raise _Unsupported("invalid repetition")
+            check_repeat()
             out.append(c)
             i += 1
             if i < n and p[i] == "?":
@@ -978,8 +1016,7 @@ def _re2_to_python(p: str) -> str:
                 hi = lo if m.group(2) is None else (int(m.group(3)) if m.group(3) else -1)
                 if lo > 1000 or hi > 1000 or (hi >= 0 and hi < lo):
                     raise _Unsupported("invalid repeat count")
-                if last_was_repeat or not last_repeatable:
-                    raise _Unsupported("invalid repetition")
+                check_repeat()
                 out.append(m.group(0))
                 i = m.end()
                 if i < n and p[i] == "?":
@@ -1002,15 +1039,23 @@ def _re2_to_python(p: str) -> str:
             out.append(re.escape(c))
             i += 1
         last_repeatable, last_was_repeat = repeatable, is_repeat
+        after_flags = flags_only
     if stack:
         raise _Unsupported("missing )")
     out.append(")" * len(wraps))
     return "".join(out)
 
 
-def _translate_class(p: str, i: int, out: list[str], escape_value: Callable[[int], tuple[int, int]]) -> int:
+def _translate_class(
+    p: str, i: int, out: list[str], escape_value: Callable[[int], tuple[int, int]], fold: bool
+) -> int:
     """Translate the class starting at p[i] == '['; returns the index past
-    its closing ']'."""
+    its closing ']'. Negated pieces ([:^alpha:], \\W, \\PL) become explicit
+    complements; like Go, under (?i) the piece is case-folded first."""
+
+    def negated(ranges: list[tuple[int, int]]) -> str:
+        return _ranges(_complement(_fold_ascii(ranges) if fold and ranges[-1][1] < 128 else ranges))
+
     n = len(p)
     j = i + 1
     parts: list[str] = []
@@ -1035,7 +1080,7 @@ def _translate_class(p: str, i: int, out: list[str], escape_value: Callable[[int
                 j = close + 2
                 continue
             if name.startswith("^") and name[1:] in _POSIX:
-                parts.append(_ranges(_complement(_POSIX[name[1:]])))
+                parts.append(negated(_POSIX[name[1:]]))
                 j = close + 2
                 continue
         if c == "\\" and j + 1 < n and p[j + 1] in "dswDSW":
@@ -1043,12 +1088,12 @@ def _translate_class(p: str, i: int, out: list[str], escape_value: Callable[[int
             if e in "dsw":
                 parts.append(_ranges(_PERL[e]))
             else:
-                parts.append(_ranges(_complement(_PERL[e.lower()])))
+                parts.append(negated(_PERL[e.lower()]))
             j += 2
             continue
         if c == "\\" and j + 1 < n and p[j + 1] in "pP":
-            ranges, j = _unicode_class(p, j)
-            parts.append(_ranges(ranges))
+            ranges, negate, j = _unicode_class(p, j)
+            parts.append(negated(ranges) if negate else _ranges(ranges))
             continue
         if c == "\\" and j + 1 < n and p[j + 1] == "Q":
             raise _Unsupported("\\Q in a class")

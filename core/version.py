@@ -1,20 +1,31 @@
-"""The version the Version service reports; the revision is the git commit
-when running from a checkout."""
+"""The version the Version service reports. The revision is the git commit
+when running from a checkout, read from .git directly (no subprocess on
+the start-up path), and empty otherwise."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 
 VERSION = "0.1.0"
 
 
 def revision() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
+    git = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".git")
     try:
-        out = subprocess.run(
-            ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=2, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
+        with open(os.path.join(git, "HEAD")) as f:
+            head = f.read().strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        try:
+            with open(os.path.join(git, ref)) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            with open(os.path.join(git, "packed-refs")) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 2 and parts[1] == ref:
+                        return parts[0]
+    except OSError:
+        pass
+    return ""
