@@ -743,8 +743,11 @@ def _category_ranges(name: str) -> tuple[tuple[int, int], ...]:
 
 
 def _fold_ascii(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """An ASCII class closed under Go's simple case folding: letters gain
-    their other case, k and s also U+212A KELVIN SIGN and U+017F LONG S."""
+    """An ASCII class closed under case folding: letters gain their other
+    case, k and s also U+212A KELVIN SIGN and U+017F LONG S (as in Go), and
+    i also U+0130 and U+0131 (dotted capital and dotless i), which Python's
+    re (unlike Go) takes for case variants of i: left in a complement, they
+    would let (?i) match every i."""
     points = {cp for lo, hi in ranges for cp in range(lo, hi + 1)}
     for cp in list(points):
         ch = chr(cp)
@@ -754,6 +757,8 @@ def _fold_ascii(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
         points.add(0x212A)
     if points & {ord("s"), ord("S")}:
         points.add(0x17F)
+    if points & {ord("i"), ord("I")}:
+        points.update((0x130, 0x131))
     out: list[tuple[int, int]] = []
     for cp in sorted(points):
         if out and out[-1][1] == cp - 1:
@@ -1092,8 +1097,8 @@ def _translate_class(
             j += 2
             continue
         if c == "\\" and j + 1 < n and p[j + 1] in "pP":
-            ranges, negate, j = _unicode_class(p, j)
-            parts.append(negated(ranges) if negate else _ranges(ranges))
+            ranges, neg, j = _unicode_class(p, j)
+            parts.append(negated(ranges) if neg else _ranges(ranges))
             continue
         if c == "\\" and j + 1 < n and p[j + 1] == "Q":
             raise _Unsupported("\\Q in a class")

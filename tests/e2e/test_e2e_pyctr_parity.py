@@ -1,0 +1,141 @@
+"""pyctr prints what ctr prints, byte for byte, for the same pycontainerd
+daemon; plus pyctr's own additions (--tree, --format json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from e2e_support import CTR, PYCTR, DaemonFactory, clean_env, plugin_rows, run_ctr, run_pyctr
+
+pytestmark = pytest.mark.e2e
+
+NAMESPACES = [
+    # created in this order, on purpose not sorted
+    ("zeta", ["tier=gold", "a=1"]),
+    ("dev", ["a=b", "team=platform"]),
+    ("a-very-long-namespace-name.with.dots", []),
+    ("default", ["k=v=w"]),  # the value keeps its "="
+    ("prod", ["owner=zoë", "cost-center=42"]),  # widths are counted in runes
+]
+
+
+@pytest.fixture(scope="module")
+def served():
+    """One daemon for this module's read-only comparisons, with labelled
+    namespaces created through the real ctr."""
+    if not os.access(CTR, os.X_OK):
+        pytest.skip(f"{CTR} is not installed")
+    factory = DaemonFactory()
+    try:
+        d = factory()
+        for name, labels in NAMESPACES:
+            run_ctr(d.address, "namespaces", "create", name, *labels)
+        yield d
+    finally:
+        factory.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("plugins", "ls"),
+        ("plugins", "ls", "-d"),
+        ("plugins", "ls", "-q"),
+        ("plugins", "ls", "type==io.containerd.grpc.v1"),
+        ("plugins", "ls", "type==io.containerd.nothing.v1"),
+        ("plugin", "list", "id==sqlite", "id==version"),
+        ("namespaces", "ls"),
+        ("namespaces", "ls", "-q"),
+        ("ns", "list"),
+    ],
+    ids=" ".join,
+)
+def test_same_bytes_as_ctr(served, args):
+    want = run_ctr(served.address, *args)
+    got = run_pyctr(served.address, *args)
+    assert got.stdout == want.stdout, f"pyctr:\n{got.stdout.decode()}\nctr:\n{want.stdout.decode()}"
+    assert got.returncode == want.returncode == 0
+
+
+def test_namespaces_ls_shows_the_labels(served):
+    out = run_pyctr(served.address, "namespaces", "ls").stdout.decode()
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "LABELS"]
+    names = [line.split()[0] for line in lines[1:]]
+    assert sorted(names) == sorted(n for n, _ in NAMESPACES)
+    rows = {line.split()[0]: line.split()[1] if len(line.split()) > 1 else "" for line in lines[1:]}
+    assert rows["dev"] == "a=b,team=platform"
+    assert rows["zeta"] == "a=1,tier=gold"
+    assert rows["default"] == "k=v=w"
+    assert rows["prod"] == "cost-center=42,owner=zoë"
+
+
+def _uris(served) -> set[str]:
+    """What the real ctr lists."""
+    return {f"{t}.{i}" for t, i, _, _ in plugin_rows(run_ctr(served.address, "plugins", "ls").stdout)}
+
+
+def _depth(line: str) -> int:
+    return line.index("io.containerd.")
+
+
+def test_tree_nests_plugins_under_what_they_require(served):
+    lines = run_pyctr(served.address, "plugins", "ls", "--tree").stdout.decode().splitlines()
+    uri = re.compile(r"(io\.containerd\.[\w.-]+)")
+
+    def parents_of(target: str) -> set[str]:
+        found = set()
+        for i, line in enumerate(lines):
+            if uri.search(line).group(1) != target:
+                continue
+            for above in reversed(lines[:i]):
+                if _depth(above) < _depth(line):
+                    found.add(uri.search(above).group(1))
+                    break
+        return found
+
+    assert "io.containerd.service.v1.namespaces-service" in parents_of("io.containerd.grpc.v1.namespaces")
+    assert "io.containerd.event.v1.exchange" in parents_of("io.containerd.grpc.v1.events")
+    assert parents_of("io.containerd.event.v1.exchange") == set()  # a root: requires nothing
+    # every plugin appears, with its status
+    listed = {uri.search(line).group(1) for line in lines}
+    assert listed == _uris(served)
+    assert all(line.rstrip().endswith(("(ok)", "(see above)", "]")) for line in lines), lines
+
+
+def test_json_has_init_durations(served):
+    rows = json.loads(run_pyctr(served.address, "plugins", "ls", "--format", "json").stdout)
+    assert {f"{r['type']}.{r['id']}" for r in rows} == _uris(served)
+    for row in rows:
+        d = row["init_duration_seconds"]
+        assert isinstance(d, (int, float)) and not isinstance(d, bool) and d >= 0, row
+        assert row["status"] == "ok" and row["error"] is None
+    sqlite = next(r for r in rows if r["id"] == "sqlite")
+    assert sqlite["type"] == "io.containerd.metadata.v1"
+    assert "io.containerd.event.v1" in sqlite["requires"]
+
+
+def test_version_reports_the_server(served):
+    want = run_ctr(served.address, "version").stdout.decode()
+    got = run_pyctr(served.address, "version").stdout.decode()
+    assert got.split("Server:")[1] == want.split("Server:")[1]
+
+
+@pytest.mark.parametrize("args", [("plugins", "ls", "--format", "json"), ("namespaces", "ls")], ids=" ".join)
+def test_reader_gone_is_not_a_traceback(served, args):
+    """`pyctr ... | head -1`: the reader goes away; ctr just dies of SIGPIPE."""
+    r, w = os.pipe()
+    os.close(r)  # nobody will read
+    try:
+        proc = subprocess.run(
+            [PYCTR, "--address", served.address, *args], stdout=w, stderr=subprocess.PIPE, env=clean_env(), timeout=30
+        )
+    finally:
+        os.close(w)
+    assert proc.returncode != 0
+    assert proc.stderr == b"", proc.stderr.decode()
