@@ -19,8 +19,6 @@ deb-packages:
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-	@# the package's own service must not hold /run/containerd: tests start their own daemons
-	@true
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +30,7 @@ run: install
 	$(BIN)/pycontainerd
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/startup.py

@@ -216,6 +216,7 @@ class Daemon:
         await self._stopped.wait()
 
     async def stop(self, grace: float = 2.0) -> None:
+        self.events.close()
         if self.server is not None:
             await self.server.stop(grace)
             self.server = None

@@ -25,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 _IDENT = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
 QUEUE_SIZE = 1024
+_CLOSED = object()  # queued to a subscriber when the exchange closes
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,17 @@ class Exchange:
         match any of the filters. Close it (or use `with`) to stop."""
         return Subscription(self, filters.parse_all(*filter_strings))  # bad syntax: InvalidArgument
 
+    def close(self) -> None:
+        """End every subscription (at shutdown), so streaming RPCs finish
+        instead of holding the server for its grace period."""
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait(_CLOSED)
+            except asyncio.QueueFull:
+                queue.get_nowait()
+                queue.put_nowait(_CLOSED)
+        self._subscribers.clear()
+
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
@@ -142,5 +154,7 @@ class Subscription:
     async def __anext__(self) -> Envelope:
         while True:
             env = await self._queue.get()
+            if env is _CLOSED:
+                raise StopAsyncIteration
             if self._filter.match(env.field):
                 return env

@@ -742,30 +742,80 @@ def _category_ranges(name: str) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-def _fold_ascii(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """An ASCII class closed under case folding: letters gain their other
-    case, k and s also U+212A KELVIN SIGN and U+017F LONG S (as in Go), and
-    i also U+0130 and U+0131 (dotted capital and dotless i), which Python's
-    re (unlike Go) takes for case variants of i: left in a complement, they
-    would let (?i) match every i."""
+def _normalize(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, merged, non-overlapping ranges."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            if hi > out[-1][1]:
+                out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _points_to_ranges(points: Iterable[int]) -> list[tuple[int, int]]:
+    return _normalize((cp, cp) for cp in points)
+
+
+_DOTTED_I = (0x130, 0x131)  # İ and ı: case variants of i for Python, not Go
+_I_LIKE = frozenset((ord("i"), ord("I")) + _DOTTED_I)
+
+
+def _fold_go(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Close a set under simple case folding, as Go's (?i) does before
+    negating a class: letters gain their other cases (k also U+212A KELVIN
+    SIGN, s also U+017F LONG S), but İ and ı stay alone."""
     points = {cp for lo, hi in ranges for cp in range(lo, hi + 1)}
-    for cp in list(points):
+    extra = set()
+    for cp in points:
+        if cp in _DOTTED_I:
+            continue
         ch = chr(cp)
-        if ch.isalpha() and cp < 128:
-            points.add(ord(ch.swapcase()))
+        for v in (ch.lower(), ch.upper(), ch.casefold()):
+            if len(v) == 1 and ord(v) not in _DOTTED_I:
+                extra.add(ord(v))
+    points |= extra
     if points & {ord("k"), ord("K")}:
         points.add(0x212A)
     if points & {ord("s"), ord("S")}:
         points.add(0x17F)
-    if points & {ord("i"), ord("I")}:
-        points.update((0x130, 0x131))
-    out: list[tuple[int, int]] = []
-    for cp in sorted(points):
-        if out and out[-1][1] == cp - 1:
-            out[-1] = (out[-1][0], cp)
-        else:
-            out.append((cp, cp))
-    return out
+    return _points_to_ranges(points)
+
+
+def _class_regex(ranges: list[tuple[int, int]], negate: bool, fold: bool) -> str:
+    """Python for the Go class `ranges` (negated if `negate`), to be used
+    where Go's (?i) is `fold`.
+
+    Python's re, unlike Go, takes İ and ı for case variants of i and I, so
+    under (?i) a class holding any of the four is split: İ and ı are kept out
+    of the folded part and tested case-sensitively on their own."""
+    xs = _normalize(ranges)
+
+    def plain(rs: list[tuple[int, int]], neg: bool) -> str:
+        if not rs:
+            return "[\\U00000000-\\U0010ffff]" if neg else ""
+        return ("[^" if neg else "[") + _ranges(rs) + "]"
+
+    touches = any(lo <= cp <= hi for cp in _I_LIKE for lo, hi in xs)
+    if not fold or not touches:
+        return plain(xs, negate) or "[^\\U00000000-\\U0010ffff]"
+    members = [cp for cp in _DOTTED_I if any(lo <= cp <= hi for lo, hi in xs) != negate]
+    rest = _normalize(
+        (max(lo, hi_lo), min(hi, hi_hi))
+        for lo, hi in xs
+        for hi_lo, hi_hi in _complement(_points_to_ranges(_DOTTED_I))
+        if max(lo, hi_lo) <= min(hi, hi_hi)
+    )
+    alts = []
+    main = plain(rest, negate)
+    if main:
+        alts.append("(?!(?-i:[\\U00000130\\U00000131]))" + main)
+    if members:
+        alts.append("(?-i:[" + "".join(_cp(cp) for cp in members) + "])")
+    if not alts:
+        return "[^\\U00000000-\\U0010ffff]"
+    return "(?:" + "|".join(alts) + ")"
 
 
 def _unicode_class(p: str, i: int) -> tuple[list[tuple[int, int]], bool, int]:
@@ -799,6 +849,12 @@ _FLAGS_ONLY = re.compile(r"\(\?[imsU-]*\)")
 
 class _Unsupported(ValueError):
     pass
+
+
+def _literal(cp: int, fold: bool) -> str:
+    if fold and cp in _I_LIKE:
+        return _class_regex([(cp, cp)], False, True)
+    return re.escape(chr(cp))
 
 
 def _cp(c: int) -> str:
@@ -911,13 +967,10 @@ def _re2_to_python(p: str) -> str:
         flags_only = False
         if c == "\\":
             e = p[i + 1] if i + 1 < n else ""
-            if e in ("d", "s", "w"):
-                out.append("[" + _ranges(_PERL[e]) + "]")
-                i += 2
-            elif e in ("D", "S", "W"):
-                # a negated class, not the complement: under (?i) Python,
-                # like Go, then also excludes the case variants (ſ, K)
-                out.append("[^" + _ranges(_PERL[e.lower()]) + "]")
+            if e in ("d", "s", "w", "D", "S", "W"):
+                # a negated class rather than the complement: under (?i)
+                # Python, like Go, then also excludes the case variants
+                out.append(_class_regex(_PERL[e.lower()], e.isupper(), "i" in flags))
                 i += 2
             elif e == "b":
                 out.append(_ASCII_B)
@@ -942,14 +995,14 @@ def _re2_to_python(p: str) -> str:
                     repeatable = last_repeatable
                     is_repeat = last_was_repeat
                     continue
-                out.append("".join(re.escape(ch) for ch in literal[:-1]))
-                out.append(re.escape(literal[-1]))
+                out.append("".join(_literal(ord(ch), "i" in flags) for ch in literal[:-1]))
+                out.append(_literal(ord(literal[-1]), "i" in flags))
             elif e in ("p", "P"):
-                ranges, negate, i = _unicode_class(p, i)
-                out.append(("[^" if negate else "[") + _ranges(ranges) + "]")
+                cls, neg, i = _unicode_class(p, i)
+                out.append(_class_regex(cls, neg, "i" in flags))
             else:
                 v, i = escape_value(i)
-                out.append(_cp(v))
+                out.append(_literal(v, "i" in flags))
         elif c == "[":
             i = _translate_class(p, i, out, escape_value, "i" in flags)
         elif c == "(":
@@ -1041,7 +1094,7 @@ def _re2_to_python(p: str) -> str:
             out.append(".")
             i += 1
         else:
-            out.append(re.escape(c))
+            out.append(_literal(ord(c), "i" in flags))
             i += 1
         last_repeatable, last_was_repeat = repeatable, is_repeat
         after_flags = flags_only
@@ -1055,15 +1108,16 @@ def _translate_class(
     p: str, i: int, out: list[str], escape_value: Callable[[int], tuple[int, int]], fold: bool
 ) -> int:
     """Translate the class starting at p[i] == '['; returns the index past
-    its closing ']'. Negated pieces ([:^alpha:], \\W, \\PL) become explicit
-    complements; like Go, under (?i) the piece is case-folded first."""
+    its closing ']'. The class is gathered as a set of code points; negated
+    pieces ([:^alpha:], \\W, \\PL) are complemented there, after case
+    folding when (?i) is on, as Go does."""
 
-    def negated(ranges: list[tuple[int, int]]) -> str:
-        return _ranges(_complement(_fold_ascii(ranges) if fold and ranges[-1][1] < 128 else ranges))
+    def negated(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        return _complement(_fold_go(ranges) if fold else _normalize(ranges))
 
     n = len(p)
     j = i + 1
-    parts: list[str] = []
+    ranges: list[tuple[int, int]] = []
     negate = False
     if j < n and p[j] == "^":
         negate = True
@@ -1081,24 +1135,21 @@ def _translate_class(
             close = p.find(":]", j + 2)
             name = p[j + 2 : close] if close > 0 else ""
             if name in _POSIX:
-                parts.append(_ranges(_POSIX[name]))
+                ranges += _POSIX[name]
                 j = close + 2
                 continue
             if name.startswith("^") and name[1:] in _POSIX:
-                parts.append(negated(_POSIX[name[1:]]))
+                ranges += negated(_POSIX[name[1:]])
                 j = close + 2
                 continue
         if c == "\\" and j + 1 < n and p[j + 1] in "dswDSW":
             e = p[j + 1]
-            if e in "dsw":
-                parts.append(_ranges(_PERL[e]))
-            else:
-                parts.append(negated(_PERL[e.lower()]))
+            ranges += _PERL[e] if e in "dsw" else negated(_PERL[e.lower()])
             j += 2
             continue
         if c == "\\" and j + 1 < n and p[j + 1] in "pP":
-            ranges, neg, j = _unicode_class(p, j)
-            parts.append(negated(ranges) if neg else _ranges(ranges))
+            cls, neg, j = _unicode_class(p, j)
+            ranges += negated(cls) if neg else cls
             continue
         if c == "\\" and j + 1 < n and p[j + 1] == "Q":
             raise _Unsupported("\\Q in a class")
@@ -1114,8 +1165,8 @@ def _translate_class(
                 hi, j = ord(p[j + 1]), j + 2
             if hi < lo:
                 raise _Unsupported("invalid character class range")
-            parts.append(_cp(lo) + "-" + _cp(hi))
+            ranges.append((lo, hi))
         else:
-            parts.append(_cp(lo))
-    out.append(("[^" if negate else "[") + "".join(parts) + "]")
+            ranges.append((lo, lo))
+    out.append(_class_regex(ranges, negate, fold))
     return j
