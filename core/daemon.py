@@ -21,7 +21,7 @@ import grpc
 import structlog
 
 from . import config as configmod
-from . import graph
+from . import graph, proxy
 from .context import InitContext, Meta, Plugin, PluginSet, SkipPlugin
 from .events import Exchange
 from .registry import LoadFailure, PluginType, Registration
@@ -83,6 +83,12 @@ class Daemon:
         self.config = cfg
         self.registrations = list(registrations)
         self.failures = list(failures)
+        known = {r.uri for r in self.registrations}
+        for reg in proxy.registrations(cfg.proxy_plugins):
+            if reg.uri in known:
+                self.failures.append(LoadFailure(reg.type, reg.id, f"proxy plugin {reg.uri} already registered"))
+            else:
+                self.registrations.append(reg)
         self.plugins = PluginSet()
         self.events = Exchange()
         self.server: grpc.aio.Server | None = None

@@ -325,3 +325,21 @@ def test_publish_command_forwards_an_event(pycontainerd_daemon, pycontainerd_cli
     t.join(10)
     assert got and got[0].namespace == "shimns" and got[0].topic == "/tasks/exit"
     assert ev.NamespaceDelete.FromString(got[0].event.value).name == "n1"
+
+
+def test_proxy_plugins_are_loaded_and_listed_with_their_address():
+    config = {
+        "proxy_plugins": {
+            "remotesnap": {"type": "snapshot", "address": "/run/remotesnap.sock"},
+            "remotecontent": {"type": "content", "address": "/run/remotecontent.sock"},
+        }
+    }
+    with InProcessDaemon(config=config) as d, d.client() as c:
+        rows = {p.uri: p for p in c.plugins()}
+    snap = rows["io.containerd.snapshotter.v1.remotesnap"]
+    assert snap.status == "ok" and snap.exports == {"address": "/run/remotesnap.sock"}
+    content = rows["io.containerd.content.v1.remotecontent"]
+    assert content.status == "ok" and content.exports == {"address": "/run/remotecontent.sock"}
+    uris = list(rows)
+    # the metadata plugin requires content and snapshotters: the proxies come first
+    assert uris.index("io.containerd.content.v1.remotecontent") < uris.index("io.containerd.metadata.v1.sqlite")
