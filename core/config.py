@@ -13,8 +13,6 @@ with the same strictness, once it knows which plugins exist.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import glob
 import os
 import re
 import tomllib
@@ -22,7 +20,6 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-import toml
 
 DEFAULT_ROOT = "/var/lib/pycontainerd"
 DEFAULT_STATE = "/run/pycontainerd"
@@ -144,6 +141,8 @@ class Config:
         return out
 
     def dumps(self) -> str:
+        import toml  # only for printing; not on the start-up path
+
         return toml.dumps(self.to_toml_dict())
 
 
@@ -164,6 +163,8 @@ def _to_plain(value: Any) -> Any:
 # -- strict decoding ---------------------------------------------------------
 
 def _unknown_key(source: str, table: str, key: str, valid: list[str]) -> ConfigError:
+    import difflib  # only when reporting an error
+
     near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f'; did you mean "{near[0]}"?' if near else f" (valid keys: {', '.join(sorted(valid))})"
     where = f"[{table}]" if table else "the top level"
@@ -248,6 +249,8 @@ def _resolve_imports(parent: str, patterns: list[str]) -> list[str]:
     for pattern in patterns:
         if not os.path.isabs(pattern):
             pattern = os.path.join(os.path.dirname(os.path.abspath(parent)), pattern)
+        import glob
+
         if glob.has_magic(pattern):
             out += sorted(os.path.normpath(m) for m in glob.glob(pattern))  # each file once, whatever the spelling
         else:

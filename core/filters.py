@@ -841,8 +841,9 @@ def _ranges(ranges: list[tuple[int, int]]) -> str:
 
 
 _WORD = "[0-9A-Za-z_]"
-_ASCII_B = f"(?:(?<!{_WORD})(?={_WORD})|(?<={_WORD})(?!{_WORD}))"
-_ASCII_NOT_B = f"(?:(?<!{_WORD})(?!{_WORD})|(?<={_WORD})(?={_WORD}))"
+# Go's \b and \B: ASCII word characters, and (?i) does not widen them
+_ASCII_B = f"(?-i:(?<!{_WORD})(?={_WORD})|(?<={_WORD})(?!{_WORD}))"
+_ASCII_NOT_B = f"(?-i:(?<!{_WORD})(?!{_WORD})|(?<={_WORD})(?={_WORD}))"
 _REPEAT = re.compile(r"\{(\d+)(,(\d*))?\}")
 _FLAGS_ONLY = re.compile(r"\(\?[imsU-]*\)")
 

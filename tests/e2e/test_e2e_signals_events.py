@@ -129,3 +129,21 @@ def test_daemon_stops_while_a_subscriber_is_connected(daemon, subscribe):
     assert not os.path.exists(d.address)
     # the subscriber sees its stream end instead of hanging
     events.proc.wait(10)
+
+
+def test_json_logs_record_every_plugin_load_with_its_duration(daemon):
+    import json
+
+    d = daemon({"debug": {"format": "json", "level": "debug"}})
+    d.stop()
+    records = [json.loads(line) for line in d.log().splitlines() if line.startswith("{")]
+    loaded = {r["plugin"]: r for r in records if r.get("event") == "loaded plugin"}
+    assert "io.containerd.metadata.v1.sqlite" in loaded
+    assert all(r["duration_ms"] >= 0 and r["level"] == "info" for r in loaded.values())
+    assert any(r.get("event") == "serving" for r in records)
+
+
+def test_debug_level_in_config_filters_info_lines(daemon):
+    d = daemon({"debug": {"level": "error"}})
+    d.stop()
+    assert "loaded plugin" not in d.log()
