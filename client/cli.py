@@ -292,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        kwargs: dict[str, Any] = {"address": args.address, "timeout": args.timeout, "connect_timeout": args.connect_timeout}
+        kwargs: dict[str, Any] = {
+            "address": args.address, "timeout": args.timeout, "connect_timeout": args.connect_timeout, "debug": args.debug,
+        }
         if args.namespace:
             kwargs["namespace"] = args.namespace
         with Client(**kwargs) as client:

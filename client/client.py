@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -82,6 +84,7 @@ class Client:
     namespace: str = field(default_factory=lambda: os.environ.get("CONTAINERD_NAMESPACE") or "default")
     timeout: float | None = None
     connect_timeout: float = 10.0
+    debug: bool = False  # log each call, its namespace and duration to stderr
 
     def __post_init__(self) -> None:
         target = self.address if "://" in self.address or self.address.startswith("unix:") else "unix:" + self.address
@@ -110,9 +113,22 @@ class Client:
         return ((NAMESPACE_HEADER, self.namespace),) if self.namespace else ()
 
     def _call(self, method: Any, request: Any, with_call: bool = False) -> Any:
-        if with_call:
-            return method.with_call(request, metadata=self._metadata, timeout=self.timeout)
-        return method(request, metadata=self._metadata, timeout=self.timeout)
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            if with_call:
+                return method.with_call(request, metadata=self._metadata, timeout=self.timeout)
+            return method(request, metadata=self._metadata, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            outcome = exc.code().name
+            raise
+        finally:
+            if self.debug:
+                name = getattr(method, "_method", b"")
+                name = name.decode() if isinstance(name, bytes) else str(name)
+                ms = (time.monotonic() - started) * 1000
+                print(f'level=debug msg="rpc" method={name} namespace={self.namespace} '
+                      f'status={outcome} duration={ms:.3f}ms', file=sys.stderr)
 
     # -- version and introspection --------------------------------------------
 

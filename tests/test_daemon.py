@@ -343,3 +343,69 @@ def test_proxy_plugins_are_loaded_and_listed_with_their_address():
     uris = list(rows)
     # the metadata plugin requires content and snapshotters: the proxies come first
     assert uris.index("io.containerd.content.v1.remotecontent") < uris.index("io.containerd.metadata.v1.sqlite")
+
+
+closed: list[str] = []
+
+
+class Closes:
+    def __init__(self, name):
+        self.name = name
+
+    async def close(self):
+        closed.append(self.name)
+
+
+def _closer(id_, requires=()):
+    async def init(ic):
+        return Closes(id_)
+
+    return Registration(type=f"io.containerd.{id_}.v1", id=id_, requires=requires, init=init)
+
+
+def test_plugins_close_in_reverse_init_order_on_stop():
+    closed.clear()
+    mod = plugin_module("closers", _closer("last", ("io.containerd.middle.v1",)), _closer("middle", ("io.containerd.first.v1",)), _closer("first"))
+    with InProcessDaemon(plugins=[mod], builtin=()):
+        pass
+    assert closed == ["last", "middle", "first"]
+
+
+def test_metadata_is_sqlite_in_wal_mode_with_a_schema_version(pycontainerd_daemon):
+    import os
+    import sqlite3
+
+    path = os.path.join(pycontainerd_daemon.dir, "root", "io.containerd.metadata.v1.sqlite", "meta.db")
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    finally:
+        conn.close()
+
+
+def test_publish_without_a_namespace_is_refused_as_containerd_does(pycontainerd_client):
+    import grpc
+
+    from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
+    from pycontainerd.core.events import pack
+    from pycontainerd.api.events import namespace_pb2 as ev
+
+    stub = events_pb2_grpc.EventsStub(pycontainerd_client.channel)
+    request = events_pb2.PublishRequest(topic="/x/y", event=pack(ev.NamespaceDelete(name="a")))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Publish(request)  # no containerd-namespace metadata
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.value.details() == "namespace is required: failed precondition"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Publish(request, metadata=(("containerd-namespace", "bad/ns"),))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_pyctr_debug_logs_each_call(pycontainerd_daemon, capsys):
+    from pycontainerd.client import cli
+
+    assert cli.main(["-a", pycontainerd_daemon.address, "--debug", "namespaces", "ls"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "NAME LABELS \n"
+    assert "method=/containerd.services.namespaces.v1.Namespaces/List namespace=default status=ok" in err

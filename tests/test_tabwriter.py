@@ -666,3 +666,79 @@ def test_very_many_columns():
     row = "x\t" * n + "\n"
     got = render(row + row, 0, 8, 1, ".")
     assert got == ("x." * n + "\n") * 2
+
+
+def test_ctr_plugins_detailed_as_printed_by_real_ctr():
+    # Recorded from the real `ctr plugins ls -d` (containerd 1.6.20, Go
+    # 1.19.8) against a daemon rooted in /tmp/twcheck, cut down to three
+    # plugins (column 0 is 14 wide either way: "Platforms:" + 4). The blank
+    # separator lines differ in length because the "\t\t\t" line joins the
+    # column-1 block of its neighbours: 14+10+4 after the export line
+    # (" root " 6+4), 14+13+4 after the error lines (" Message:" 9+4), and
+    # 14+4+4 where no neighbour has a column 1.
+    got = _detailed(
+        [
+            {
+                "type": "io.containerd.content.v1",
+                "id": "content",
+                "exports": {"root": "/tmp/twcheck/root/io.containerd.content.v1.content"},
+            },
+            {
+                "type": "io.containerd.snapshotter.v1",
+                "id": "aufs",
+                "platforms": "linux/amd64",
+                "exports": {"root": "/tmp/twcheck/root/io.containerd.snapshotter.v1.aufs"},
+                "error": (
+                    "Unknown",
+                    'aufs is not supported (modprobe aufs failed: exec: "modprobe": '
+                    'executable file not found in $PATH ""): skip plugin',
+                ),
+            },
+            {"type": "io.containerd.snapshotter.v1", "id": "native", "platforms": "linux/amd64"},
+            {"type": "io.containerd.snapshotter.v1", "id": "overlayfs", "platforms": "linux/amd64"},
+        ]
+    )
+    expected = (
+        "Type:          io.containerd.content.v1\n"
+        "ID:            content\n"
+        "Exports:      \n"
+        "               root      /tmp/twcheck/root/io.containerd.content.v1.content\n"
+        "                            \n"
+        "Type:          io.containerd.snapshotter.v1\n"
+        "ID:            aufs\n"
+        "Platforms:     linux/amd64\n"
+        "Exports:      \n"
+        "               root      /tmp/twcheck/root/io.containerd.snapshotter.v1.aufs\n"
+        "Error:        \n"
+        "               Code:        Unknown\n"
+        '               Message:     aufs is not supported (modprobe aufs failed: exec: "modprobe": '
+        'executable file not found in $PATH ""): skip plugin\n'
+        "                               \n"
+        "Type:          io.containerd.snapshotter.v1\n"
+        "ID:            native\n"
+        "Platforms:     linux/amd64\n"
+        "                      \n"
+        "Type:          io.containerd.snapshotter.v1\n"
+        "ID:            overlayfs\n"
+        "Platforms:     linux/amd64\n"
+    )
+    assert got == expected
+
+
+def test_ctr_leases_ls_label_with_a_tab_and_wide_runes():
+    # Recorded from the real `ctr leases ls` (NewWriter(os.Stdout, 1, 8, 1,
+    # ' ', 0), rows "%v\t%v\t%s\t\n"): a label value holding a tab adds a
+    # cell, and widths count runes, not bytes.
+    out = io.StringIO()
+    w = TabWriter(out, 1, 8, 1, " ", 0)
+    fprintln(w, "ID\tCREATED AT\tLABELS\t")
+    for lease_id, labels in [("l1", "k=İstanbul"), ("l10", "k=μ"), ("l20", "k=tab\tx"), ("l28", "-")]:
+        w.write(f"{lease_id}\t2026-11-27T16:42:48Z\t{labels}\t\n")
+    w.flush()
+    assert out.getvalue() == (
+        "ID  CREATED AT           LABELS     \n"
+        "l1  2026-11-27T16:42:48Z k=İstanbul \n"
+        "l10 2026-11-27T16:42:48Z k=μ        \n"
+        "l20 2026-11-27T16:42:48Z k=tab      x \n"
+        "l28 2026-11-27T16:42:48Z -          \n"
+    )
