@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.metadata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable
 
 import pluggy

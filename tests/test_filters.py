@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from pycontainerd.core import errdefs
+from pycontainerd.core.goregexp import _re2_to_python
 from pycontainerd.core.filters import (
     ALWAYS,
     OP_EQUAL,
@@ -24,7 +25,6 @@ from pycontainerd.core.filters import (
     FilterInvalidArgument,
     FilterSyntaxError,
     Selector,
-    _re2_to_python,
     _Scanner,
     adapt_mapping,
     parse,

@@ -17,7 +17,7 @@ import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 from pycontainerd.core import errdefs
 from pycontainerd.core.context import InitContext
