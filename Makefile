@@ -10,6 +10,10 @@ PYTEST_ARGS ?=
 .PHONY: install deb-packages run test bench proto clean
 
 install: deb-packages $(VENV)/.installed
+	@# byte-compile the sources up front (pip does this for site-packages, but
+	@# an editable install runs from the tree): the daemon then starts without
+	@# compiling, even where PYTHONDONTWRITEBYTECODE is set
+	@$(BIN)/python -m compileall -q core plugins api client testing
 
 # Debian packages the tests drive for real: runc, and containerd for the
 # real `ctr` and a real containerd to test pyctr and benchmark against.

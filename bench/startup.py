@@ -126,7 +126,7 @@ def stop(proc: subprocess.Popen, kids: dict[int, str]) -> None:
             pass
 
 
-def run_once(kind: str, binary: str, args) -> dict:
+def run_once(kind: str, binary, args, ctr_calls: int | None = None) -> dict:
     tmp = tempfile.mkdtemp(prefix=f"bench-{kind}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     sock, cfg, logpath = f"{tmp}/grpc.sock", f"{tmp}/config.toml", f"{tmp}/daemon.log"
     Path(cfg).write_text(config_text(kind, tmp, sock, args))
@@ -134,12 +134,14 @@ def run_once(kind: str, binary: str, args) -> dict:
     try:
         with open(logpath, "wb") as log:
             t0 = time.perf_counter()
-            proc = subprocess.Popen([binary, "--config", cfg], stdin=subprocess.DEVNULL, stdout=log,
+            argv = binary if isinstance(binary, list) else [binary]
+            proc = subprocess.Popen([*argv, "--config", cfg], stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)  # Ctrl-C is ours to handle
             try:
                 version = wait_ready(proc, sock, args.timeout, args.poll_ms / 1000)
                 ready_ms = (time.perf_counter() - t0) * 1000
-                ctr_ms = [time_ctr(args.ctr, sock) for _ in range(args.ctr_calls)]
+                calls = args.ctr_calls if ctr_calls is None else ctr_calls
+                ctr_ms = [time_ctr(args.ctr, sock) for _ in range(calls)]
                 time.sleep(args.idle)
                 kids = children(proc.pid)
                 rss_mib = int(proc_field(proc.pid, "VmRSS").split()[0]) / 1024
@@ -181,6 +183,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
             f"per run; RSS after {meta['idle_s']:g} s idle). pycontainerd {meta['versions'].get('pycontainerd', '–')}; "
             f"containerd {meta['versions'].get('containerd', '–')} with {cri}. Root and state on /dev/shm; "
             f"{meta['machine']}."]
+    if meta.get("floor_ready_ms") and rows[0]["containerd"]:
+        f = meta["floor_ready_ms"]
+        out += ["", f"Reference: a bare asyncio + grpc.aio server answering Version and nothing else "
+                f"(bench/floor_server.py) is ready in {f:.1f} ms, {f / rows[0]['containerd']:.2f}x containerd."]
     return "\n".join(out)
 
 
@@ -209,8 +215,12 @@ def main(argv=None) -> int:
         except grpc.RpcError:
             pass
     samples: dict[str, list[dict]] = {k: [] for k in KINDS}
+    floor: list[float] = []
+    floor_cmd = [sys.executable, str(REPO / "bench" / "floor_server.py")]
     try:
         for i in range(args.runs):
+            if not args.only:  # the runtime's floor, as a reference for the ready row
+                floor.append(run_once("python-floor", floor_cmd, args, ctr_calls=0)["ready_ms"])
             for kind in kinds:
                 r = run_once(kind, binaries[kind], args)
                 samples[kind].append(r)
@@ -225,7 +235,8 @@ def main(argv=None) -> int:
     meta = {"runs": args.runs, "ctr_calls": args.ctr_calls, "idle_s": args.idle,
             "containerd_cri_disabled": args.containerd_disable_cri,
             "versions": {k: samples[k][0]["version"] for k in kinds},
-            "machine": f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs"}
+            "machine": f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs",
+            "floor_ready_ms": statistics.median(floor) if floor else None}
     rows = summarize(samples)
     if args.json:
         print(json.dumps({"meta": meta, "results": rows, "samples": samples}, indent=2, ensure_ascii=False))

@@ -29,6 +29,7 @@ from .service import ErrdefsInterceptor
 
 log = structlog.get_logger(__name__)
 
+STARTUP_SETTLE_SECONDS = 0.5
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes, NUL included
 
 
@@ -228,7 +229,9 @@ class Daemon:
         if cfg.grpc.uid or cfg.grpc.gid:
             os.chown(path, cfg.grpc.uid, cfg.grpc.gid)
         log.info("serving", address=path)
-        _release_startup_memory()
+        # off the path to the first answered request: a full collection
+        # costs ~10 ms, and memory can go back to the OS once start-up settles
+        asyncio.get_running_loop().call_later(STARTUP_SETTLE_SECONDS, _release_startup_memory)
 
     # -- stop ----------------------------------------------------------------
 
