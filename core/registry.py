@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.metadata
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable
 
 import pluggy
+
+from . import entrypoints
 
 PROJECT = "pycontainerd"
 ENTRY_POINT_GROUP = "pycontainerd.plugins"
@@ -165,7 +166,7 @@ def discover(
     for i, obj in enumerate(extra):
         sources.append((getattr(obj, "__name__", f"extra{i}"), obj))
     if entry_points:
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        for ep in entrypoints.entry_points(ENTRY_POINT_GROUP):
             try:
                 sources.append((ep.name, ep.load()))
             except Exception as exc:  # isolated: becomes an error row
