@@ -230,8 +230,8 @@ def test_deleting_a_namespace_that_holds_objects_fails_with_failed_precondition(
     db = pycontainerd_daemon.daemon.plugins.get(PluginType.METADATA)
 
     def put(conn):
-        conn.execute("INSERT INTO images VALUES ('busy', 'docker.io/library/alpine:latest')")
-        conn.execute("INSERT INTO snapshots VALUES ('busy', 'overlayfs', 'k1')")
+        conn.execute("INSERT INTO images (namespace, name) VALUES ('busy', 'docker.io/library/alpine:latest')")
+        conn.execute("INSERT INTO snapshots (namespace, snapshotter, key, backend_key) VALUES ('busy', 'overlayfs', 'k1', 'busy/1/k1')")
 
     asyncio.run_coroutine_threadsafe(db.update(put), pycontainerd_daemon._loop).result()
     with pytest.raises(errdefs.FailedPrecondition) as err:
@@ -379,7 +379,7 @@ def test_metadata_is_sqlite_in_wal_mode_with_a_schema_version(pycontainerd_daemo
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     finally:
         conn.close()
 

@@ -53,7 +53,72 @@ MIGRATIONS: tuple[str, ...] = (
                              PRIMARY KEY (namespace, snapshotter, key));
     CREATE TABLE leases     (namespace TEXT NOT NULL, id     TEXT NOT NULL, PRIMARY KEY (namespace, id));
     """,
+    # 2: storage. A blob or snapshot on disk is shared; these rows are each
+    # namespace's view of it, as containerd's metadata layer keeps them.
+    """
+    ALTER TABLE blobs ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE blobs ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE blobs ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+    -- an ingest in progress: the namespace's ref, what it expects, and the
+    -- lease it was started under
+    CREATE TABLE ingests (
+        namespace TEXT NOT NULL,
+        ref       TEXT NOT NULL,
+        expected  TEXT NOT NULL DEFAULT '',
+        lease     TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (namespace, ref)
+    );
+    -- key is the namespace's name for the snapshot; backend_key the
+    -- snapshotter's own (unique across namespaces); parent is a key
+    ALTER TABLE snapshots ADD COLUMN backend_key TEXT NOT NULL DEFAULT '';
+    ALTER TABLE snapshots ADD COLUMN parent TEXT NOT NULL DEFAULT '';
+    ALTER TABLE snapshots ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE snapshots ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+    CREATE UNIQUE INDEX snapshots_backend ON snapshots (snapshotter, backend_key);
+    ALTER TABLE leases ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+    -- what a lease holds: type is containerd's resource type ("content",
+    -- "ingests", "snapshots/<snapshotter>", ...), id the resource
+    CREATE TABLE lease_resources (
+        namespace TEXT NOT NULL,
+        lease     TEXT NOT NULL,
+        type      TEXT NOT NULL,
+        id        TEXT NOT NULL,
+        PRIMARY KEY (namespace, lease, type, id)
+    );
+    """,
 )
+
+
+def get_labels(conn: sqlite3.Connection, namespace: str, kind: str, obj: str) -> dict[str, str]:
+    """The labels of one object of any kind ('content', 'snapshot', ...)."""
+    rows = conn.execute(
+        "SELECT key, value FROM labels WHERE namespace = ? AND kind = ? AND object = ? ORDER BY key",
+        (namespace, kind, obj),
+    )
+    return dict(rows.fetchall())
+
+
+def put_labels(
+    conn: sqlite3.Connection, namespace: str, kind: str, obj: str, labels: dict[str, str], replace: bool = False
+) -> None:
+    """Set labels (an empty value removes one); `replace` drops the others first."""
+    validate_labels(labels)
+    if replace:
+        conn.execute("DELETE FROM labels WHERE namespace = ? AND kind = ? AND object = ?", (namespace, kind, obj))
+    for k, v in labels.items():
+        if v:
+            conn.execute("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?)", (namespace, kind, obj, k, v))
+        else:
+            conn.execute(
+                "DELETE FROM labels WHERE namespace = ? AND kind = ? AND object = ? AND key = ?",
+                (namespace, kind, obj, k),
+            )
+
+
+def ensure_namespace(conn: sqlite3.Connection, namespace: str) -> None:
+    """Objects create their namespace implicitly, as in containerd."""
+    now = time.time_ns()
+    conn.execute("INSERT OR IGNORE INTO namespaces VALUES (?, ?, ?)", (namespace, now, now))
 
 
 def validate_labels(labels: dict[str, str]) -> None:
