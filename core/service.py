@@ -76,6 +76,27 @@ class ErrdefsInterceptor(grpc.aio.ServerInterceptor):
                     await _abort(context, method, exc)
 
             return handler._replace(unary_stream=unary_stream)
+        if handler.stream_unary is not None:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(request_iterator, context):
+                try:
+                    return await inner_su(request_iterator, context)
+                except Exception as exc:
+                    await _abort(context, method, exc)
+
+            return handler._replace(stream_unary=stream_unary)
+        if handler.stream_stream is not None:
+            inner_ss = handler.stream_stream
+
+            async def stream_stream(request_iterator, context):
+                try:
+                    async for item in inner_ss(request_iterator, context):
+                        yield item
+                except Exception as exc:
+                    await _abort(context, method, exc)
+
+            return handler._replace(stream_stream=stream_stream)
         return handler
 
 
