@@ -19,19 +19,17 @@ import json
 
 import pytest
 
-from pycontainerd.client.cli import (
+from pycontainerd.client.cli import build_parser
+from pycontainerd.client.commands.namespaces import cmd_ns_create, cmd_ns_ls, cmd_ns_rm
+from pycontainerd.client.commands.plugins import (
     _code_name,
-    build_parser,
-    cmd_ns_create,
-    cmd_ns_ls,
-    cmd_ns_rm,
     cmd_plugins_ls,
-    cmd_version,
     plugin_json,
     plugins_tree,
     print_plugins_detailed,
     print_plugins_table,
 )
+from pycontainerd.client.commands.version import cmd_version
 from pycontainerd.client.client import PluginInfo
 
 SKIP_MESSAGE = (
