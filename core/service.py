@@ -47,6 +47,35 @@ def namespace(context: grpc.aio.ServicerContext) -> str:
     return value
 
 
+def _one_response(inner, method: str):
+    async def call(request, context):
+        try:
+            return await inner(request, context)
+        except Exception as exc:
+            await _abort(context, method, exc)
+
+    return call
+
+
+def _streamed_response(inner, method: str):
+    async def call(request, context):
+        try:
+            async for item in inner(request, context):
+                yield item
+        except Exception as exc:
+            await _abort(context, method, exc)
+
+    return call
+
+
+_HANDLER_KINDS = (
+    ("unary_unary", _one_response),
+    ("stream_unary", _one_response),
+    ("unary_stream", _streamed_response),
+    ("stream_stream", _streamed_response),
+)
+
+
 class ErrdefsInterceptor(grpc.aio.ServerInterceptor):
     """Maps errdefs errors (and unexpected ones, logged) onto gRPC statuses."""
 
@@ -54,49 +83,10 @@ class ErrdefsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return None
-        method = details.method
-        if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
-
-            async def unary_unary(request, context):
-                try:
-                    return await inner_uu(request, context)
-                except Exception as exc:
-                    await _abort(context, method, exc)
-
-            return handler._replace(unary_unary=unary_unary)
-        if handler.unary_stream is not None:
-            inner_us = handler.unary_stream
-
-            async def unary_stream(request, context):
-                try:
-                    async for item in inner_us(request, context):
-                        yield item
-                except Exception as exc:
-                    await _abort(context, method, exc)
-
-            return handler._replace(unary_stream=unary_stream)
-        if handler.stream_unary is not None:
-            inner_su = handler.stream_unary
-
-            async def stream_unary(request_iterator, context):
-                try:
-                    return await inner_su(request_iterator, context)
-                except Exception as exc:
-                    await _abort(context, method, exc)
-
-            return handler._replace(stream_unary=stream_unary)
-        if handler.stream_stream is not None:
-            inner_ss = handler.stream_stream
-
-            async def stream_stream(request_iterator, context):
-                try:
-                    async for item in inner_ss(request_iterator, context):
-                        yield item
-                except Exception as exc:
-                    await _abort(context, method, exc)
-
-            return handler._replace(stream_stream=stream_stream)
+        for kind, wrap in _HANDLER_KINDS:
+            inner = getattr(handler, kind)
+            if inner is not None:
+                return handler._replace(**{kind: wrap(inner, details.method)})
         return handler
 
 
