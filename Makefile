@@ -4,7 +4,7 @@
 PYTHON      ?= python3
 VENV        := .venv
 BIN         := $(VENV)/bin
-DEB_PACKAGES := runc containerd
+DEB_PACKAGES := runc containerd btrfs-progs
 PYTEST_ARGS ?=
 
 .PHONY: install deb-packages run test bench proto clean
@@ -38,6 +38,7 @@ test: install
 
 bench: install
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/snapshots.py
 
 proto: install
 	$(BIN)/python -m pycontainerd.api.generate

@@ -17,11 +17,11 @@ from typing import Any
 from pycontainerd.core import errdefs
 
 from .client import Client, default_address
-from .commands import namespaces, plugins, version
+from .commands import content, leases, namespaces, plugins, snapshots, version
 from .commands.common import CommandError, _parse_duration
 
 # the command groups, in the order `pyctr --help` lists them
-COMMANDS = (version, plugins, namespaces)
+COMMANDS = (version, plugins, content, leases, namespaces, snapshots)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     pub = sub.add_parser("publish", help="forward an event read from stdin to the daemon's events service")
     pub.add_argument("--topic", required=True, help="topic of the event, e.g. /tasks/exit")
     pub.add_argument("--namespace", required=True, help="namespace of the event")
+    sn = sub.add_parser("snapshotter", help="run one snapshotter standalone (for [proxy_plugins])")
+    sn_sub = sn.add_subparsers(dest="snapshotter_command", required=True)
+    serve = sn_sub.add_parser("serve", help="serve a snapshotter over containerd's Snapshots API")
+    serve.add_argument("--snapshotter", required=True, help="overlayfs, native or btrfs")
+    serve.add_argument("--address", dest="serve_address", required=True, help="UNIX socket to serve on")
+    serve.add_argument("--root", dest="serve_root", required=True, help="the snapshotter's root directory")
     return p
 
 
@@ -110,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.config_command == "default":
                 return _print_config(configmod.Config())
             return _print_config(load_config(args.sub_config or args.config))
+
+        if args.command == "snapshotter":
+            from pycontainerd.plugins.snapshotters import serve
+
+            return serve.main(args)
 
         if args.command == "publish":
             address = args.address or load_config(args.config).grpc.address

@@ -86,6 +86,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (namespace, lease, type, id)
     );
     """,
+    # 3: what garbage collection follows from images and containers: an
+    # image's target digest, a container's snapshotter and snapshot key
+    """
+    ALTER TABLE images ADD COLUMN target_digest TEXT NOT NULL DEFAULT '';
+    ALTER TABLE containers ADD COLUMN snapshotter TEXT NOT NULL DEFAULT '';
+    ALTER TABLE containers ADD COLUMN snapshot_key TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 

@@ -58,8 +58,26 @@ def served():
 def test_same_bytes_as_ctr(served, args):
     want = run_ctr(served.address, *args)
     got = run_pyctr(served.address, *args)
-    assert got.stdout == want.stdout, f"pyctr:\n{got.stdout.decode()}\nctr:\n{want.stdout.decode()}"
+    assert _exports_sorted(got.stdout) == _exports_sorted(want.stdout), \
+        f"pyctr:\n{got.stdout.decode()}\nctr:\n{want.stdout.decode()}"
     assert got.returncode == want.returncode == 0
+
+
+def _exports_sorted(out: bytes) -> bytes:
+    """ctr prints a plugin's exports in Go map order, which changes from run
+    to run (the GC scheduler exports four): compare them sorted, bytes kept."""
+    lines, result, i = out.split(b"\n"), [], 0
+    while i < len(lines):
+        result.append(lines[i])
+        if lines[i].strip() == b"Exports:":
+            j = i + 1
+            while j < len(lines) and lines[j].strip() and lines[j][:1].isspace():
+                j += 1
+            result += sorted(lines[i + 1 : j])
+            i = j
+            continue
+        i += 1
+    return b"\n".join(result)
 
 
 def test_namespaces_ls_shows_the_labels(served):
@@ -105,7 +123,7 @@ def test_tree_nests_plugins_under_what_they_require(served):
     # every plugin appears, with its status
     listed = {uri.search(line).group(1) for line in lines}
     assert listed == _uris(served)
-    assert all(line.rstrip().endswith(("(ok)", "(see above)", "]")) for line in lines), lines
+    assert all(line.rstrip().endswith(("(ok)", "(see above)", "]")) or ".btrfs (skip" in line for line in lines), lines
 
 
 def test_json_has_init_durations(served):
@@ -114,7 +132,8 @@ def test_json_has_init_durations(served):
     for row in rows:
         d = row["init_duration_seconds"]
         assert isinstance(d, (int, float)) and not isinstance(d, bool) and d >= 0, row
-        assert row["status"] == "ok" and row["error"] is None
+        if row["id"] != "btrfs":  # skips: the test root is not on btrfs
+            assert row["status"] == "ok" and row["error"] is None
     sqlite = next(r for r in rows if r["id"] == "sqlite")
     assert sqlite["type"] == "io.containerd.metadata.v1"
     assert "io.containerd.event.v1" in sqlite["requires"]

@@ -23,7 +23,7 @@ def test_example_plugin_is_listed_ok(daemon, ctr, pyctr, example_plugin_site):
     out = ctr(d.address, "plugins", "ls")
     rows = plugin_rows(out.stdout)
     assert ("io.containerd.snapshotter.v1", "example", "linux/amd64", "ok") in rows
-    assert {s for _, _, _, s in rows} == {"ok"}
+    assert {s for _, i, _, s in rows if i != "btrfs"} == {"ok"}  # btrfs skips off btrfs
     assert pyctr(d.address, "plugins", "ls").stdout == out.stdout
     # without the PYTHONPATH entry the plugin is simply not there
     bare = daemon()
@@ -92,6 +92,7 @@ def test_broken_plugins_are_rows_and_the_daemon_serves(daemon, ctr, pyctr, broke
     assert statuses.pop("io.containerd.internal.v1.broken-init") == "error"
     assert statuses.pop("io.containerd.internal.v1.skipper") == "skip"
     assert statuses.pop(EXAMPLE) == "ok"
+    statuses.pop("io.containerd.snapshotter.v1.btrfs")  # skips: the test root is not on btrfs
     assert set(statuses.values()) == {"ok"} and "io.containerd.grpc.v1.namespaces" in statuses
     assert pyctr(d.address, "plugins", "ls").stdout == out.stdout
 

@@ -1,0 +1,229 @@
+"""`snapshots [--snapshotter S] prepare|view|mounts|commit|ls|tree|usage|info|label|rm`,
+as ctr has them (cmd/ctr/commands/snapshots), with the same output.
+
+Without --snapshotter pyctr sends an empty name and the daemon's default
+applies (ctr itself fills in "overlayfs" or $CONTAINERD_SNAPSHOTTER).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from pycontainerd.client.client import Client
+from pycontainerd.client.snapshots import MountInfo, SnapshotInfo, Snapshots, go_time
+from pycontainerd.client.tabwriter import TabWriter
+
+from .common import CommandError, _labels
+
+GC_ROOT = "containerd.io/gc.root"
+
+
+def _sn(client: Client, args: argparse.Namespace) -> Snapshots:
+    return Snapshots(client, args.snapshotter or "")
+
+
+def _now_rfc3339() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def human_bytes(n: int) -> str:
+    """ctr's progress.Bytes: base 1024, one decimal, unit names up to YiB."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"]
+    size, i = float(n), 0
+    while size >= 1024.0 and i < len(units) - 1:
+        size /= 1024.0
+        i += 1
+    return f"{size:02.1f} {units[i]}"
+
+
+def go_json(obj) -> str:
+    """encoding/json's MarshalIndent with 4 spaces, HTML characters escaped."""
+    text = json.dumps(obj, indent=4, ensure_ascii=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text
+
+
+def info_json(info: SnapshotInfo) -> str:
+    obj: dict = {"Kind": info.kind, "Name": info.name}
+    if info.parent:
+        obj["Parent"] = info.parent
+    if info.labels:
+        obj["Labels"] = dict(sorted(info.labels.items()))
+    obj["Created"] = go_time(info.created)
+    obj["Updated"] = go_time(info.updated)
+    return go_json(obj)
+
+
+def print_mounts(target: str, mounts: list[MountInfo]) -> None:
+    for m in mounts:
+        print(f"mount -t {m.type} {m.source} {target} -o {','.join(m.options)}")
+
+
+def _mounts_json(mounts: list[MountInfo]) -> str:
+    return go_json([{"Type": m.type, "Source": m.source, "Options": m.options or None} for m in mounts])
+
+
+def cmd_ls(client: Client, args: argparse.Namespace) -> int:
+    w = TabWriter(sys.stdout, 1, 8, 1, " ", 0)
+    w.write("KEY\tPARENT\tKIND\t\n")
+    for info in _sn(client, args).list():
+        w.write(f"{info.name}\t{info.parent}\t{info.kind}\t\n")
+    w.flush()
+    return 0
+
+
+def cmd_tree(client: Client, args: argparse.Namespace) -> int:
+    # ctr's snapshotTree: nodes in order of first appearance, a placeholder
+    # for a parent seen before itself, children in walk order
+    nodes: list[str] = []
+    parent_of: dict[str, str] = {}
+    children: dict[str, list[str]] = {}
+
+    def add(name: str, parent: str) -> None:
+        if name not in children:
+            nodes.append(name)
+            children[name] = []
+        parent_of[name] = parent
+        if parent:
+            if parent not in children:
+                add(parent, "")
+            children[parent].append(name)
+
+    for info in _sn(client, args).list():
+        add(info.name, info.parent)
+
+    def show(name: str, level: int) -> None:
+        prefix = "  " * level + ("\\_" if level > 0 else "")
+        print(f"{prefix} {name}")
+        for c in children[name]:
+            show(c, level + 1)
+
+    for name in nodes:
+        if not parent_of.get(name):
+            show(name, 0)
+    return 0
+
+
+def cmd_usage(client: Client, args: argparse.Namespace) -> int:
+    sn = _sn(client, args)
+    size_of = (lambda s: str(s)) if args.b else human_bytes
+    w = TabWriter(sys.stdout, 1, 8, 1, " ", 0)
+    w.write("KEY\tSIZE\tINODES\t\n")
+    keys = args.keys or [i.name for i in sn.list()]
+    for key in keys:
+        size, inodes = sn.usage(key)
+        w.write(f"{key}\t{size_of(size)}\t{inodes}\t\n")
+    w.flush()
+    return 0
+
+
+def cmd_rm(client: Client, args: argparse.Namespace) -> int:
+    sn = _sn(client, args)
+    for key in args.keys:
+        try:
+            sn.remove(key)
+        except Exception as exc:
+            raise CommandError(f'failed to remove "{key}": {exc}') from None
+    return 0
+
+
+def _create(client: Client, args: argparse.Namespace, view: bool) -> int:
+    sn = _sn(client, args)
+    if view:
+        mounts = sn.view(args.key, args.parent or "")
+    else:
+        mounts = sn.prepare(args.key, args.parent or "", {GC_ROOT: _now_rfc3339()})
+    if args.target:
+        print_mounts(args.target, mounts)
+    if args.mounts:
+        print(_mounts_json(mounts))
+    return 0
+
+
+def cmd_prepare(client: Client, args: argparse.Namespace) -> int:
+    return _create(client, args, view=False)
+
+
+def cmd_view(client: Client, args: argparse.Namespace) -> int:
+    return _create(client, args, view=True)
+
+
+def cmd_mounts(client: Client, args: argparse.Namespace) -> int:
+    print_mounts(args.target, _sn(client, args).mounts(args.key))
+    return 0
+
+
+def cmd_commit(client: Client, args: argparse.Namespace) -> int:
+    _sn(client, args).commit(args.key, args.active, {GC_ROOT: _now_rfc3339()})
+    return 0
+
+
+def cmd_info(client: Client, args: argparse.Namespace) -> int:
+    print(info_json(_sn(client, args).stat(args.key)))
+    return 0
+
+
+def cmd_label(client: Client, args: argparse.Namespace) -> int:
+    key, labels = _labels(args.args)
+    sn = _sn(client, args)
+    paths = [f"labels.{k}" for k in labels]
+    if paths:
+        info = sn.update(key, {k: v for k, v in labels.items() if v}, paths)
+    else:
+        info = sn.stat(key)
+    print(",".join(f"{k}={v}" for k, v in sorted(info.labels.items())))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("snapshots", aliases=["snapshot"], help="manage snapshots")
+    p.add_argument("--snapshotter", default=os.environ.get("CONTAINERD_SNAPSHOTTER", ""),
+                   help="snapshotter name (empty: the daemon's default)")
+    s = p.add_subparsers(dest="subcommand", required=True)
+
+    c = s.add_parser("commit", help="commit an active snapshot into the provided name")
+    c.add_argument("key")
+    c.add_argument("active")
+    c.set_defaults(fn=cmd_commit)
+
+    i = s.add_parser("info", help="get info about a snapshot")
+    i.add_argument("key")
+    i.set_defaults(fn=cmd_info)
+
+    ls = s.add_parser("list", aliases=["ls"], help="list snapshots")
+    ls.set_defaults(fn=cmd_ls)
+
+    m = s.add_parser("mounts", aliases=["m", "mount"], help="mount gets mount commands for the snapshots")
+    m.add_argument("target")
+    m.add_argument("key")
+    m.set_defaults(fn=cmd_mounts)
+
+    for name, fn, text in (("prepare", cmd_prepare, "prepare a snapshot from a committed snapshot"),
+                           ("view", cmd_view, "create a read-only snapshot from a committed snapshot")):
+        x = s.add_parser(name, help=text)
+        x.add_argument("-t", "--target", default="", help="mount target path, will print mount, if provided")
+        x.add_argument("--mounts", action="store_true", help="Print out snapshot mounts as JSON")
+        x.add_argument("key")
+        x.add_argument("parent", nargs="?", default="")
+        x.set_defaults(fn=fn)
+
+    rm = s.add_parser("delete", aliases=["del", "remove", "rm"], help="remove snapshots")
+    rm.add_argument("keys", nargs="*")
+    rm.set_defaults(fn=cmd_rm)
+
+    lb = s.add_parser("label", help="add labels to content")
+    lb.add_argument("args", nargs="*", metavar="<name> [<label>=<value> ...]")
+    lb.set_defaults(fn=cmd_label)
+
+    t = s.add_parser("tree", help="display tree view of snapshot branches")
+    t.set_defaults(fn=cmd_tree)
+
+    u = s.add_parser("usage", help="usage snapshots")
+    u.add_argument("-b", action="store_true", help="display size in bytes")
+    u.add_argument("keys", nargs="*")
+    u.set_defaults(fn=cmd_usage)

@@ -1,0 +1,65 @@
+"""The Leases API from the client side (containerd's leases/proxy manager).
+
+A lease keeps what it holds (content, ingests, snapshots) from the garbage
+collector. Create sends the id and labels as given; an empty id lets the
+server pick one. Errors come back as errdefs classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycontainerd.api.services.leases.v1 import leases_pb2 as pb
+from pycontainerd.api.services.leases.v1 import leases_pb2_grpc as pb_grpc
+
+from .client import _errors
+
+LABEL_EXPIRE = "containerd.io/gc.expire"
+
+
+@dataclass
+class LeaseInfo:
+    id: str
+    created_at: tuple[int, int] = (0, 0)  # (seconds, nanos) since the epoch, UTC
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _lease(p: Any) -> LeaseInfo:
+    return LeaseInfo(p.id, (p.created_at.seconds, p.created_at.nanos), dict(p.labels))
+
+
+class Leases:
+    def __init__(self, client: Any):
+        self.client = client
+        self.stub = pb_grpc.LeasesStub(client.channel)
+
+    @_errors
+    def create(self, lease_id: str = "", labels: dict[str, str] | None = None) -> LeaseInfo:
+        r = self.client._call(self.stub.Create, pb.CreateRequest(id=lease_id, labels=labels or {}))
+        return _lease(r.lease)
+
+    @_errors
+    def delete(self, lease_id: str, sync: bool = False) -> None:
+        self.client._call(self.stub.Delete, pb.DeleteRequest(id=lease_id, sync=sync))
+
+    @_errors
+    def list(self, *filters: str) -> list[LeaseInfo]:
+        r = self.client._call(self.stub.List, pb.ListRequest(filters=list(filters)))
+        return [_lease(p) for p in r.leases]
+
+    @_errors
+    def add_resource(self, lease_id: str, resource_type: str, resource_id: str) -> None:
+        resource = pb.Resource(id=resource_id, type=resource_type)
+        self.client._call(self.stub.AddResource, pb.AddResourceRequest(id=lease_id, resource=resource))
+
+    @_errors
+    def delete_resource(self, lease_id: str, resource_type: str, resource_id: str) -> None:
+        resource = pb.Resource(id=resource_id, type=resource_type)
+        self.client._call(self.stub.DeleteResource, pb.DeleteResourceRequest(id=lease_id, resource=resource))
+
+    @_errors
+    def list_resources(self, lease_id: str) -> list[tuple[str, str]]:
+        """(type, id) of every resource the lease holds."""
+        r = self.client._call(self.stub.ListResources, pb.ListResourcesRequest(id=lease_id))
+        return [(x.type, x.id) for x in r.resources]

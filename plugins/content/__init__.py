@@ -1,0 +1,1 @@
+"""Content store plugins (io.containerd.content.v1)."""

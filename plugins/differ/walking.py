@@ -1,0 +1,502 @@
+"""`io.containerd.differ.v1.walking`: apply layers onto mounts and diff
+two mounts into a layer, as containerd's walking differ and file-system
+applier do (diff/walking, diff/apply, diff/stream.go).
+
+Apply reads the blob from the namespaced content store, decompresses it as
+its media type says (gzip and zstd are detected by their magic numbers the
+way containerd's DecompressStream does; the docker media types too), and
+unpacks it with archive.apply: straight into the upperdir when it is handed
+a single overlay mount (whiteouts as overlayfs' own char devices and opaque
+xattrs, missing parents inheriting the lowerdirs' attributes), otherwise
+onto the mounts mounted on a temporary directory. The returned descriptor
+is the uncompressed tar's: its digest is the layer's diff ID.
+
+Compare mounts the lower read-write and the upper read-only, walks both
+(archive.write_diff) and streams the layer into a content writer, gzip by
+default, with the `containerd.io/uncompressed` label for compressed
+layers. containerd 1.6 only writes tar and tar+gzip; zstd is written too
+(as containerd 1.7 does).
+
+All filesystem work (mounting included) runs in a worker thread; the
+content writer is driven from that thread through the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ctypes
+import errno
+import gzip
+import hashlib
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import structlog
+
+from pycontainerd.core import errdefs
+from pycontainerd.core.context import InitContext
+from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.plugins.differ import archive
+
+log = structlog.get_logger(__name__)
+
+MEDIA_TYPE_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_TYPE_LAYER_GZIP = MEDIA_TYPE_LAYER + "+gzip"
+MEDIA_TYPE_LAYER_ZSTD = MEDIA_TYPE_LAYER + "+zstd"
+MEDIA_TYPE_LAYER_NONDIST = "application/vnd.oci.image.layer.nondistributable.v1.tar"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_LAYER_FOREIGN_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+UNCOMPRESSED_LABEL = "containerd.io/uncompressed"
+
+_CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b\x08"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+@dataclass
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Mount:
+    type: str
+    source: str
+    options: list[str] = field(default_factory=list)
+    target: str = ""
+
+
+# -- media types and compression ----------------------------------------------------
+
+
+def diff_compression(media_type: str) -> str:
+    """containerd's images.DiffCompression: "gzip", "zstd", "" (plain tar)
+    or "unknown" (docker's plain tar, which may be compressed anyway)."""
+    parts = media_type.split("+") if media_type else [""]
+    base, ext = parts[0], sorted(parts[1:])
+    if base in (DOCKER_LAYER, DOCKER_LAYER_FOREIGN):
+        return "" if ext else "unknown"
+    if base in (DOCKER_LAYER_GZIP, DOCKER_LAYER_FOREIGN_GZIP):
+        return "" if ext else "gzip"
+    if base in (MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_NONDIST):
+        if ext and ext[-1] in ("gzip", "zstd"):
+            return ext[-1]
+        return ""
+    raise errdefs.NotImplementedErr(f"unrecognised mediatype {media_type}")
+
+
+def detect_compression(head: bytes) -> str:
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(_ZSTD_MAGIC):
+        return "zstd"
+    if len(head) >= 8 and int.from_bytes(head[:4], "little") & 0xFFFFFFF0 == 0x184D2A50:
+        return "zstd"  # a skippable frame first
+    return ""
+
+
+class _ReaderAtStream:
+    """A sequential, peekable reader over a content ReaderAt."""
+
+    def __init__(self, ra: Any):
+        self.ra = ra
+        self.offset = 0
+        self.pending = b""
+
+    def peek(self, n: int) -> bytes:
+        while len(self.pending) < n:
+            chunk = self.ra.read_at_sync(self.offset, n - len(self.pending))
+            if not chunk:
+                break
+            self.offset += len(chunk)
+            self.pending += chunk
+        return self.pending[:n]
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = _CHUNK
+        if self.pending:
+            out, self.pending = self.pending[:n], self.pending[n:]
+            return out
+        chunk = self.ra.read_at_sync(self.offset, n)
+        self.offset += len(chunk)
+        return chunk
+
+    def readable(self) -> bool:
+        return True
+
+
+class _Digesting:
+    """Counts and hashes what is read through it (the uncompressed tar)."""
+
+    def __init__(self, inner: Any, cancelled: Callable[[], bool]):
+        self.inner = inner
+        self.hash = hashlib.sha256()
+        self.count = 0
+        self.cancelled = cancelled
+
+    def read(self, n: int = -1) -> bytes:
+        if self.cancelled():
+            raise archive.Cancelled()
+        data = self.inner.read(_CHUNK if n is None or n < 0 else n)
+        self.hash.update(data)
+        self.count += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+
+def decompress_stream(raw: _ReaderAtStream, media_type: str) -> Any:
+    """The uncompressed tar behind `raw`, as containerd's stream processors
+    pick it: a plain-tar media type is read as is; any compressed (or
+    docker's ambiguous) one is sniffed by magic number."""
+    try:
+        declared = diff_compression(media_type)
+    except errdefs.NotImplementedErr:
+        raise archive.ArchiveError(
+            f"failed to get stream processor for {media_type}: no processor for media-type") from None
+    if declared == "":
+        return raw
+    kind = detect_compression(raw.peek(10))
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if kind == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+    return raw
+
+
+# -- mounts ----------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def unmount_all(target: str) -> None:
+    """Unmount everything stacked on `target` (containerd's UnmountAll:
+    until the kernel says it is no mount point)."""
+    if not os.path.exists(target):
+        return
+    path = os.fsencode(target)
+    while True:
+        if _libc.umount2(path, 0) == 0:
+            continue
+        err = ctypes.get_errno()
+        if err == errno.EINVAL:
+            return
+        if err == errno.EBUSY:
+            # something still holds it: detach, as a last resort, so the
+            # temporary directory is never removed with a live mount on it
+            if _libc.umount2(path, 2) == 0:  # MNT_DETACH
+                continue
+        raise OSError(err, f"failed to unmount {target}: {os.strerror(err)}")
+
+
+def readonly_mounts(mounts: Iterable[Mount]) -> list[Mount]:
+    """containerd's readonlyMounts: `ro` for everything, and an overlay's
+    upperdir turned into its topmost lowerdir (no workdir)."""
+    out = []
+    for m in mounts:
+        if m.type == "overlay":
+            opts, upper = [], ""
+            for o in m.options:
+                if o.startswith("upperdir="):
+                    upper = o[len("upperdir="):]
+                elif not o.startswith("workdir="):
+                    opts.append(o)
+            if upper:
+                opts = ["lowerdir=" + upper + ":" + o[len("lowerdir="):] if o.startswith("lowerdir=") else o
+                        for o in opts]
+            out.append(Mount(m.type, m.source, opts, m.target))
+        else:
+            out.append(Mount(m.type, m.source, [o for o in m.options if o not in ("rw", "ro")] + ["ro"], m.target))
+    return out
+
+
+def with_temp_mount(mounts: list[Mount], fn: Callable[[str], Any], tmp_dir: str | None = None) -> Any:
+    """Mount `mounts` on a fresh temporary directory, call fn(root), and
+    unmount whatever happens. The directory is only rmdir'ed: removing its
+    contents after a failed unmount would destroy the snapshot."""
+    from pycontainerd.plugins.snapshotters import mount as mountlib
+
+    root = tempfile.mkdtemp(prefix="containerd-mount", dir=tmp_dir)
+    try:
+        try:
+            mountlib.mount_all(mounts, root)
+        except Exception as e:
+            raise archive.ArchiveError(f"failed to mount {root}: {e}") from e
+        try:
+            return fn(root)
+        except archive.Cancelled:
+            raise
+        except errdefs.ContainerdError as e:
+            raise type(e)(f"mount callback failed on {root}: {e.message}") from e
+        except Exception as e:
+            raise archive.ArchiveError(f"mount callback failed on {root}: {e}") from e
+    finally:
+        try:
+            unmount_all(root)
+        finally:
+            try:
+                os.rmdir(root)
+            except OSError as e:
+                log.error("failed to remove mount temp dir", dir=root, error=str(e))
+
+
+def overlay_paths(options: list[str]) -> tuple[str, list[str]] | None:
+    """(upperdir, lowerdirs) of an overlay mount, or None without upperdir."""
+    upper, lowers = "", []
+    for o in options:
+        if o.startswith("upperdir="):
+            upper = o[len("upperdir="):]
+        elif o.startswith("lowerdir="):
+            lowers = o[len("lowerdir="):].split(":")
+    if not upper:
+        return None
+    return upper, lowers
+
+
+# -- bridging the worker thread to the async content writer ------------------------------
+
+
+class _ThreadWriter:
+    """A file-like sink for the worker thread that feeds the async content
+    writer on the event loop, in 1 MiB pieces."""
+
+    def __init__(self, writer: Any, loop: asyncio.AbstractEventLoop):
+        self.writer = writer
+        self.loop = loop
+        self.buf = bytearray()
+
+    def write(self, data) -> int:
+        self.buf += data
+        if len(self.buf) >= _CHUNK:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if self.buf:
+            data, self.buf = bytes(self.buf), bytearray()
+            asyncio.run_coroutine_threadsafe(self.writer.write(data), self.loop).result()
+
+
+class _Tee:
+    def __init__(self, *sinks: Any):
+        self.sinks = sinks
+
+    def write(self, data) -> int:
+        for s in self.sinks:
+            s.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class _HashSink:
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        return len(data)
+
+
+def unique_ref() -> str:
+    return f"{time.time_ns()}-{base64.urlsafe_b64encode(os.urandom(3)).decode()}"
+
+
+async def _in_thread(fn: Callable[[Callable[[], bool]], Any]) -> Any:
+    """Run fn(cancelled) in a thread; a cancelled call tells the thread,
+    which stops at its next check and still unmounts."""
+    flag = threading.Event()
+    task = asyncio.ensure_future(asyncio.to_thread(fn, flag.is_set))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        flag.set()
+        try:
+            await task
+        except BaseException:
+            pass
+        raise
+
+
+# -- the differ -----------------------------------------------------------------------------
+
+
+class WalkingDiff:
+    """Applier and Comparer over a namespaced content store."""
+
+    def __init__(self, store: Callable[[], Any], tmp_dir: str | None = None):
+        self._store = store
+        self.tmp_dir = tmp_dir
+
+    @property
+    def store(self) -> Any:
+        return self._store()
+
+    async def apply(self, namespace: str, desc: Descriptor, mounts: list[Mount],
+                    payloads: dict[str, Any] | None = None) -> Descriptor:
+        started = time.monotonic()
+        try:
+            ra = await self.store.reader_at(namespace, desc.digest)
+        except errdefs.ContainerdError as e:
+            raise type(e)(f"failed to get reader from content store: {e.message}") from None
+        try:
+            out = await _in_thread(lambda cancelled: self._apply_sync(desc, mounts, ra, cancelled))
+        finally:
+            ra.close()
+        log.debug("diff applied", d=f"{time.monotonic() - started:.3f}s", digest=desc.digest, size=desc.size,
+                  media=desc.media_type)
+        return out
+
+    def _apply_sync(self, desc: Descriptor, mounts: list[Mount], ra: Any, cancelled: Callable[[], bool]) -> Descriptor:
+        tar = _Digesting(decompress_stream(_ReaderAtStream(ra), desc.media_type), cancelled)
+        self._unpack(mounts, tar, cancelled)
+        tar.drain()  # trailing data belongs to the diff ID too
+        return Descriptor(MEDIA_TYPE_LAYER, tar.digest, tar.count)
+
+    def _unpack(self, mounts: list[Mount], tar: _Digesting, cancelled: Callable[[], bool]) -> None:
+        if len(mounts) == 1 and mounts[0].type == "overlay" and not archive.running_in_userns():
+            paths = overlay_paths(mounts[0].options)
+            if paths is not None:
+                upper, lowers = paths
+                archive.apply(upper, tar, convert_whiteout=archive.overlay_convert_whiteout, parents=lowers,
+                              cancelled=cancelled)
+                return
+        with_temp_mount(mounts, lambda root: archive.apply(root, tar, cancelled=cancelled), self.tmp_dir)
+
+    async def compare(self, namespace: str, lower: list[Mount], upper: list[Mount], media_type: str = "",
+                      ref: str = "", labels: dict[str, str] | None = None, lease: str = "") -> Descriptor:
+        media_type = media_type or MEDIA_TYPE_LAYER_GZIP
+        if media_type == MEDIA_TYPE_LAYER:
+            compression = ""
+        elif media_type == MEDIA_TYPE_LAYER_GZIP:
+            compression = "gzip"
+        elif media_type == MEDIA_TYPE_LAYER_ZSTD:
+            compression = "zstd"
+        else:
+            raise errdefs.NotImplementedErr(f"unsupported diff media type: {media_type}")
+        labels = dict(labels or {})
+        new_ref = not ref
+        ref = ref or unique_ref()
+        store = self.store
+        try:
+            cw = await store.writer(namespace, ref, lease=lease)
+        except errdefs.ContainerdError as e:
+            raise type(e)(f"failed to open writer: {e.message}") from None
+        loop = asyncio.get_running_loop()
+        committed = False
+        try:
+            if not new_ref:
+                await cw.truncate(0)
+            uncompressed = await _in_thread(
+                lambda cancelled: self._compare_sync(lower, upper, compression, _ThreadWriter(cw, loop), cancelled))
+            if compression:
+                labels[UNCOMPRESSED_LABEL] = uncompressed
+            dgst = cw.digest()
+            try:
+                await cw.commit(0, "", labels or None)
+            except errdefs.AlreadyExists:
+                pass
+            committed = True
+        finally:
+            await cw.close()
+            if not committed and new_ref:
+                try:
+                    await store.abort(namespace, ref, lease)
+                except errdefs.NotFound:
+                    pass
+                except Exception as e:  # noqa: BLE001 - the original error matters more
+                    log.warning("failed to delete diff upload", ref=ref, error=str(e))
+        info = await store.info(namespace, dgst)
+        if compression and UNCOMPRESSED_LABEL not in info.labels:
+            # the blob existed before without the label: add it
+            info.labels[UNCOMPRESSED_LABEL] = labels[UNCOMPRESSED_LABEL]
+            info = await store.update(namespace, info, ["labels." + UNCOMPRESSED_LABEL])
+        return Descriptor(media_type, info.digest, info.size)
+
+    def _compare_sync(self, lower: list[Mount], upper: list[Mount], compression: str, sink: _ThreadWriter,
+                      cancelled: Callable[[], bool]) -> str:
+        def with_roots(lower_root: str) -> str:
+            return with_temp_mount(readonly_mounts(upper), lambda upper_root: write(lower_root, upper_root),
+                                   self.tmp_dir)
+
+        def write(lower_root: str, upper_root: str) -> str:
+            hasher = _HashSink()
+            if compression == "gzip":
+                comp = gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0, filename="")
+            elif compression == "zstd":
+                import zstandard
+
+                comp = zstandard.ZstdCompressor().stream_writer(sink, closefd=False)
+            else:
+                comp = None
+            try:
+                archive.write_diff(_Tee(comp, hasher) if comp is not None else _Tee(sink, hasher),
+                                   lower_root, upper_root, cancelled=cancelled)
+            finally:
+                if comp is not None:
+                    comp.close()
+            sink.flush()
+            return "sha256:" + hasher.hash.hexdigest()
+
+        return with_temp_mount(lower, with_roots, self.tmp_dir)
+
+
+# -- plugin ----------------------------------------------------------------------------------
+
+
+def _content_store(ic: InitContext) -> Callable[[], Any]:
+    """The namespaced content store the content service owns (one instance,
+    so its lock is the one GC takes). It is looked up on first use: the
+    diff service sits on top of this plugin, so the differ cannot require
+    service plugins. Without a content service, a private view over the
+    same database and blobs is used."""
+    cached: list[Any] = []
+
+    def get() -> Any:
+        if not cached:
+            try:
+                cached.append(ic.get(PluginType.SERVICE, "content-service").store)
+            except errdefs.ContainerdError:
+                from pycontainerd.plugins.metadata.content import ContentStore
+
+                cached.append(ContentStore(ic.get(PluginType.METADATA), ic.get(PluginType.CONTENT, "content")))
+        return cached[0]
+
+    return get
+
+
+async def init(ic: InitContext) -> WalkingDiff:
+    from pycontainerd.plugins.snapshotters.base import platform_string
+
+    ic.meta.platforms.append(platform_string())
+    tmp = os.path.join(ic.state, "mounts")
+    os.makedirs(tmp, mode=0o700, exist_ok=True)
+    return WalkingDiff(_content_store(ic), tmp)
+
+
+@hookimpl
+def pycontainerd_plugins() -> Iterable[Registration]:
+    return [Registration(type=PluginType.DIFF, id="walking", requires=(PluginType.METADATA,), init=init)]

@@ -1,0 +1,238 @@
+"""The content service: containerd.services.content.v1.Content.
+
+`io.containerd.service.v1.content-service` is the namespaced content store
+(plugins/metadata/content.py over the local store) that also publishes
+`/content/delete`; other plugins (GC, images, the differ) reach the store
+through its `store` attribute. `io.containerd.grpc.v1.content` serves it
+over gRPC the way containerd's contentserver does, including the Write
+stream's STAT / WRITE / COMMIT protocol: the first message names the ref
+(and maybe the expected size and digest), every answer carries the current
+offset, a write must happen at the current offset (offset 0 on a non-empty
+ingest restarts it), and COMMIT verifies size and digest. A stream that
+ends without COMMIT leaves the ingest in place, resumable.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import grpc
+from google.protobuf import empty_pb2, timestamp_pb2
+
+from pycontainerd.api.events import content_pb2 as events_pb
+from pycontainerd.api.services.content.v1 import content_pb2 as pb
+from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
+from pycontainerd.core import errdefs
+from pycontainerd.core.context import InitContext
+from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.core.service import namespace
+from pycontainerd.plugins.content.local import Info, Status, digest_error
+from pycontainerd.plugins.metadata.content import ContentStore
+
+SERVICE_ID = "content-service"
+LEASE_HEADER = "containerd-lease"
+LIST_BLOCK = 100  # infos per List message, as containerd sends them
+READ_CHUNK = 1 << 20
+
+
+def lease_of(context) -> str:
+    """The lease the request carries (containerd's leases.FromContext)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == LEASE_HEADER:
+            return value
+    return ""
+
+
+def ts(ns: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+
+
+def ns_of(t: timestamp_pb2.Timestamp) -> int:
+    return t.seconds * 1_000_000_000 + t.nanos
+
+
+def info_to_pb(info: Info) -> pb.Info:
+    return pb.Info(digest=info.digest, size=info.size, created_at=ts(info.created_at),
+                   updated_at=ts(info.updated_at), labels=info.labels)
+
+
+def status_to_pb(st: Status) -> pb.Status:
+    return pb.Status(started_at=ts(st.started_at), updated_at=ts(st.updated_at), ref=st.ref,
+                     offset=st.offset, total=st.total, expected=st.expected)
+
+
+class Local:
+    """The namespaced store plus the events containerd's service publishes."""
+
+    def __init__(self, store: ContentStore, events):
+        self.store = store
+        self.events = events
+
+    async def delete(self, ns: str, dgst: str, lease: str = "") -> None:
+        await self.store.delete(ns, dgst, lease)
+        self.events.publish(ns, "/content/delete", events_pb.ContentDelete(digest=dgst))
+
+
+class Service(pb_grpc.ContentServicer):
+    def __init__(self, local: Local):
+        self.local = local
+        self.store = local.store
+
+    def register(self, server) -> None:
+        pb_grpc.add_ContentServicer_to_server(self, server)
+
+    async def Info(self, request, context):
+        if digest_error(request.digest):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'"{request.digest}" failed validation')
+        info = await self.store.info(namespace(context), request.digest)
+        return pb.InfoResponse(info=info_to_pb(info))
+
+    async def Update(self, request, context):
+        if digest_error(request.info.digest):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'"{request.info.digest}" failed validation')
+        wanted = Info(request.info.digest, request.info.size, labels=dict(request.info.labels))
+        info = await self.store.update(namespace(context), wanted, list(request.update_mask.paths))
+        return pb.UpdateResponse(info=info_to_pb(info))
+
+    async def List(self, request, context):
+        infos = await self.store.list(namespace(context), *request.filters)
+        for i in range(0, len(infos), LIST_BLOCK):
+            yield pb.ListContentResponse(info=[info_to_pb(x) for x in infos[i:i + LIST_BLOCK]])
+
+    async def Delete(self, request, context):
+        err = digest_error(request.digest)
+        if err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err)
+        await self.local.delete(namespace(context), request.digest, lease_of(context))
+        return empty_pb2.Empty()
+
+    async def Read(self, request, context):
+        err = digest_error(request.digest)
+        if err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{request.digest}: {err}")
+        ns = namespace(context)
+        info = await self.store.info(ns, request.digest)
+        ra = await self.store.reader_at(ns, request.digest)
+        try:
+            offset = max(request.offset, 0)
+            if offset > info.size:
+                await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"read past object length {info.size} bytes")
+            size = request.size
+            if size <= 0 or offset + size > info.size:
+                size = info.size - offset
+            sent = 0  # answers count from the start of this read, as containerd's do
+            while sent < size:
+                data = await ra.read_at(offset + sent, min(READ_CHUNK, size - sent))
+                if not data:
+                    break
+                yield pb.ReadContentResponse(offset=sent, data=data)
+                sent += len(data)
+        finally:
+            ra.close()
+
+    async def Status(self, request, context):
+        try:
+            st = await self.store.status(namespace(context), request.ref)
+        except errdefs.ContainerdError as exc:
+            raise type(exc)(f'could not get status for ref "{request.ref}": {exc.message}') from None
+        return pb.StatusResponse(status=status_to_pb(st))
+
+    async def ListStatuses(self, request, context):
+        statuses = await self.store.list_statuses(namespace(context), *request.filters)
+        return pb.ListStatusesResponse(statuses=[status_to_pb(s) for s in statuses])
+
+    async def Abort(self, request, context):
+        await self.store.abort(namespace(context), request.ref, lease_of(context))
+        return empty_pb2.Empty()
+
+    async def Write(self, request_iterator, context):
+        ns = namespace(context)
+        lease = lease_of(context)
+        requests = request_iterator.__aiter__()
+        try:
+            req = await requests.__anext__()
+        except StopAsyncIteration:
+            return
+        ref = req.ref
+        if not ref:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must have a reference")
+        total, expected = req.total, req.expected
+        wr = await self.store.writer(ns, ref, total, expected, lease)
+        # like containerd's, one answer message whose fields carry over
+        msg = pb.WriteContentResponse()
+        try:
+            while True:
+                msg.action = req.action
+                ws = wr.status()
+                msg.offset = ws.offset
+                if req.expected:
+                    expected = req.expected
+                    try:
+                        await self.store.info(ns, req.expected)
+                        found = True
+                    except errdefs.NotFound:
+                        found = False
+                    if found:
+                        await wr.close()
+                        try:
+                            await self.store.abort(ns, ref, lease)
+                        except errdefs.ContainerdError:
+                            pass
+                        await context.abort(grpc.StatusCode.ALREADY_EXISTS,
+                                            f"blob with expected digest {req.expected} exists")
+                if req.total > 0:
+                    total = req.total
+                if req.action == pb.STAT:
+                    msg.digest = wr.digest()
+                    msg.started_at.CopyFrom(ts(ws.started_at))
+                    msg.updated_at.CopyFrom(ts(ws.updated_at))
+                    msg.total = total
+                elif req.action in (pb.WRITE, pb.COMMIT):
+                    if req.offset > 0 and req.offset != ws.offset:
+                        await context.abort(grpc.StatusCode.OUT_OF_RANGE,
+                                            f"write @{req.offset} must occur at current offset {ws.offset}")
+                    if req.offset == 0 and ws.offset > 0:
+                        await wr.truncate(0)
+                        msg.offset = 0
+                    if req.data:
+                        n = await wr.write(req.data)
+                        if n != len(req.data):
+                            await context.abort(grpc.StatusCode.DATA_LOSS, f"wrote {n} of {len(req.data)} bytes")
+                        msg.offset += n
+                    if req.action == pb.COMMIT:
+                        await wr.commit(total, expected, dict(req.labels) if req.labels else None)
+                    msg.digest = wr.digest()
+                answer = pb.WriteContentResponse()
+                answer.CopyFrom(msg)
+                yield answer
+                if req.action == pb.COMMIT:
+                    return
+                try:
+                    req = await requests.__anext__()
+                except StopAsyncIteration:
+                    return
+        finally:
+            await wr.close()
+
+
+async def init_local(ic: InitContext) -> Local:
+    db = ic.get(PluginType.METADATA)
+    backend = ic.get(PluginType.CONTENT, "content")
+    return Local(ContentStore(db, backend), ic.get(PluginType.EVENT))
+
+
+async def init_grpc(ic: InitContext) -> Service:
+    return Service(ic.get(PluginType.SERVICE, SERVICE_ID))
+
+
+@hookimpl
+def pycontainerd_plugins() -> Iterable[Registration]:
+    return [
+        Registration(
+            type=PluginType.SERVICE,
+            id=SERVICE_ID,
+            requires=(PluginType.EVENT, PluginType.METADATA),
+            init=init_local,
+        ),
+        Registration(type=PluginType.GRPC, id="content", requires=(PluginType.SERVICE,), init=init_grpc),
+    ]

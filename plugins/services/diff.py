@@ -1,0 +1,126 @@
+"""The diff service: containerd.services.diff.v1.Diff (services/diff).
+
+`io.containerd.service.v1.diff-service` holds the differs named in its
+config, in order of preference (`default = ["walking"]`, containerd's key
+for it); Apply and Diff try them in that order and stop at the first that
+does not answer "not implemented". `io.containerd.grpc.v1.diff` serves it.
+The request's namespace and lease (gRPC metadata) go to the differ, so the
+layer Diff writes is namespaced and held by the caller's lease like any
+other content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from pycontainerd.api.services.diff.v1 import diff_pb2 as pb
+from pycontainerd.api.services.diff.v1 import diff_pb2_grpc as pb_grpc
+from pycontainerd.api.types import descriptor_pb2
+from pycontainerd.core import errdefs
+from pycontainerd.core.context import InitContext
+from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.core.service import namespace
+
+SERVICE_ID = "diff-service"
+LEASE_HEADER = "containerd-lease"
+
+
+@dataclass
+class Config:
+    # differs to try, in order of preference; the first that supports the
+    # request (does not answer "not implemented") is used
+    default: list[str] = field(default_factory=lambda: ["walking"])
+
+
+def lease_of(context) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == LEASE_HEADER:
+            return value
+    return ""
+
+
+def to_mounts(mounts) -> list[Any]:
+    from pycontainerd.plugins.differ.walking import Mount
+
+    return [Mount(m.type, m.source, list(m.options), m.target) for m in mounts]
+
+
+def to_descriptor(d: descriptor_pb2.Descriptor):
+    from pycontainerd.plugins.differ.walking import Descriptor
+
+    return Descriptor(d.media_type, d.digest, d.size, dict(d.annotations))
+
+
+def from_descriptor(d) -> descriptor_pb2.Descriptor:
+    return descriptor_pb2.Descriptor(media_type=d.media_type, digest=d.digest, size=d.size,
+                                     annotations=d.annotations)
+
+
+class Local:
+    def __init__(self, differs: list[Any]):
+        self.differs = differs
+
+    async def apply(self, ns: str, desc, mounts: list[Any], payloads: dict | None = None):
+        err: BaseException | None = None
+        for differ in self.differs:
+            try:
+                return await differ.apply(ns, desc, mounts, payloads)
+            except errdefs.NotImplementedErr as e:
+                err = e
+        raise err or errdefs.NotImplementedErr("no differ configured")
+
+    async def diff(self, ns: str, left: list[Any], right: list[Any], media_type: str = "", ref: str = "",
+                   labels: dict[str, str] | None = None, lease: str = ""):
+        err: BaseException | None = None
+        for differ in self.differs:
+            try:
+                return await differ.compare(ns, left, right, media_type, ref, labels, lease)
+            except errdefs.NotImplementedErr as e:
+                err = e
+        raise err or errdefs.NotImplementedErr("no differ configured")
+
+
+class Service(pb_grpc.DiffServicer):
+    def __init__(self, local: Local):
+        self.local = local
+
+    def register(self, server) -> None:
+        pb_grpc.add_DiffServicer_to_server(self, server)
+
+    async def Apply(self, request, context):
+        applied = await self.local.apply(namespace(context), to_descriptor(request.diff), to_mounts(request.mounts),
+                                         dict(request.payloads) or None)
+        return pb.ApplyResponse(applied=from_descriptor(applied))
+
+    async def Diff(self, request, context):
+        desc = await self.local.diff(namespace(context), to_mounts(request.left), to_mounts(request.right),
+                                     request.media_type, request.ref, dict(request.labels) or None,
+                                     lease_of(context))
+        return pb.DiffResponse(diff=from_descriptor(desc))
+
+
+async def init_local(ic: InitContext) -> Local:
+    differs = ic.get_all(PluginType.DIFF)
+    ordered = []
+    for name in ic.config.default:
+        if name not in differs:
+            raise RuntimeError(f"needed differ not loaded: {name}")
+        d = differs[name]
+        if not (hasattr(d, "apply") and hasattr(d, "compare")):
+            raise RuntimeError(f"differ does not implement Comparer and Applier interface: {name}")
+        ordered.append(d)
+    return Local(ordered)
+
+
+async def init_grpc(ic: InitContext) -> Service:
+    return Service(ic.get(PluginType.SERVICE, SERVICE_ID))
+
+
+@hookimpl
+def pycontainerd_plugins() -> Iterable[Registration]:
+    return [
+        Registration(type=PluginType.SERVICE, id=SERVICE_ID, requires=(PluginType.DIFF,), config=Config,
+                     init=init_local),
+        Registration(type=PluginType.GRPC, id="diff", requires=(PluginType.SERVICE,), init=init_grpc),
+    ]

@@ -1,0 +1,236 @@
+"""The snapshots service: every snapshotter, namespaced, over gRPC.
+
+`io.containerd.service.v1.snapshots-service` wraps each loaded snapshotter
+in its namespaced view (plugins/metadata/snapshots.py), publishes
+`/snapshot/prepare|commit|remove`, and picks the snapshotter a request
+names. A request with an empty name gets the namespace's default (its label
+`containerd.io/defaults/snapshotter`) or else the service's configured
+`default` ("overlayfs"), so swapping the default snapshotter is a
+config.toml edit:
+
+    [plugins."io.containerd.service.v1.snapshots-service"]
+      default = "native"
+
+Proxy snapshotters (`[proxy_plugins.<name>] type = "snapshot"`) are served
+the same way through a client of their socket (plugins/snapshotters/proxy.py).
+
+`io.containerd.grpc.v1.snapshots` serves containerd.services.snapshots.v1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Iterable
+
+import structlog
+from google.protobuf import empty_pb2, timestamp_pb2
+
+from pycontainerd.api.events import snapshot_pb2 as events_pb
+from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
+from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
+from pycontainerd.api.types import mount_pb2
+from pycontainerd.core import errdefs
+from pycontainerd.core.context import InitContext
+from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.core.service import namespace
+from pycontainerd.core.proxy import ProxyPlugin
+from pycontainerd.plugins.metadata.snapshots import NamespacedSnapshotter
+from pycontainerd.plugins.snapshotters.proxy import ProxySnapshotter
+from pycontainerd.plugins.snapshotters.storage import Info, Mount
+
+log = structlog.get_logger(__name__)
+
+SERVICE_ID = "snapshots-service"
+# what a snapshotter plugin's instance must offer to be served
+SNAPSHOTTER_API = ("stat", "update", "usage", "mounts", "prepare", "view", "commit", "remove", "walk", "cleanup")
+DEFAULT_LABEL = "containerd.io/defaults/snapshotter"
+LEASE_HEADER = "containerd-lease"
+
+
+@dataclass
+class Config:
+    # the snapshotter a request without a snapshotter name uses, unless its
+    # namespace has the label containerd.io/defaults/snapshotter
+    default: str = "overlayfs"
+
+
+class Local:
+    def __init__(self, db, events, snapshotters: dict[str, NamespacedSnapshotter], default: str):
+        self.db = db
+        self.events = events
+        self.snapshotters = snapshotters
+        self.default = default
+
+    def close(self) -> None:
+        """Close the clients of proxy snapshotters (local ones close as plugins)."""
+        for sn in self.snapshotters.values():
+            if isinstance(sn.backend, ProxySnapshotter):
+                sn.backend.close()
+
+    async def get(self, ns: str, name: str) -> NamespacedSnapshotter:
+        if not name:
+            name = await self._namespace_default(ns) or self.default
+        sn = self.snapshotters.get(name)
+        if sn is None:
+            raise errdefs.InvalidArgument(f"snapshotter not loaded: {name}")
+        return sn
+
+    async def _namespace_default(self, ns: str) -> str:
+        def tx(conn) -> str:
+            row = conn.execute(
+                "SELECT value FROM labels WHERE namespace = ? AND kind = 'namespace' AND object = '' AND key = ?",
+                (ns, DEFAULT_LABEL),
+            ).fetchone()
+            return row[0] if row else ""
+
+        return await self.db.view(tx)
+
+    async def prepare(self, ns, name, key, parent, labels, lease="") -> list[Mount]:
+        sn = await self.get(ns, name)
+        mounts = await sn.prepare(ns, key, parent, labels, lease)
+        self.events.publish(ns, "/snapshot/prepare", events_pb.SnapshotPrepare(key=key, parent=parent))
+        return mounts
+
+    async def view(self, ns, name, key, parent, labels, lease="") -> list[Mount]:
+        sn = await self.get(ns, name)
+        return await sn.view(ns, key, parent, labels, lease)
+
+    async def commit(self, ns, sname, name, key, labels, lease="") -> None:
+        sn = await self.get(ns, sname)
+        await sn.commit(ns, name, key, labels, lease)
+        self.events.publish(ns, "/snapshot/commit", events_pb.SnapshotCommit(key=key, name=name))
+
+    async def remove(self, ns, name, key, lease="") -> None:
+        sn = await self.get(ns, name)
+        await sn.remove(ns, key, lease)
+        self.events.publish(ns, "/snapshot/remove", events_pb.SnapshotRemove(key=key))
+
+
+def _ts(ns_time: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=ns_time // 1_000_000_000, nanos=ns_time % 1_000_000_000)
+
+
+def to_pb_info(info: Info) -> pb.Info:
+    return pb.Info(name=info.name, parent=info.parent, kind=info.kind, created_at=_ts(info.created),
+                   updated_at=_ts(info.updated), labels=info.labels)
+
+
+def to_pb_mounts(mounts: list[Mount]) -> list[mount_pb2.Mount]:
+    return [mount_pb2.Mount(type=m.type, source=m.source, target=m.target, options=m.options) for m in mounts]
+
+
+def _lease(context) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == LEASE_HEADER:
+            return value
+    return ""
+
+
+class Service(pb_grpc.SnapshotsServicer):
+    def __init__(self, local: Local):
+        self.local = local
+
+    def register(self, server) -> None:
+        pb_grpc.add_SnapshotsServicer_to_server(self, server)
+
+    async def Prepare(self, request, context):
+        ns = namespace(context)
+        mounts = await self.local.prepare(ns, request.snapshotter, request.key, request.parent,
+                                          dict(request.labels), _lease(context))
+        return pb.PrepareSnapshotResponse(mounts=to_pb_mounts(mounts))
+
+    async def View(self, request, context):
+        ns = namespace(context)
+        mounts = await self.local.view(ns, request.snapshotter, request.key, request.parent,
+                                       dict(request.labels), _lease(context))
+        return pb.ViewSnapshotResponse(mounts=to_pb_mounts(mounts))
+
+    async def Mounts(self, request, context):
+        ns = namespace(context)
+        sn = await self.local.get(ns, request.snapshotter)
+        return pb.MountsResponse(mounts=to_pb_mounts(await sn.mounts(ns, request.key)))
+
+    async def Commit(self, request, context):
+        ns = namespace(context)
+        await self.local.commit(ns, request.snapshotter, request.name, request.key, dict(request.labels),
+                                _lease(context))
+        return empty_pb2.Empty()
+
+    async def Remove(self, request, context):
+        ns = namespace(context)
+        await self.local.remove(ns, request.snapshotter, request.key, _lease(context))
+        return empty_pb2.Empty()
+
+    async def Stat(self, request, context):
+        ns = namespace(context)
+        sn = await self.local.get(ns, request.snapshotter)
+        return pb.StatSnapshotResponse(info=to_pb_info(await sn.stat(ns, request.key)))
+
+    async def Update(self, request, context):
+        ns = namespace(context)
+        sn = await self.local.get(ns, request.snapshotter)
+        i = request.info
+        info = Info(name=i.name, kind=i.kind, parent=i.parent, labels=dict(i.labels))
+        updated = await sn.update(ns, info, list(request.update_mask.paths))
+        return pb.UpdateSnapshotResponse(info=to_pb_info(updated))
+
+    async def List(self, request, context):
+        ns = namespace(context)
+        sn = await self.local.get(ns, request.snapshotter)
+        infos = await sn.walk(ns, *request.filters)
+        for i in range(0, len(infos), 100):  # containerd sends batches of 100
+            yield pb.ListSnapshotsResponse(info=[to_pb_info(x) for x in infos[i:i + 100]])
+
+    async def Usage(self, request, context):
+        ns = namespace(context)
+        sn = await self.local.get(ns, request.snapshotter)
+        usage = await sn.usage(ns, request.key)
+        return pb.UsageResponse(size=usage.size, inodes=usage.inodes)
+
+    async def Cleanup(self, request, context):
+        ns = namespace(context)
+        sn = await self.local.get(ns, request.snapshotter)
+        await sn.cleanup()
+        return empty_pb2.Empty()
+
+
+async def init_local(ic: InitContext) -> Local:
+    db = ic.get(PluginType.METADATA)
+    backends = {}
+    local = {}
+    for name, sn in ic.get_all(PluginType.SNAPSHOT).items():
+        if isinstance(sn, ProxyPlugin):  # [proxy_plugins.<name>] type = "snapshot"
+            backends[name] = NamespacedSnapshotter(db, name, ProxySnapshotter(name, sn.address))
+            continue
+        if not all(callable(getattr(sn, m, None)) for m in SNAPSHOTTER_API):
+            log.info("not a snapshotter the service can use", snapshotter=name)
+            continue
+        backends[name] = local[name] = NamespacedSnapshotter(db, name, sn)
+    # settle what a crash may have left between the metadata and the local
+    # backends (a remote snapshotter keeps its own house)
+    for name, result in zip(local, await asyncio.gather(*(s.recover() for s in local.values()),
+                                                           return_exceptions=True)):
+        if isinstance(result, Exception):
+            log.error("snapshot recovery failed", snapshotter=name, error=str(result))
+    config = ic.config or Config()
+    ic.meta.exports["default"] = config.default
+    return Local(db, ic.get(PluginType.EVENT), backends, config.default)
+
+
+async def init_grpc(ic: InitContext) -> Service:
+    return Service(ic.get(PluginType.SERVICE, SERVICE_ID))
+
+
+@hookimpl
+def pycontainerd_plugins() -> Iterable[Registration]:
+    return [
+        Registration(
+            type=PluginType.SERVICE,
+            id=SERVICE_ID,
+            requires=(PluginType.EVENT, PluginType.METADATA, PluginType.SNAPSHOT),
+            config=Config,
+            init=init_local,
+        ),
+        Registration(type=PluginType.GRPC, id="snapshots", requires=(PluginType.SERVICE,), init=init_grpc),
+    ]
