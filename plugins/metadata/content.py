@@ -33,7 +33,14 @@ from typing import AsyncIterator
 
 from pycontainerd.core import errdefs, filters
 from pycontainerd.plugins.content.local import Info, LocalStore, Status, adapt_info, adapt_status, validate_digest
-from pycontainerd.plugins.metadata.sqlite import DB, ensure_namespace, get_labels, put_labels, validate_labels
+from pycontainerd.plugins.metadata.sqlite import (
+    DB,
+    ensure_namespace,
+    get_labels,
+    labels_after_update,
+    put_labels,
+    validate_labels,
+)
 
 KIND = "content"
 
@@ -133,23 +140,7 @@ class ContentStore:
             current = _read_info(conn, namespace, dgst)
             if current is None:
                 raise errdefs.NotFound(f"content digest {dgst}")
-            labels = dict(current.labels)
-            if paths:
-                for path in paths:
-                    if path.startswith("labels."):
-                        key = path[len("labels."):]
-                        labels[key] = info.labels.get(key, "")
-                    elif path == "labels":
-                        labels = dict(info.labels)
-                    else:
-                        raise errdefs.InvalidArgument(f'cannot update "{path}" field on content info "{dgst}"')
-            else:
-                labels = dict(info.labels)
-            labels = {k: v for k, v in labels.items() if v}
-            try:
-                validate_labels(labels)
-            except errdefs.InvalidArgument as exc:
-                raise errdefs.InvalidArgument(f"info.Labels: {exc.message}") from None
+            labels = labels_after_update(current.labels, info.labels, paths, f'content info "{dgst}"')
             put_labels(conn, namespace, KIND, dgst, labels, replace=True)
             now = time.time_ns()
             conn.execute("UPDATE blobs SET updated_at = ? WHERE namespace = ? AND digest = ?", (now, namespace, dgst))

@@ -30,7 +30,13 @@ from typing import Any
 import structlog
 
 from pycontainerd.core import errdefs, filters
-from pycontainerd.plugins.metadata.sqlite import ensure_namespace, get_labels, put_labels, validate_labels
+from pycontainerd.plugins.metadata.sqlite import (
+    ensure_namespace,
+    get_labels,
+    labels_after_update,
+    put_labels,
+    validate_labels,
+)
 from pycontainerd.plugins.snapshotters.base import adapt_info
 from pycontainerd.plugins.snapshotters.storage import KIND_COMMITTED, Info, Mount, Usage
 
@@ -130,23 +136,8 @@ class NamespacedSnapshotter:
 
         def tx(conn: sqlite3.Connection) -> Info:
             row = self._must_row(conn, ns, info.name)
-            labels = get_labels(conn, ns, LABEL_KIND, self._object(info.name))
-            if paths:
-                for path in paths:
-                    if path.startswith("labels."):
-                        k = path[len("labels."):]
-                        labels[k] = info.labels.get(k, "")
-                    elif path == "labels":
-                        labels = dict(info.labels)
-                    else:
-                        raise errdefs.InvalidArgument(f'cannot update "{path}" field on snapshot "{info.name}"')
-            else:
-                labels = dict(info.labels)
-            labels = {k: v for k, v in labels.items() if v}
-            try:
-                validate_labels(labels)
-            except errdefs.InvalidArgument as exc:
-                raise errdefs.InvalidArgument(f"info.Labels: {exc.message}") from None
+            current = get_labels(conn, ns, LABEL_KIND, self._object(info.name))
+            labels = labels_after_update(current, info.labels, paths, f'snapshot "{info.name}"')
             now = time.time_ns()
             put_labels(conn, ns, LABEL_KIND, self._object(info.name), labels, replace=True)
             conn.execute(

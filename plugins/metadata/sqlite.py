@@ -122,6 +122,30 @@ def put_labels(
             )
 
 
+def labels_after_update(current: dict[str, str], new: dict[str, str], paths: list[str], what: str) -> dict[str, str]:
+    """containerd's label update by field paths, for any object: `labels`
+    replaces them all, `labels.<k>` sets (or, empty, removes) one; no paths
+    means replace. `what` names the object in the error, e.g.
+    'content info "sha256:..."' or 'snapshot "k1"'."""
+    labels = dict(current)
+    if not paths:
+        labels = dict(new)
+    for path in paths:
+        if path.startswith("labels."):
+            key = path[len("labels."):]
+            labels[key] = new.get(key, "")
+        elif path == "labels":
+            labels = dict(new)
+        else:
+            raise errdefs.InvalidArgument(f'cannot update "{path}" field on {what}')
+    labels = {k: v for k, v in labels.items() if v}
+    try:
+        validate_labels(labels)
+    except errdefs.InvalidArgument as exc:
+        raise errdefs.InvalidArgument(f"info.Labels: {exc.message}") from None
+    return labels
+
+
 def ensure_namespace(conn: sqlite3.Connection, namespace: str) -> None:
     """Objects create their namespace implicitly, as in containerd."""
     now = time.time_ns()
