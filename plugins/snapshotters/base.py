@@ -11,6 +11,7 @@ own transaction, so the two stores change together.
 
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 from typing import Callable, Iterable
@@ -19,7 +20,7 @@ import structlog
 
 from pycontainerd.core import filters
 
-from .storage import KIND_ACTIVE, KIND_NAMES, Info, MetaStore, Mount, Snapshot, Usage
+from .storage import KIND_ACTIVE, KIND_NAMES, KIND_VIEW, Info, MetaStore, Mount, Snapshot, Usage
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +55,7 @@ def adapt_info(info: Info) -> Callable[[list[str]], tuple[str, bool]]:
     )
 
 
-class LocalSnapshotter:
+class LocalSnapshotter(abc.ABC):
     """A snapshotter whose snapshots are directories `<root>/snapshots/<id>`
     recorded in `<root>/metadata.db`."""
 
@@ -63,13 +64,24 @@ class LocalSnapshotter:
         os.makedirs(os.path.join(root, "snapshots"), mode=0o700, exist_ok=True)
         self.ms = MetaStore(os.path.join(root, "metadata.db"))
 
-    # -- to be provided ---------------------------------------------------------
+    # -- what each snapshotter provides ------------------------------------------
+
+    @abc.abstractmethod
+    def _create(self, kind: int, key: str, parent: str, labels: dict[str, str] | None) -> list[Mount]:
+        """Record and lay out a new active or view snapshot; its mounts."""
+
+    @abc.abstractmethod
+    def mounts_of(self, s: Snapshot) -> list[Mount]:
+        """The mounts that present snapshot `s`."""
 
     def snapshot_dir(self, sid: str) -> str:
         return os.path.join(self.root, "snapshots", sid)
 
-    def mounts_of(self, s: Snapshot) -> list[Mount]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def prepare(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[Mount]:
+        return self._create(KIND_ACTIVE, key, parent, labels)
+
+    def view(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[Mount]:
+        return self._create(KIND_VIEW, key, parent, labels)
 
     def active_dir(self, sid: str) -> str:
         """The directory whose usage an active snapshot reports."""

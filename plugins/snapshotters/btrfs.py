@@ -107,12 +107,6 @@ class BtrfsSnapshotter(LocalSnapshotter):
                 subvol_delete(target)
                 raise
 
-    def prepare(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[Mount]:
-        return self._create(KIND_ACTIVE, key, parent, labels)
-
-    def view(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[Mount]:
-        return self._create(KIND_VIEW, key, parent, labels)
-
     def commit(self, name: str, key: str, labels: dict[str, str] | None = None) -> None:
         with self.ms.transaction(True) as tx:
             sid, info, _ = tx.get_info(key)

@@ -55,12 +55,6 @@ class NativeSnapshotter(LocalSnapshotter):
                 shutil.rmtree(td, ignore_errors=True)
         return self.mounts_of(s)
 
-    def prepare(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[Mount]:
-        return self._create(KIND_ACTIVE, key, parent, labels)
-
-    def view(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[Mount]:
-        return self._create(KIND_VIEW, key, parent, labels)
-
     def commit(self, name: str, key: str, labels: dict[str, str] | None = None) -> None:
         with self.ms.transaction(True) as tx:
             sid, _, _ = tx.get_info(key)

@@ -108,12 +108,6 @@ class OverlaySnapshotter(LocalSnapshotter):
                 shutil.rmtree(td, ignore_errors=True)
         return self.mounts_of(s)
 
-    def prepare(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[Mount]:
-        return self._create(KIND_ACTIVE, key, parent, labels)
-
-    def view(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[Mount]:
-        return self._create(KIND_VIEW, key, parent, labels)
-
     def mounts(self, key: str) -> list[Mount]:
         try:
             return super().mounts(key)
