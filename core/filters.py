@@ -43,6 +43,7 @@ character indices.
 
 from __future__ import annotations
 
+import abc
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -374,11 +375,12 @@ def _field_of(adaptor: Adaptor) -> Callable[[list[str]], tuple[str, bool]]:
     return adaptor if callable(adaptor) else adaptor.field
 
 
-class Filter:
+class Filter(abc.ABC):
     """Anything with match(adaptor) -> bool."""
 
-    def match(self, adaptor: Adaptor) -> bool:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def match(self, adaptor: Adaptor) -> bool:
+        """Whether the object the adaptor reads from is selected."""
 
     def __call__(self, adaptor: Adaptor) -> bool:
         return self.match(adaptor)
