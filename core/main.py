@@ -4,6 +4,7 @@
     pycontainerd config default
     pycontainerd config dump [--config F]
     pycontainerd publish --topic T --namespace N [--address A] < event   (a serialized Any, as shims send)
+    pycontainerd content serve --address A --root R
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--snapshotter", required=True, help="overlayfs, native or btrfs")
     serve.add_argument("--address", dest="serve_address", required=True, help="UNIX socket to serve on")
     serve.add_argument("--root", dest="serve_root", required=True, help="the snapshotter's root directory")
+    cs = sub.add_parser("content", help="run a content store standalone (for [proxy_plugins])")
+    cs_sub = cs.add_subparsers(dest="content_command", required=True)
+    cserve = cs_sub.add_parser("serve", help="serve a local content store over containerd's Content API")
+    cserve.add_argument("--address", dest="serve_address", required=True, help="UNIX socket to serve on")
+    cserve.add_argument("--root", dest="serve_root", required=True, help="the content store's root directory")
     return p
 
 
@@ -121,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             from pycontainerd.plugins.snapshotters import serve
 
             return serve.main(args)
+
+        if args.command == "content":
+            from pycontainerd.plugins.content import serve as content_serve
+
+            return content_serve.main(args)
 
         if args.command == "publish":
             address = args.address or load_config(args.config).grpc.address

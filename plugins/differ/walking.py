@@ -480,9 +480,10 @@ def _content_store(ic: InitContext) -> Callable[[], Any]:
             try:
                 cached.append(ic.get(PluginType.SERVICE, "content-service").store)
             except errdefs.ContainerdError:
+                from pycontainerd.plugins.content.proxy import backend_of
                 from pycontainerd.plugins.metadata.content import ContentStore
 
-                cached.append(ContentStore(ic.get(PluginType.METADATA), ic.get(PluginType.CONTENT, "content")))
+                cached.append(ContentStore(ic.get(PluginType.METADATA), backend_of(ic)))
         return cached[0]
 
     return get

@@ -247,7 +247,9 @@ async def init(ic: InitContext) -> Scheduler:
             raise ValueError(f'plugins."{ic.registration.uri}".{key}: {exc}') from None
     db = ic.get(PluginType.METADATA)
     content = None
-    for store in ic.get_all(PluginType.CONTENT).values():
+    from pycontainerd.plugins.content.proxy import store_of
+
+    for store in map(store_of, ic.get_all(PluginType.CONTENT).values()):
         if hasattr(store, "walk") and hasattr(store, "delete"):
             content = store  # the local store, as containerd's metadata uses its one content store
             break

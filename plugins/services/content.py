@@ -217,7 +217,9 @@ class Service(pb_grpc.ContentServicer):
 
 async def init_local(ic: InitContext) -> Local:
     db = ic.get(PluginType.METADATA)
-    backend = ic.get(PluginType.CONTENT, "content")
+    from pycontainerd.plugins.content.proxy import backend_of
+
+    backend = backend_of(ic)  # the first content plugin; a [proxy_plugins] one through its client
     return Local(ContentStore(db, backend), ic.get(PluginType.EVENT))
 
 
