@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import os
 import sqlite3
-import tempfile
 import time
 
 import grpc
@@ -261,9 +260,9 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_collector_reports_changes_and_whether_anything_was_deleted():
+def test_collector_reports_changes_and_whether_anything_was_deleted(tmp_path):
     async def main():
-        d = tempfile.mkdtemp(prefix="pcd-gc-", dir="/tmp")
+        d = str(tmp_path)
         db = DB(os.path.join(d, "meta.db"))
         await db.open()
         try:
@@ -339,9 +338,9 @@ def test_scheduler_defaults_and_exports_are_containerds():
     assert (clamped.pause_threshold, clamped.mutation_threshold, clamped.schedule_delay) == (0.5, 0, 0.0)
 
 
-def test_scheduler_collects_after_startup_on_trigger_and_after_deletions():
+def test_scheduler_collects_after_startup_on_trigger_and_after_deletions(tmp_path):
     async def main():
-        d = tempfile.mkdtemp(prefix="pcd-gc-", dir="/tmp")
+        d = str(tmp_path)
         db, s = await _scheduler(d, startup_delay="10ms", deletion_threshold=1, pause_threshold=0.5)
         try:
             for _ in range(100):
@@ -367,9 +366,9 @@ def test_scheduler_collects_after_startup_on_trigger_and_after_deletions():
     run(main())
 
 
-def test_scheduled_run_is_skipped_when_nothing_was_deleted():
+def test_scheduled_run_is_skipped_when_nothing_was_deleted(tmp_path):
     async def main():
-        d = tempfile.mkdtemp(prefix="pcd-gc-", dir="/tmp")
+        d = str(tmp_path)
         # pause threshold 0.5: the interval after a collection is about as
         # long as the collection took, so the schedule comes round quickly
         db, s = await _scheduler(d, startup_delay="1ms", pause_threshold=0.5, mutation_threshold=0)
