@@ -19,7 +19,7 @@ from pycontainerd.core import errdefs
 from pycontainerd.core.service import ErrdefsInterceptor
 from pycontainerd.plugins.content.local import Info, LocalStore
 from pycontainerd.plugins.content.proxy import ProxyContentStore
-from pycontainerd.plugins.content.serve import RawContentService
+from pycontainerd.plugins.content.serve import raw_service
 from pycontainerd.plugins.metadata.content import ContentStore
 from pycontainerd.plugins.metadata.sqlite import DB
 from pycontainerd.testing.daemon import short_tempdir
@@ -40,7 +40,7 @@ async def _with_proxy(tmp: str, fn) -> None:
     """Serve a raw store in `tmp`, and run fn(remote_root, proxy, cs)."""
     root = os.path.join(tmp, "remote")
     server = grpc.aio.server(interceptors=[ErrdefsInterceptor()])
-    pb_grpc.add_ContentServicer_to_server(RawContentService(LocalStore(root)), server)
+    pb_grpc.add_ContentServicer_to_server(raw_service(LocalStore(root)), server)
     sock = os.path.join(tmp, "cs.sock")
     server.add_insecure_port("unix:" + sock)
     await server.start()

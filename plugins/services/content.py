@@ -74,9 +74,14 @@ class Local:
 
 
 class Service(pb_grpc.ContentServicer):
-    def __init__(self, local: Local):
+    """Serves a store with the namespaced interface of ContentStore. The
+    namespace comes from the request (`namespace_of`); a raw store served
+    standalone (plugins/content/serve.py) passes one that reads none."""
+
+    def __init__(self, local, namespace_of=namespace):
         self.local = local
         self.store = local.store
+        self.namespace_of = namespace_of
 
     def register(self, server) -> None:
         pb_grpc.add_ContentServicer_to_server(self, server)
@@ -84,18 +89,18 @@ class Service(pb_grpc.ContentServicer):
     async def Info(self, request, context):
         if digest_error(request.digest):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'"{request.digest}" failed validation')
-        info = await self.store.info(namespace(context), request.digest)
+        info = await self.store.info(self.namespace_of(context), request.digest)
         return pb.InfoResponse(info=info_to_pb(info))
 
     async def Update(self, request, context):
         if digest_error(request.info.digest):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'"{request.info.digest}" failed validation')
         wanted = Info(request.info.digest, request.info.size, labels=dict(request.info.labels))
-        info = await self.store.update(namespace(context), wanted, list(request.update_mask.paths))
+        info = await self.store.update(self.namespace_of(context), wanted, list(request.update_mask.paths))
         return pb.UpdateResponse(info=info_to_pb(info))
 
     async def List(self, request, context):
-        infos = await self.store.list(namespace(context), *request.filters)
+        infos = await self.store.list(self.namespace_of(context), *request.filters)
         for i in range(0, len(infos), LIST_BLOCK):
             yield pb.ListContentResponse(info=[info_to_pb(x) for x in infos[i:i + LIST_BLOCK]])
 
@@ -103,14 +108,14 @@ class Service(pb_grpc.ContentServicer):
         err = digest_error(request.digest)
         if err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err)
-        await self.local.delete(namespace(context), request.digest, lease_of(context))
+        await self.local.delete(self.namespace_of(context), request.digest, lease_of(context))
         return empty_pb2.Empty()
 
     async def Read(self, request, context):
         err = digest_error(request.digest)
         if err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{request.digest}: {err}")
-        ns = namespace(context)
+        ns = self.namespace_of(context)
         info = await self.store.info(ns, request.digest)
         ra = await self.store.reader_at(ns, request.digest)
         try:
@@ -132,21 +137,21 @@ class Service(pb_grpc.ContentServicer):
 
     async def Status(self, request, context):
         try:
-            st = await self.store.status(namespace(context), request.ref)
+            st = await self.store.status(self.namespace_of(context), request.ref)
         except errdefs.ContainerdError as exc:
             raise type(exc)(f'could not get status for ref "{request.ref}": {exc.message}') from None
         return pb.StatusResponse(status=status_to_pb(st))
 
     async def ListStatuses(self, request, context):
-        statuses = await self.store.list_statuses(namespace(context), *request.filters)
+        statuses = await self.store.list_statuses(self.namespace_of(context), *request.filters)
         return pb.ListStatusesResponse(statuses=[status_to_pb(s) for s in statuses])
 
     async def Abort(self, request, context):
-        await self.store.abort(namespace(context), request.ref, lease_of(context))
+        await self.store.abort(self.namespace_of(context), request.ref, lease_of(context))
         return empty_pb2.Empty()
 
     async def Write(self, request_iterator, context):
-        ns = namespace(context)
+        ns = self.namespace_of(context)
         lease = lease_of(context)
         requests = request_iterator.__aiter__()
         try:
@@ -157,6 +162,10 @@ class Service(pb_grpc.ContentServicer):
         if not ref:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must have a reference")
         total, expected = req.total, req.expected
+        if expected:
+            err = digest_error(expected)
+            if err:
+                raise errdefs.InvalidArgument(f"cannot calculate blob path from invalid digest: {err}")
         wr = await self.store.writer(ns, ref, total, expected, lease)
         # like containerd's, one answer message whose fields carry over
         msg = pb.WriteContentResponse()
