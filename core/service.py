@@ -97,3 +97,33 @@ async def _abort(context, method: str, exc: Exception) -> None:
         log.error("unexpected error in handler", method=method, exc_info=exc)
     code, message = errdefs.to_grpc(exc)
     await context.abort(code, message)
+
+
+async def serve_standalone(address: str, register, what: str) -> None:
+    """Serve one service alone on a UNIX socket until SIGTERM/SIGINT, for
+    the `pycontainerd <kind> serve` commands that [proxy_plugins] talk to.
+    `register(server)` adds the servicer."""
+    import asyncio
+    import os
+    import signal
+
+    server = grpc.aio.server(interceptors=[ErrdefsInterceptor()])
+    register(server)
+    os.makedirs(os.path.dirname(os.path.abspath(address)), exist_ok=True)
+    if os.path.exists(address):
+        os.unlink(address)
+    server.add_insecure_port("unix:" + address)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"serving {what} on {address}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop(1)
+        try:
+            os.unlink(address)
+        except FileNotFoundError:
+            pass

@@ -16,15 +16,11 @@ Update is refused (containerd's wording) and blobs carry no labels.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from types import SimpleNamespace
-
-import grpc
 
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
 from pycontainerd.core import errdefs
-from pycontainerd.core.service import ErrdefsInterceptor
+from pycontainerd.core.service import serve_standalone
 from pycontainerd.plugins.services.content import Service
 
 from .local import Info, LocalStore, Status
@@ -88,27 +84,11 @@ def raw_service(store: LocalStore) -> Service:
 
 async def serve(address: str, root: str) -> None:
     store = await asyncio.to_thread(LocalStore, root)
-    server = grpc.aio.server(interceptors=[ErrdefsInterceptor()])
-    pb_grpc.add_ContentServicer_to_server(raw_service(store), server)
-    os.makedirs(os.path.dirname(os.path.abspath(address)), exist_ok=True)
-    if os.path.exists(address):
-        os.unlink(address)
-    server.add_insecure_port("unix:" + address)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"serving content store on {address} (root {root})", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        # open writers end with their streams; their ingests stay resumable
-        await server.stop(1)
-        try:
-            os.unlink(address)
-        except FileNotFoundError:
-            pass
+    # open writers end with their streams; their ingests stay resumable
+    await serve_standalone(
+        address, lambda server: pb_grpc.add_ContentServicer_to_server(raw_service(store), server),
+        f"content store (root {root})",
+    )
 
 
 def main(args) -> int:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 
 from google.protobuf import empty_pb2
 
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
-from pycontainerd.core.service import ErrdefsInterceptor
+from pycontainerd.core.service import serve_standalone
 
 from .storage import Info
 
@@ -120,30 +119,14 @@ class BackendService(pb_grpc.SnapshotsServicer):
 
 
 async def serve(snapshotter: str, address: str, root: str) -> None:
-    import grpc
-
     backend = await asyncio.to_thread(make_snapshotter, snapshotter, root)
-    server = grpc.aio.server(interceptors=[ErrdefsInterceptor()])
-    pb_grpc.add_SnapshotsServicer_to_server(BackendService(backend), server)
-    os.makedirs(os.path.dirname(os.path.abspath(address)), exist_ok=True)
-    if os.path.exists(address):
-        os.unlink(address)
-    server.add_insecure_port("unix:" + address)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"serving snapshotter {snapshotter} on {address} (root {root})", flush=True)
     try:
-        await stop.wait()
+        await serve_standalone(
+            address, lambda server: pb_grpc.add_SnapshotsServicer_to_server(BackendService(backend), server),
+            f"snapshotter {snapshotter} (root {root})",
+        )
     finally:
-        await server.stop(1)
         backend.close()
-        try:
-            os.unlink(address)
-        except FileNotFoundError:
-            pass
 
 
 def main(args) -> int:
