@@ -163,6 +163,21 @@ def cmd_commit(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(client: Client, args: argparse.Namespace) -> int:
+    """ctr's `snapshots diff`: the layer between two snapshots (by default
+    the first and its parent), written to the content store under a
+    temporary lease and copied to stdout."""
+    from pycontainerd.client.diff import snapshots_diff
+
+    labels = dict(label.partition("=")[::2] for label in args.label)
+    out = sys.stdout.buffer
+    for chunk in snapshots_diff(client, args.snapshotter, args.id_a, args.id_b, args.media_type,
+                                args.ref, labels, args.keep):
+        out.write(chunk)
+    out.flush()
+    return 0
+
+
 def cmd_info(client: Client, args: argparse.Namespace) -> int:
     print(info_json(_sn(client, args).stat(args.key)))
     return 0
@@ -190,6 +205,16 @@ def register(sub) -> None:
     c.add_argument("key")
     c.add_argument("active")
     c.set_defaults(fn=cmd_commit)
+
+    d = s.add_parser("diff", help="get the diff of two snapshots (default: the first and its parent)")
+    d.add_argument("--media-type", default="application/vnd.oci.image.layer.v1.tar+gzip",
+                   help="media type to use for creating diff")
+    d.add_argument("--ref", default="", help="content upload reference to use")
+    d.add_argument("--keep", action="store_true", help="keep diff content. up to creator to delete it.")
+    d.add_argument("--label", action="append", default=[], help="labels to attach to the diff (key=value)")
+    d.add_argument("id_a", nargs="?", default="")
+    d.add_argument("id_b", nargs="?", default="")
+    d.set_defaults(fn=cmd_diff)
 
     i = s.add_parser("info", help="get info about a snapshot")
     i.add_argument("key")

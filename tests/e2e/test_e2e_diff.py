@@ -17,6 +17,8 @@ import pytest
 from pycontainerd.client.client import Client
 from pycontainerd.client.diff import snapshots_diff
 
+from e2e_support import run_pyctr
+
 pytestmark = pytest.mark.e2e
 
 SN = ("snapshots", "--snapshotter", "overlayfs")
@@ -119,6 +121,8 @@ def test_ctr_snapshots_diff_matches_containerd(daemon, containerd, ctr):
         lib = gzip.decompress(b"".join(snapshots_diff(c, "overlayfs", "k2")))
         lib_two = b"".join(snapshots_diff(c, "overlayfs", "c1", "k2", media_type=OCI_TAR))
     assert _entries(lib) == _entries(lib_two) == _entries(ours)
+    cli = run_pyctr(our_address, *SN, "diff", "c1", "k2").stdout  # pyctr's command on that flow
+    assert _entries(gzip.decompress(cli)) == _entries(ours)
     # no temporary view or lease is left behind
     assert ctr(our_address, *SN, "ls").stdout.decode().count("View") == 0
     assert ctr(our_address, "leases", "ls", "-q").stdout.strip() == b""
