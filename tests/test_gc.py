@@ -216,6 +216,17 @@ def test_ingests_unleased_stay_leased_follow_their_lease(conn):
     assert (INGEST, "ns", "orphan") in result.removed and result.content
 
 
+def test_an_unleased_ingest_expires_after_its_day(conn):
+    import time
+
+    now = time.time_ns()
+    conn.execute("INSERT INTO ingests (namespace, ref, expires_at) VALUES ('ns', 'stale', ?)", (now - 1,))
+    conn.execute("INSERT INTO ingests (namespace, ref, expires_at) VALUES ('ns', 'fresh', ?)", (now + 10**12,))
+    result = collect(conn)
+    assert {r[0] for r in conn.execute("SELECT ref FROM ingests")} == {"fresh"}
+    assert (INGEST, "ns", "stale") in result.removed
+
+
 def test_references_stay_inside_their_namespace(conn):
     blob(conn, "a", D["a"], **{gc.LABEL_ROOT: "x", "containerd.io/gc.ref.content": D["b"]})
     blob(conn, "a", D["b"])
@@ -424,6 +435,15 @@ def write_blob(client, data: bytes, lease: str = "", labels: dict[str, str] | No
     return dgst
 
 
+def query(d: InProcessDaemon, sql: str) -> list[tuple]:
+    """Read the daemon's metadata database directly (WAL: a reader is fine)."""
+    conn = sqlite3.connect(os.path.join(d.dir, "root", "io.containerd.metadata.v1.sqlite", "meta.db"))
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
 def collect_now(client) -> None:
     """Run a collection and wait for it: a synchronous lease delete."""
     leases = Leases(client)
@@ -491,6 +511,8 @@ def test_ingest_of_a_deleted_lease_is_aborted_an_unleased_one_resumes(daemon):
         assert len(os.listdir(ingest_dir)) == 2
         collect_now(c)
         assert len(os.listdir(ingest_dir)) == 2  # both alive: one leased, one started without a lease
+        (leased_ttl,), (free_ttl,) = query(daemon, "SELECT expires_at FROM ingests WHERE namespace = 'ns1' ORDER BY ref DESC")
+        assert leased_ttl == 0 and free_ttl > time.time_ns() + 23 * 3600 * 10**9  # a day for the unleased one
         Leases(c).delete("hold", sync=True)
         assert len(os.listdir(ingest_dir)) == 1
         statuses = stub.ListStatuses(content_pb2.ListStatusesRequest(), metadata=c._metadata).statuses

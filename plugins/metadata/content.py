@@ -43,6 +43,7 @@ from pycontainerd.plugins.metadata.sqlite import (
 )
 
 KIND = "content"
+UNLEASED_INGEST_TTL_NS = 24 * 3600 * 1_000_000_000
 
 
 class RWLock:
@@ -286,7 +287,15 @@ class ContentStore:
             ).rowcount == 1
             if lease:
                 _add_lease_resource(conn, namespace, lease, "ingests", ref)
-                conn.execute("UPDATE ingests SET lease = ? WHERE namespace = ? AND ref = ?", (lease, namespace, ref))
+                conn.execute(
+                    "UPDATE ingests SET lease = ?, expires_at = 0 WHERE namespace = ? AND ref = ?",
+                    (lease, namespace, ref),
+                )
+            elif created:  # no lease to hold it: it may wait a day for its writer, as in containerd
+                conn.execute(
+                    "UPDATE ingests SET expires_at = ? WHERE namespace = ? AND ref = ?",
+                    (time.time_ns() + UNLEASED_INGEST_TTL_NS, namespace, ref),
+                )
             if shared:
                 conn.execute(
                     "UPDATE ingests SET expected = ? WHERE namespace = ? AND ref = ?", (expected, namespace, ref)

@@ -11,9 +11,8 @@ A collection has three steps:
      snapshots "flat": snapshot parents are kept, labelled references are
      not followed;
    - images (their target digest and their labelled references);
-   - ingests not started under a lease (containerd gives those a 24 h
-     expiry; we keep them until they are committed or aborted) and ingests
-     whose lease is alive;
+   - ingests not started under a lease, for 24 hours from their start (as
+     containerd), and ingests whose lease is alive;
    - blobs and snapshots labelled `containerd.io/gc.root`;
    - containers (their snapshot and their labelled references).
    References are the labels `containerd.io/gc.ref.content`,
@@ -157,8 +156,9 @@ def roots(conn: sqlite3.Connection, now_ns: int) -> Iterator[Node]:
             yield (CONTENT, ns, target)
         yield from label_refs(ns, _gc_labels(conn, ns, KIND_IMAGE, name))
 
-    for ns, ref, lease in conn.execute("SELECT namespace, ref, lease FROM ingests").fetchall():
-        if not lease or (ns, lease) in leases:
+    now = time.time_ns()
+    for ns, ref, lease, expires_at in conn.execute("SELECT namespace, ref, lease, expires_at FROM ingests").fetchall():
+        if (ns, lease) in leases if lease else (expires_at == 0 or expires_at > now):
             yield (INGEST, ns, ref)
 
     for ns, dgst in conn.execute(

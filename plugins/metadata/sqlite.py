@@ -93,6 +93,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE containers ADD COLUMN snapshotter TEXT NOT NULL DEFAULT '';
     ALTER TABLE containers ADD COLUMN snapshot_key TEXT NOT NULL DEFAULT '';
     """,
+    # 4: an ingest started without a lease expires (nanoseconds since the
+    # epoch; 0: never), as containerd gives such ingests 24 hours
+    """
+    ALTER TABLE ingests ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
