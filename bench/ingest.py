@@ -57,23 +57,7 @@ def ingest(ctr: str, sock: str, blob: str, dgst: str, size: int, ref: str) -> fl
 
 
 def run_once(kind: str, binary: str, args, blob: str, dgst: str, size: int, i: int) -> float:
-    tmp = tempfile.mkdtemp(prefix=f"bench-in-{kind}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    sock, cfg = f"{tmp}/grpc.sock", f"{tmp}/config.toml"
-    Path(cfg).write_text(startup.config_text(kind, tmp, sock, args))
-    proc = None
-    try:
-        with open(f"{tmp}/daemon.log", "wb") as log:
-            proc = subprocess.Popen([binary, "--config", cfg], stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-            startup.wait_ready(proc, sock, 60, 0.01)
-            return ingest(args.ctr, sock, blob, dgst, size, f"bench-{i}")
-    except Exception as exc:
-        tail = Path(f"{tmp}/daemon.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{kind}: {exc}\n--- its log ---\n{tail}") from exc
-    finally:
-        if proc is not None:
-            startup.stop(proc, {})
-        shutil.rmtree(tmp, ignore_errors=True)
+    return startup.with_daemon(kind, binary, args, lambda sock: ingest(args.ctr, sock, blob, dgst, size, f"bench-{i}"))
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,7 @@ test: it exits 0 on MISS.
 """
 from __future__ import annotations
 
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, json, statistics, sys, time
 from pathlib import Path
 
 import grpc
@@ -46,23 +46,7 @@ def workload(sock: str, count: int, snapshotter: str) -> float:
 
 
 def run_once(kind: str, binary: str, args) -> float:
-    tmp = tempfile.mkdtemp(prefix=f"bench-sn-{kind}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    sock, cfg = f"{tmp}/grpc.sock", f"{tmp}/config.toml"
-    Path(cfg).write_text(startup.config_text(kind, tmp, sock, args))
-    proc = None
-    try:
-        with open(f"{tmp}/daemon.log", "wb") as log:
-            proc = subprocess.Popen([binary, "--config", cfg], stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-            startup.wait_ready(proc, sock, 60, 0.01)
-            return workload(sock, args.count, args.snapshotter)
-    except Exception as exc:
-        tail = Path(f"{tmp}/daemon.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{kind}: {exc}\n--- its log ---\n{tail}") from exc
-    finally:
-        if proc is not None:
-            startup.stop(proc, {})
-        shutil.rmtree(tmp, ignore_errors=True)
+    return startup.with_daemon(kind, binary, args, lambda sock: workload(sock, args.count, args.snapshotter))
 
 
 def main(argv=None) -> int:

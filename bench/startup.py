@@ -156,6 +156,29 @@ def run_once(kind: str, binary, args, ctr_calls: int | None = None) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def with_daemon(kind: str, binary: str, args, workload):
+    """Start a fresh daemon of `kind` (own temp root, state and socket), run
+    `workload(sock)` once it answers, stop it by PID and remove its files.
+    The other benchmarks measure their work through this."""
+    tmp = tempfile.mkdtemp(prefix=f"bench-{kind}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    sock, cfg = f"{tmp}/grpc.sock", f"{tmp}/config.toml"
+    Path(cfg).write_text(config_text(kind, tmp, sock, args))
+    proc = None
+    try:
+        with open(f"{tmp}/daemon.log", "wb") as log:
+            proc = subprocess.Popen([binary, "--config", cfg], stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            wait_ready(proc, sock, 60, 0.01)
+            return workload(sock)
+    except Exception as exc:
+        tail = Path(f"{tmp}/daemon.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{kind}: {exc}\n--- its log ---\n{tail}") from exc
+    finally:
+        if proc is not None:
+            stop(proc, {})
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def summarize(samples: dict[str, list[dict]]) -> list[dict]:
     rows = []
     for key, label, unit, target in METRICS:
