@@ -4,6 +4,7 @@ opaque directories, views, usage, and the errors containerd gives."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sqlite3
@@ -19,7 +20,7 @@ from pycontainerd.plugins.snapshotters import mount as mnt
 from pycontainerd.plugins.snapshotters.native import NativeSnapshotter
 from pycontainerd.plugins.snapshotters.overlayfs import OverlaySnapshotter, check_supported
 from pycontainerd.plugins.snapshotters.storage import (
-    KIND_ACTIVE, KIND_COMMITTED, KIND_VIEW, Info, MetaStore, Usage,
+    KIND_ACTIVE, KIND_COMMITTED, KIND_VIEW, Info, MetaStore, Mount, Usage,
 )
 
 ROOT = os.geteuid() == 0
@@ -371,3 +372,51 @@ def test_overlayfs_skips_where_overlay_cannot_be_the_upper(tmp):
             asyncio.run(overlayfs.init(IC()))
     finally:
         mnt.unmount(f"{tmp}/m")
+
+
+# -- mount(2) as containerd calls it ------------------------------------------
+
+def test_parse_options_follows_containerds_table():
+    flags, data, loop = mnt.parse_options(["rbind", "ro", "nosuid", "nodev"])
+    assert flags == mnt.MS_BIND | mnt.MS_REC | mnt.MS_RDONLY | mnt.MS_NOSUID | mnt.MS_NODEV
+    assert (data, loop) == ("", False)
+    # a later option clears an earlier one; the rest is filesystem data,
+    # "defaults" included (it has no flag: containerd passes it on too)
+    flags, data, _ = mnt.parse_options(["ro", "rw", "defaults", "index=off", "lowerdir=/a:/b"])
+    assert flags == 0 and data == "defaults,index=off,lowerdir=/a:/b"
+    assert mnt.parse_options(["loop", "ro"]) == (mnt.MS_RDONLY, "", True)
+
+
+def test_readonly_bind_is_remounted_readonly(tmp):
+    """A bind mount ignores MS_RDONLY: without containerd's remount, `ro` in
+    a view's mounts would leave the snapshot writable."""
+    if not ROOT:
+        pytest.skip("mounts need root")
+    src, target = os.path.join(tmp, "src"), os.path.join(tmp, "target")
+    os.mkdir(src)
+    os.mkdir(target)
+    with Mounted([Mount("bind", src, ["rbind", "ro"])], target):
+        with pytest.raises(OSError) as e:
+            open(os.path.join(target, "f"), "w")
+        assert e.value.errno == errno.EROFS
+    assert not os.path.ismount(target)
+    assert mnt.unmount(target) is False  # not a mount point: nothing to do, as containerd's Unmount
+
+
+def test_mount_errors_name_the_mount(tmp):
+    if not ROOT:
+        pytest.skip("mounts need root")
+    with pytest.raises(OSError, match=r"mount bind /nonexistent-src on .*: No such file or directory"):
+        mnt.mount(Mount("bind", "/nonexistent-src", ["rbind"]), tmp)
+
+
+def test_unmount_all_removes_stacked_mounts(tmp):
+    if not ROOT:
+        pytest.skip("mounts need root")
+    src, target = os.path.join(tmp, "src"), os.path.join(tmp, "target")
+    os.mkdir(src)
+    os.mkdir(target)
+    for _ in range(3):
+        mnt.mount(Mount("bind", src, ["rbind"]), target)
+    mnt.unmount_all(target)
+    assert not os.path.ismount(target)

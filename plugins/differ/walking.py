@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ctypes
-import errno
 import gzip
 import hashlib
 import os
@@ -42,6 +40,7 @@ from pycontainerd.core import errdefs
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.plugins.differ import archive
+from pycontainerd.plugins.snapshotters import mount as mountlib
 
 log = structlog.get_logger(__name__)
 
@@ -188,29 +187,6 @@ def decompress_stream(raw: _ReaderAtStream, media_type: str) -> Any:
 
 # -- mounts ----------------------------------------------------------------------------
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def unmount_all(target: str) -> None:
-    """Unmount everything stacked on `target` (containerd's UnmountAll:
-    until the kernel says it is no mount point)."""
-    if not os.path.exists(target):
-        return
-    path = os.fsencode(target)
-    while True:
-        if _libc.umount2(path, 0) == 0:
-            continue
-        err = ctypes.get_errno()
-        if err == errno.EINVAL:
-            return
-        if err == errno.EBUSY:
-            # something still holds it: detach, as a last resort, so the
-            # temporary directory is never removed with a live mount on it
-            if _libc.umount2(path, 2) == 0:  # MNT_DETACH
-                continue
-        raise OSError(err, f"failed to unmount {target}: {os.strerror(err)}")
-
-
 def readonly_mounts(mounts: Iterable[Mount]) -> list[Mount]:
     """containerd's readonlyMounts: `ro` for everything, and an overlay's
     upperdir turned into its topmost lowerdir (no workdir)."""
@@ -236,8 +212,6 @@ def with_temp_mount(mounts: list[Mount], fn: Callable[[str], Any], tmp_dir: str 
     """Mount `mounts` on a fresh temporary directory, call fn(root), and
     unmount whatever happens. The directory is only rmdir'ed: removing its
     contents after a failed unmount would destroy the snapshot."""
-    from pycontainerd.plugins.snapshotters import mount as mountlib
-
     root = tempfile.mkdtemp(prefix="containerd-mount", dir=tmp_dir)
     try:
         try:
@@ -254,7 +228,7 @@ def with_temp_mount(mounts: list[Mount], fn: Callable[[str], Any], tmp_dir: str 
             raise archive.ArchiveError(f"mount callback failed on {root}: {e}") from e
     finally:
         try:
-            unmount_all(root)
+            mountlib.unmount_all(root)
         finally:
             try:
                 os.rmdir(root)

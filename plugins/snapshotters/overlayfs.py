@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from typing import Iterable
@@ -31,6 +30,7 @@ from typing import Iterable
 from pycontainerd.core.context import InitContext, SkipPlugin
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 
+from . import mount as mountlib
 from .base import LocalSnapshotter, disk_usage, platform_string, wrap
 from .storage import KIND_ACTIVE, KIND_VIEW, Mount, Snapshot
 
@@ -48,13 +48,12 @@ def check_supported(root: str) -> None:
     try:
         for d in ("lower1", "lower2", "upper", "work", "merged"):
             os.mkdir(os.path.join(td, d))
-        opts = f"lowerdir={td}/lower2:{td}/lower1,upperdir={td}/upper,workdir={td}/work"
-        r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, f"{td}/merged"],
-                           capture_output=True, text=True)
-        if r.returncode:
-            reason = " ".join(r.stderr.split()) or f"exit status {r.returncode}"  # one line, for plugins ls
-            raise OSError(f"failed to mount overlay: {reason}")
-        subprocess.run(["umount", f"{td}/merged"], capture_output=True)
+        opts = [f"lowerdir={td}/lower2:{td}/lower1", f"upperdir={td}/upper", f"workdir={td}/work"]
+        try:
+            mountlib.mount(Mount("overlay", "overlay", opts), f"{td}/merged")
+        except OSError as e:
+            raise OSError(f"failed to mount overlay: {(e.strerror or str(e)).lower()}") from None
+        mountlib.unmount(f"{td}/merged")
     finally:
         shutil.rmtree(td, ignore_errors=True)
 
