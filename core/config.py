@@ -35,6 +35,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class GRPCConfig:
+    """[grpc]: the API socket and its limits."""
+
     address: str = DEFAULT_ADDRESS
     tcp_address: str = ""
     tcp_tls_ca: str = ""
@@ -48,6 +50,8 @@ class GRPCConfig:
 
 @dataclass
 class TTRPCConfig:
+    """[ttrpc]: the ttrpc socket (address, owner)."""
+
     address: str = ""
     uid: int = 0
     gid: int = 0
@@ -55,6 +59,8 @@ class TTRPCConfig:
 
 @dataclass
 class DebugConfig:
+    """[debug]: log level and format (text or json); the debug socket keys are accepted."""
+
     address: str = ""
     uid: int = 0
     gid: int = 0
@@ -64,17 +70,23 @@ class DebugConfig:
 
 @dataclass
 class MetricsConfig:
+    """[metrics]: where metrics are served."""
+
     address: str = ""
     grpc_histogram: bool = False
 
 
 @dataclass
 class CgroupConfig:
+    """[cgroup]: the daemon's own cgroup."""
+
     path: str = ""
 
 
 @dataclass
 class ProxyPlugin:
+    """[proxy_plugins.<name>]: a plugin served by another process."""
+
     type: str = ""
     address: str = ""
 
@@ -90,6 +102,8 @@ def _default_timeouts() -> dict[str, str]:
 
 @dataclass
 class Config:
+    """The whole config.toml (version 2), after imports and merging."""
+
     version: int = CONFIG_VERSION
     root: str = DEFAULT_ROOT
     state: str = DEFAULT_STATE

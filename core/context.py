@@ -29,6 +29,8 @@ class SkipPlugin(Exception):
 
 @dataclass
 class Meta:
+    """What `plugins ls` shows of a plugin beside its status: platforms, exports, capabilities."""
+
     platforms: list[str] = field(default_factory=list)
     exports: dict[str, str] = field(default_factory=dict)
     capabilities: list[str] = field(default_factory=list)

@@ -22,6 +22,8 @@ _DIST_DIR = re.compile(r"^(?P<name>[^-]+)(-[^-]+)?\.(dist|egg)-info$")
 
 @dataclass(frozen=True)
 class EntryPoint:
+    """One line of an entry_points.txt group: a name and `module:attr`."""
+
     name: str
     value: str  # "module[.sub]:attr[.attr]" with optional "[extras]"
 

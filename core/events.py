@@ -30,6 +30,8 @@ _CLOSED = object()  # queued to a subscriber when the exchange closes
 
 @dataclass(frozen=True)
 class Envelope:
+    """An event as the exchange carries it: when, where (namespace), what topic, the payload."""
+
     timestamp: datetime.datetime
     namespace: str
     topic: str

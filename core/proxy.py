@@ -20,6 +20,8 @@ PROXY_TYPES = {"snapshot": PluginType.SNAPSHOT, "content": PluginType.CONTENT}
 
 @dataclass
 class ProxyPlugin:
+    """A [proxy_plugins] entry with its open channel to the serving process."""
+
     name: str
     type: str
     address: str

@@ -133,6 +133,8 @@ def go_time(ns: int) -> str:
 
 @dataclass
 class Info:
+    """A committed blob: digest, size, times, labels."""
+
     digest: str
     size: int
     created_at: int = 0  # ns since the epoch
@@ -142,6 +144,8 @@ class Info:
 
 @dataclass
 class Status:
+    """An ingest in progress, as `ctr content active` lists it."""
+
     ref: str
     offset: int = 0
     total: int = 0

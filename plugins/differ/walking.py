@@ -42,6 +42,7 @@ from pycontainerd.core import errdefs
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.plugins.snapshotters import mount as mountlib
+from pycontainerd.plugins.snapshotters.storage import Mount
 
 
 log = structlog.get_logger(__name__)
@@ -63,18 +64,12 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 @dataclass
 class Descriptor:
+    """An OCI descriptor: what Apply and Diff return."""
+
     media_type: str
     digest: str
     size: int
     annotations: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Mount:
-    type: str
-    source: str
-    options: list[str] = field(default_factory=list)
-    target: str = ""
 
 
 # -- media types and compression ----------------------------------------------------

@@ -35,6 +35,8 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class Config:
+    """[plugins."io.containerd.gc.v1.scheduler"], containerd's keys and defaults."""
+
     # at most this share of real time is spent in scheduled collections
     # (clamped to 0..0.5)
     pause_threshold: float = 0.02
@@ -51,6 +53,8 @@ class Config:
 
 @dataclass(frozen=True)
 class _Event:
+    """One report to the scheduler: a mutation, and whether it made the database dirty."""
+
     ts: float  # time.monotonic()
     mutation: bool
     dirty: bool

@@ -37,6 +37,8 @@ RESOURCE_SNAPSHOTS = "snapshots"
 
 @dataclass
 class Lease:
+    """A lease: its id, creation time and labels."""
+
     id: str
     created_at: int = 0  # nanoseconds since the epoch, UTC
     labels: dict[str, str] = field(default_factory=dict)
@@ -44,6 +46,8 @@ class Lease:
 
 @dataclass(frozen=True)
 class Resource:
+    """A resource a lease holds: its id and type (content, snapshots/<name>, ingests)."""
+
     id: str
     type: str
 

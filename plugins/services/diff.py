@@ -28,6 +28,8 @@ LEASE_HEADER = "containerd-lease"
 
 @dataclass
 class Config:
+    """[plugins."io.containerd.service.v1.diff-service"]."""
+
     # differs to try, in order of preference; the first that supports the
     # request (does not answer "not implemented") is used
     default: list[str] = field(default_factory=lambda: ["walking"])

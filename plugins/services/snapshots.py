@@ -50,6 +50,8 @@ LEASE_HEADER = "containerd-lease"
 
 @dataclass
 class Config:
+    """[plugins."io.containerd.service.v1.snapshots-service"]."""
+
     # the snapshotter a request without a snapshotter name uses, unless its
     # namespace has the label containerd.io/defaults/snapshotter
     default: str = "overlayfs"

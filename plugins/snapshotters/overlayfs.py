@@ -131,6 +131,8 @@ class OverlaySnapshotter(LocalSnapshotter):
 
 @dataclass
 class Config:
+    """[plugins."io.containerd.snapshotter.v1.overlayfs"]."""
+
     # where the snapshots live; empty: the plugin's own root directory
     root_path: str = ""
 

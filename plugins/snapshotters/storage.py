@@ -51,6 +51,8 @@ class Info:
 
 @dataclass
 class Usage:
+    """Disk usage of a snapshot: bytes and inodes."""
+
     size: int = 0
     inodes: int = 0
 
@@ -67,6 +69,8 @@ class Snapshot:
 
 @dataclass
 class Mount:
+    """One mount, as containerd's mount.Mount: type, source, options."""
+
     type: str
     source: str
     options: list[str] = field(default_factory=list)
