@@ -48,11 +48,12 @@ async def _never(_ic: InitContext) -> None:  # placeholder init for failure rows
 def _release_startup_memory() -> None:
     """Hand the heap that start-up (imports, protobuf descriptors) freed back
     to the OS: glibc keeps it otherwise, and idle RSS is what users see."""
+    import gc
+
+    gc.collect()
     try:
         import ctypes
-        import gc
 
-        gc.collect()
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass

@@ -9,21 +9,33 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import dataclasses
-import os
-import signal
-import sys
+import gc
 
-import structlog
+# Start-up allocates some 10^5 objects that live as long as the process and
+# frees almost none, so the cyclic collector's passes over them while the
+# modules below load (and, in main, while the plugins load and init) are
+# wasted work: ~4% of the time to ready. It runs again once the daemon serves.
+_gc_was_enabled = gc.isenabled()
+gc.disable()
 
-from . import config as configmod
-from . import log as logmod
-from . import registry
-from .daemon import Daemon, StartError
-from .graph import CycleError
-from .version import VERSION
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import dataclasses  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+
+import structlog  # noqa: E402
+
+from . import config as configmod  # noqa: E402
+from . import log as logmod  # noqa: E402
+from . import registry  # noqa: E402
+from .daemon import Daemon, StartError  # noqa: E402
+from .graph import CycleError  # noqa: E402
+from .version import VERSION  # noqa: E402
+
+if _gc_was_enabled:
+    gc.enable()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,13 +121,26 @@ async def _run(daemon: Daemon) -> None:
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
-    await daemon.start()
+    try:
+        await daemon.start()
+    finally:
+        gc.enable()  # off since main() started
     await stop_requested.wait()
     structlog.get_logger(__name__).info("stop requested")
     await daemon.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
+    was_enabled = gc.isenabled()
+    gc.disable()  # until the daemon serves (see the top of this module)
+    try:
+        return _main(argv)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "config":
@@ -126,11 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "snapshotter":
             from pycontainerd.plugins.snapshotters import serve
 
+            gc.enable()
             return serve.main(args)
 
         if args.command == "content":
             from pycontainerd.plugins.content import serve as content_serve
 
+            gc.enable()
             return content_serve.main(args)
 
         if args.command == "publish":
