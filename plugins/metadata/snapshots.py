@@ -13,7 +13,8 @@ the backend call made inside it (the backend is quick: directory and
 metastore work), so both stores change together; `recover()` at start-up
 settles the one window a crash can still leave (the backend changed, the
 metadata transaction not yet committed) and removes backend snapshots no
-namespace refers to. Removing a snapshot removes it from the backend right
+namespace refers to. Failpoints (core/failpoint.py) sit in that window, so
+tests crash the real daemon there. Removing a snapshot removes it from the backend right
 away, after the metadata commit.
 
 A lease named in the request header `containerd-lease` records the
@@ -29,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from pycontainerd.core import errdefs, filters
+from pycontainerd.core import errdefs, failpoint, filters
 from pycontainerd.plugins.metadata.sqlite import (
     ensure_namespace,
     get_labels,
@@ -191,7 +192,10 @@ class NamespacedSnapshotter:
             )
             put_labels(conn, ns, LABEL_KIND, self._object(key), labels, replace=True)
             create = self.backend.view if readonly else self.backend.prepare
-            return create(bkey, bparent, inherited(labels))
+            mounts = create(bkey, bparent, inherited(labels))
+            # a crash here leaves a backend snapshot no record names
+            failpoint.hit("snapshots.view.after-backend" if readonly else "snapshots.prepare.after-backend")
+            return mounts
 
         return await self.db.update(tx)
 
@@ -223,6 +227,8 @@ class NamespacedSnapshotter:
             put_labels(conn, ns, LABEL_KIND, self._object(name), labels, replace=True)
             self._remove_lease(conn, ns, lease, key)
             self.backend.commit(name_key, bkey, inherited(labels))
+            # a crash here leaves the backend committed, the metadata not
+            failpoint.hit("snapshots.commit.after-backend")
 
         await self.db.update(tx)
 
