@@ -432,9 +432,14 @@ def test_delete_publishes_content_delete(served):
     with served.client("evns") as c:
         cc = ContentClient(c)
         d = cc.write_blob("e", io.BytesIO(b"to delete"), 0, "")
+        before = daemon.events.subscriber_count
         fut = asyncio.run_coroutine_threadsafe(watch(), served._loop)
+        # subscribed once the exchange counts one more subscriber
         import time
-        time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while daemon.events.subscriber_count == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert daemon.events.subscriber_count == before + 1
         cc.delete(d)
         fut.result(10)
     assert got[0].namespace == "evns"

@@ -86,6 +86,38 @@ def _run(argv: list[str], check: bool, env: dict[str, str] | None = None, timeou
     return proc
 
 
+PROBE_TOPIC = "/pycontainerd-test/probe"
+PROBE_FILTER = f'topic=="{PROBE_TOPIC}"'
+
+
+def publish_probe(address: str, namespace: str = "default") -> None:
+    """Publish one event on PROBE_TOPIC through Events.Publish (payload: a
+    NamespaceUpdate, a type ctr can print)."""
+    from google.protobuf import any_pb2
+
+    from pycontainerd.api.events import namespace_pb2
+    from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
+
+    payload = any_pb2.Any(type_url="containerd.events.NamespaceUpdate",
+                          value=namespace_pb2.NamespaceUpdate(name="probe").SerializeToString())
+    with grpc.insecure_channel("unix:" + address) as channel:
+        events_pb2_grpc.EventsStub(channel).Publish(
+            events_pb2.PublishRequest(topic=PROBE_TOPIC, event=payload),
+            metadata=(("containerd-namespace", namespace),), timeout=COMMAND_TIMEOUT)
+
+
+def until_subscribed(address: str, received_probe, timeout: float = START_TIMEOUT) -> None:
+    """There is no "subscribed" reply in containerd's Subscribe: publish
+    probes until the subscriber has received one (`received_probe()`), which
+    proves its subscription is in place for every later event."""
+    deadline = time.monotonic() + timeout
+    while not received_probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no probe event reached the subscriber within {timeout}s")
+        publish_probe(address)
+        time.sleep(0.05)
+
+
 def run_ctr(address: str, *args: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess:
     """The real ctr against `address`; stdout and stderr are bytes."""
     return _run([CTR, "--address", address, *args], check, **kwargs)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from e2e_support import CTR, clean_env
+from e2e_support import CTR, PROBE_TOPIC, clean_env, until_subscribed
 
 pytestmark = pytest.mark.e2e
 
@@ -121,7 +121,7 @@ def test_ctr_events_filter_by_topic(daemon, pyctr, subscribe):
 def test_daemon_stops_while_a_subscriber_is_connected(daemon, subscribe):
     d = daemon()
     events = subscribe(d.address, d.dir)
-    time.sleep(0.5)  # let it subscribe
+    until_subscribed(d.address, lambda: PROBE_TOPIC in events.text())
     assert events.proc.poll() is None, events.text()
     started = time.monotonic()
     assert d.stop() == 0, d.log()

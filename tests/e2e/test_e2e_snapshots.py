@@ -6,10 +6,11 @@ Crashes mid-commit and their recovery: test_e2e_snapshot_recovery.py."""
 from __future__ import annotations
 
 import os
-import time
 import subprocess
 
 import pytest
+
+from e2e_support import PROBE_FILTER, PROBE_TOPIC, until_subscribed
 
 pytestmark = pytest.mark.e2e
 
@@ -159,21 +160,22 @@ def test_events_prepare_commit_remove(daemon, ctr):
 
     d = daemon(config=NO_GC)
     got: list = []
+    probed = threading.Event()
     with Client(address=d.address) as c:
-        stream = c.subscribe('topic~=|^/snapshot/|')
-        ready = threading.Event()
+        stream = c.subscribe('topic~=|^/snapshot/|', PROBE_FILTER)
 
         def collect():
-            ready.set()
             for env in stream:
+                if env.topic == PROBE_TOPIC:
+                    probed.set()
+                    continue
                 got.append(env)
                 if len(got) == 3:
                     return
 
         t = threading.Thread(target=collect, daemon=True)
         t.start()
-        ready.wait()
-        time.sleep(0.3)  # the subscription is in place before the first event
+        until_subscribed(d.address, probed.is_set)
         ctr(d.address, *SN, "native", "prepare", "k", "")
         ctr(d.address, *SN, "native", "commit", "c", "k")
         ctr(d.address, *SN, "native", "rm", "c")
