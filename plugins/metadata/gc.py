@@ -440,8 +440,14 @@ class Collector:
         try:
             await work
         except Exception as exc:
-            # as containerd: a failed cleanup is logged, the next one retries
+            # logged, and the store stays dirty so the next collection
+            # cleans it again (even if nothing new is deleted there)
             log.warning("garbage collection cleanup failed", snapshotter=snapshotter, error=str(exc))
+            with self._pending:
+                if snapshotter is None:
+                    self._dirty_content = True
+                else:
+                    self._dirty_snapshotters.add(snapshotter)
         if snapshotter is None:
             stats.content = time.monotonic() - started
         else:
