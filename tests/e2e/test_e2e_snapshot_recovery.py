@@ -175,16 +175,20 @@ def test_crash_mid_commit_rolls_forward_and_drops_the_active_record(daemon, ctr,
     assert set(_metadata_keys(d2, sn).values()) == set(_backend(d2, sn))
 
 
-@pytest.mark.parametrize("sn", SNAPSHOTTERS)
-def test_crash_mid_prepare_removes_the_orphan(daemon, ctr, sn):
+@pytest.mark.parametrize("sn, action", [("overlayfs", "pause"), ("native", "pause"), ("native", "exit")])
+def test_crash_mid_prepare_removes_the_orphan(daemon, ctr, sn, action):
     point = "snapshots.prepare.after-backend"
-    d1 = daemon(config=NO_GC, env=_failpoint_env(point))
+    d1 = daemon(config=NO_GC, env={"PYCONTAINERD_FAILPOINTS": f"{point}={action}"})
     a = d1.address
     prepare = subprocess.Popen([CTR, "--address", a, "snapshots", "--snapshotter", sn, "prepare", "k"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for_failpoint(d1, point)
-        d1.kill()
+        if action == "pause":
+            _wait_for_failpoint(d1, point)
+            d1.kill()
+        else:  # the daemon ends itself at the point, cleaning nothing up
+            assert d1.wait_exit() == 86, d1.log()
+            assert "failpoint reached" in d1.log() and os.path.exists(d1.address)
     finally:
         prepare.wait(timeout=START_TIMEOUT)
     assert prepare.returncode != 0
