@@ -14,8 +14,8 @@ metastore work), so both stores change together; `recover()` at start-up
 settles the one window a crash can still leave (the backend changed, the
 metadata transaction not yet committed) and removes backend snapshots no
 namespace refers to. Failpoints (core/failpoint.py) sit in that window, so
-tests crash the real daemon there. Removing a snapshot removes it from the backend right
-away, after the metadata commit.
+tests crash the real daemon there. Removing a snapshot removes it from the
+backend right away, after the metadata commit.
 
 A lease named in the request header `containerd-lease` records the
 snapshot in `lease_resources` with type `snapshots/<snapshotter>`.
