@@ -381,7 +381,7 @@ def test_containerd_1_6_default_config_loads_unchanged(tmp_path):
     assert len(cfg.plugins) == 16
     assert cfg.timeouts["io.containerd.timeout.bolt.open"] == "0s"
     assert cfg.timeouts["io.containerd.timeout.task.state"] == "2s"
-    assert cfg.stream_processors["io.containerd.ocicrypt.decoder.v1.tar"]["path"] == "ctd-decoder"
+    assert cfg.stream_processors["io.containerd.ocicrypt.decoder.v1.tar"].path == "ctd-decoder"
     assert cfg.proxy_plugins == {}
     assert cfg.imports == []
 
