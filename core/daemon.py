@@ -204,6 +204,13 @@ class Daemon:
             await self._init_plugins()
             await self._serve()
         except BaseException:
+            if self.server is not None:  # bound, then refused (e.g. the socket's owner): no stale socket
+                await self.server.stop(0)
+                self.server = None
+                try:
+                    os.unlink(cfg.grpc.address)
+                except FileNotFoundError:
+                    pass
             await self._close_plugins()
             self._release_locks()
             for path in reversed(created):  # only what is still empty
