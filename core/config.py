@@ -64,7 +64,7 @@ def ranged(default: Any, low: float | None = None, high: float | None = None, *,
 
     def check(value: Any) -> str | None:
         too_low = low is not None and (value <= low if low_open else value < low)
-        if not too_low and (high is None or value <= high):
+        if value == value and not too_low and (high is None or value <= high):  # NaN is never in range
             return None
         if high is None:
             return f"out of range: must be {'>' if low_open else '>='} {low}"
@@ -73,11 +73,11 @@ def ranged(default: Any, low: float | None = None, high: float | None = None, *,
     return field(default=default, metadata={"check": check})
 
 
-def choice(default: str, *allowed: str) -> Any:
-    """A string field with a fixed set of values."""
+def choice(default: str, *allowed: str, any_case: bool = False) -> Any:
+    """A string field with a fixed set of values (lower-case ones, if any_case)."""
 
     def check(value: Any) -> str | None:
-        if value not in allowed:
+        if (value.lower() if any_case else value) not in allowed:
             return "must be one of " + ", ".join(f'"{a}"' for a in allowed)
         return None
 
@@ -121,7 +121,8 @@ class DebugConfig:
     address: str = ""
     uid: int = ranged(0, 0, MAX_ID)
     gid: int = ranged(0, 0, MAX_ID)
-    level: str = choice("", "", "trace", "debug", "info", "warn", "warning", "error", "fatal", "panic")
+    # containerd's (logrus') level names, in any case; its format names as they are
+    level: str = choice("", "", "trace", "debug", "info", "warn", "warning", "error", "fatal", "panic", any_case=True)
     format: str = choice("", "", "text", "json")
 
 

@@ -182,25 +182,17 @@ class Daemon:
     async def start(self) -> None:
         self._check()  # refuse before anything is created
         cfg = self.config
-        created: list[str] = []
-        locks: list[FileLock] = []
+        created: list[str] = []  # directories this start made, removed again if it fails
         try:
-            dirs = [(cfg.root, "root"), (cfg.state, "state")]
-            for path, what in dirs:
+            for path, what in ((cfg.root, "root"), (cfg.state, "state")):
                 _make_dir(path, what, created)
-            locks.append(DirLock(cfg.root, "root"))
-            if os.path.realpath(cfg.state) != os.path.realpath(cfg.root):
-                locks.append(DirLock(cfg.state, "state"))
-            for lock in locks:
-                lock.acquire()
-                self._locks.append(lock)
+                if what == "root" or os.path.realpath(path) != os.path.realpath(cfg.root):
+                    self._take(DirLock(path, what))
             sock_dir = os.path.dirname(cfg.grpc.address)
             if not os.path.isdir(sock_dir):
                 _make_dir(sock_dir, "socket", created)
                 os.chmod(sock_dir, 0o711)  # makedirs' mode is filtered by the umask
-            self._lock = SocketLock(cfg.grpc.address)
-            self._lock.acquire()
-            self._locks.append(self._lock)
+            self._lock = self._take(SocketLock(cfg.grpc.address))
             await self._init_plugins()
             await self._serve()
         except BaseException:
@@ -257,6 +249,11 @@ class Daemon:
             log.warning("config for plugins that are not registered is ignored", plugins=unknown)
         for key in cfg.inert_settings():
             log.warning("config setting has no effect in pycontainerd", key=key)
+
+    def _take(self, lock: FileLock) -> Any:
+        lock.acquire()
+        self._locks.append(lock)
+        return lock
 
     def _release_locks(self) -> None:
         for lock in reversed(self._locks):

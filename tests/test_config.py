@@ -934,6 +934,7 @@ def test_every_real_plugin_config_decodes_its_own_defaults_back():
         ("pause_threshold = 0.51", "pause_threshold = 0.51: out of range: must be in (0, 0.5]"),
         ("pause_threshold = 0", "pause_threshold = 0: out of range: must be in (0, 0.5]"),
         ("pause_threshold = -0.1", "pause_threshold = -0.1: out of range: must be in (0, 0.5]"),
+        ("pause_threshold = nan", "pause_threshold = nan: out of range: must be in (0, 0.5]"),
         ("deletion_threshold = -1", "deletion_threshold = -1: out of range: must be >= 0"),
         ("mutation_threshold = -1", "mutation_threshold = -1: out of range: must be >= 0"),
     ],
@@ -1020,6 +1021,13 @@ def test_bad_value_names_file_and_key(tmp_path, text, expected):
     message = load_error(tmp_path, "version = 2\n" + text + "\n")
     assert message.startswith(str(tmp_path / "config.toml") + ": "), message
     assert expected in message, message
+
+
+def test_log_level_in_any_case_format_as_written(tmp_path):
+    # containerd parses the level with logrus (any case) and compares the format as it is
+    cfg = load_text(tmp_path, 'version = 2\n[debug]\nlevel = "DEBUG"\nformat = "json"\n')
+    assert (cfg.debug.level, cfg.debug.format) == ("DEBUG", "json")
+    assert "debug.format = 'JSON': must be one of" in load_error(tmp_path, 'version = 2\n[debug]\nformat = "JSON"\n')
 
 
 def test_a_huge_bad_value_is_not_quoted_whole(tmp_path):
