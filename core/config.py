@@ -33,19 +33,76 @@ class ConfigError(ValueError):
     """A config problem, worded for the person editing the file."""
 
 
+# -- checked fields ------------------------------------------------------------
+#
+# A config dataclass declares what a valid value is next to the field, so
+# `decode` can name the file, the table and the key of a bad value before
+# anything starts (a plugin's init is too late: its failure only removes the
+# plugin, and everything that requires it, from the running daemon).
+
+MAX_INT32 = (1 << 31) - 1
+MAX_ID = (1 << 32) - 2  # uid/gid: 2^32-1 is "no change" to chown
+
+
+def _check_duration(value: Any) -> str | None:
+    from . import goduration
+
+    try:
+        goduration.parse(value)
+    except goduration.DurationError as exc:
+        return f"invalid duration: {exc}"
+    return None
+
+
+def duration(default: str) -> Any:
+    """A field holding a Go duration string ("100ms", "1h30m")."""
+    return field(default=default, metadata={"check": _check_duration})
+
+
+def ranged(default: Any, low: float | None = None, high: float | None = None, *, low_open: bool = False) -> Any:
+    """A number field that must lie in [low, high] ((low, high] with low_open)."""
+
+    def check(value: Any) -> str | None:
+        too_low = low is not None and (value <= low if low_open else value < low)
+        if value == value and not too_low and (high is None or value <= high):  # NaN is never in range
+            return None
+        if high is None:
+            return f"out of range: must be {'>' if low_open else '>='} {low}"
+        return f"out of range: must be in {'(' if low_open else '['}{low}, {high}]"
+
+    return field(default=default, metadata={"check": check})
+
+
+def choice(default: str, *allowed: str, any_case: bool = False) -> Any:
+    """A string field with a fixed set of values (lower-case ones, if any_case)."""
+
+    def check(value: Any) -> str | None:
+        if (value.lower() if any_case else value) not in allowed:
+            return "must be one of " + ", ".join(f'"{a}"' for a in allowed)
+        return None
+
+    return field(default=default, metadata={"check": check})
+
+
+def _bounded(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 @dataclass
 class GRPCConfig:
     """[grpc]: the API socket and its limits."""
 
     address: str = DEFAULT_ADDRESS
-    tcp_address: str = ""
+    tcp_address: str = ""  # refused when set: pycontainerd serves only its UNIX socket
     tcp_tls_ca: str = ""
     tcp_tls_cert: str = ""
     tcp_tls_key: str = ""
-    uid: int = 0
-    gid: int = 0
-    max_recv_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    max_send_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    uid: int = ranged(0, 0, MAX_ID)
+    gid: int = ranged(0, 0, MAX_ID)
+    # gRPC keeps message limits in a signed 32-bit int
+    max_recv_message_size: int = ranged(DEFAULT_MAX_MESSAGE_SIZE, 1, MAX_INT32)
+    max_send_message_size: int = ranged(DEFAULT_MAX_MESSAGE_SIZE, 1, MAX_INT32)
 
 
 @dataclass
@@ -53,8 +110,8 @@ class TTRPCConfig:
     """[ttrpc]: the ttrpc socket (address, owner)."""
 
     address: str = ""
-    uid: int = 0
-    gid: int = 0
+    uid: int = ranged(0, 0, MAX_ID)
+    gid: int = ranged(0, 0, MAX_ID)
 
 
 @dataclass
@@ -62,10 +119,11 @@ class DebugConfig:
     """[debug]: log level and format (text or json); the debug socket keys are accepted."""
 
     address: str = ""
-    uid: int = 0
-    gid: int = 0
-    level: str = ""
-    format: str = ""
+    uid: int = ranged(0, 0, MAX_ID)
+    gid: int = ranged(0, 0, MAX_ID)
+    # containerd's (logrus') level names, in any case; its format names as they are
+    level: str = choice("", "", "trace", "debug", "info", "warn", "warning", "error", "fatal", "panic", any_case=True)
+    format: str = choice("", "", "text", "json")
 
 
 @dataclass
@@ -89,6 +147,17 @@ class ProxyPlugin:
 
     type: str = ""
     address: str = ""
+
+
+@dataclass
+class StreamProcessor:
+    """[stream_processors.<name>]: a binary that converts one media type to another."""
+
+    accepts: list[str] = field(default_factory=list)
+    returns: str = ""
+    path: str = ""
+    args: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
 
 
 def _default_timeouts() -> dict[str, str]:
@@ -119,7 +188,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     cgroup: CgroupConfig = field(default_factory=CgroupConfig)
     timeouts: dict[str, str] = field(default_factory=_default_timeouts)
-    stream_processors: dict[str, Any] = field(default_factory=dict)
+    stream_processors: dict[str, StreamProcessor] = field(default_factory=dict)
     proxy_plugins: dict[str, ProxyPlugin] = field(default_factory=dict)
     # Raw plugin tables by URI; decoded per plugin by `decode_plugin_config`.
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -129,6 +198,26 @@ class Config:
     @property
     def ttrpc_address(self) -> str:
         return self.ttrpc.address or self.grpc.address + ".ttrpc"
+
+    def inert_settings(self) -> list[str]:
+        """The keys containerd knows that this config sets to something
+        pycontainerd does not act on (each once, however often it is set)."""
+        out = []
+        default = Config()
+        for name in ("temp", "plugin_dir", "oom_score"):
+            if getattr(self, name) != getattr(default, name):
+                out.append(name)
+        for section in ("grpc", "ttrpc", "debug", "metrics", "cgroup"):
+            ours, base = getattr(self, section), getattr(default, section)
+            for f in dataclasses.fields(ours):
+                if f"{section}.{f.name}" in _HONOURED:
+                    continue
+                if getattr(ours, f.name) != getattr(base, f.name):
+                    out.append(f"{section}.{f.name}")
+        if self.stream_processors:
+            out.append("stream_processors")
+        out += [f'timeouts."{k}"' for k, v in self.timeouts.items() if default.timeouts.get(k) != v]
+        return out
 
     def validate(self) -> None:
         """containerd's ValidateV2: plugin names are full URIs."""
@@ -141,6 +230,18 @@ class Config:
         for name in self.plugins:
             if not _is_uri(name):
                 raise ConfigError(f'invalid plugin key URI "{name}" expect io.containerd.x.vx')
+        address = self.grpc.address
+        if not address:
+            raise ConfigError("[grpc] address is empty: it must be the path of the UNIX socket to serve on")
+        if "://" in address:
+            raise ConfigError(
+                f"[grpc] address {_bounded(address)} is not a path: it must be the path of the UNIX socket to serve on"
+            )
+        if self.grpc.tcp_address:
+            raise ConfigError(
+                f"[grpc] tcp_address {_bounded(self.grpc.tcp_address)}: serving on TCP is not supported; "
+                "remove it (the API is served on [grpc] address only)"
+            )
         for name, proxy in self.proxy_plugins.items():
             if proxy.type not in ("snapshot", "content"):
                 raise ConfigError(f"proxy plugin {name!r}: unsupported type {proxy.type!r} (expected \"snapshot\" or \"content\")")
@@ -158,6 +259,15 @@ class Config:
         import toml  # only for printing; not on the start-up path
 
         return toml.dumps(self.to_toml_dict())
+
+
+# [section] keys the daemon acts on; the others are accepted for containerd's
+# sake and reported by Config.inert_settings when set
+_HONOURED = frozenset({
+    "grpc.address", "grpc.tcp_address", "grpc.uid", "grpc.gid",
+    "grpc.max_recv_message_size", "grpc.max_send_message_size",
+    "debug.level", "debug.format",
+})
 
 
 def _is_uri(name: str) -> bool:
@@ -204,9 +314,20 @@ def _type_ok(value: Any, hint: Any) -> bool:
     return True
 
 
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def _element_hint(hint: Any) -> Any:
+    """str for list[str] and tuple[str, ...]; Any when unsaid."""
+    args = typing.get_args(hint)
+    return args[0] if args else Any
+
+
 def decode(cls: type, data: dict[str, Any], source: str, table: str) -> Any:
-    """Build dataclass `cls` from a TOML table, refusing unknown keys and
-    values of the wrong type, naming `source` and `table`."""
+    """Build dataclass `cls` from a TOML table, refusing unknown keys,
+    values of the wrong type and values a field's check refuses, naming
+    `source` and `table`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: [{table}] must be a table")
     hints = typing.get_type_hints(cls)
@@ -219,12 +340,21 @@ def decode(cls: type, data: dict[str, Any], source: str, table: str) -> Any:
         sub = f"{table}.{key}" if table else key
         if dataclasses.is_dataclass(hint):
             kwargs[key] = decode(hint, value, source, sub)
-        elif not _type_ok(value, hint):
-            raise ConfigError(f"{source}: {sub} = {value!r}: expected {getattr(hint, '__name__', hint)}")
-        else:
+            continue
+        if not _type_ok(value, hint):
+            raise ConfigError(f"{source}: {sub} = {_bounded(value)}: expected {_type_name(hint)}")
+        if typing.get_origin(hint) in (list, tuple):
+            item = _element_hint(hint)
+            for i, v in enumerate(value):
+                if item is not Ellipsis and not _type_ok(v, item):
+                    raise ConfigError(f"{source}: {sub}[{i}] = {_bounded(v)}: expected {_type_name(item)}")
             if typing.get_origin(hint) is tuple:
                 value = tuple(value)
-            kwargs[key] = value
+        check = fields[key].metadata.get("check")
+        problem = check(value) if check else None
+        if problem:
+            raise ConfigError(f"{source}: {sub} = {_bounded(value)}: {problem}")
+        kwargs[key] = value
     return cls(**kwargs)
 
 
@@ -244,6 +374,8 @@ def read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # binary garbage, or another encoding
+        raise ConfigError(f"{path}: not a TOML file: invalid UTF-8 at byte {exc.start}") from None
     # tomllib, not toml: toml 0.10 accepts some broken files (an unclosed
     # array at the end) and reports others at the wrong column
     try:
@@ -285,7 +417,13 @@ def _check_file(raw: dict[str, Any], path: str) -> None:
     for key in _REPLACED_MAPS:
         if not isinstance(raw.get(key, {}), dict):
             raise ConfigError(f"{path}: [{key}] must be a table")
-    owned = {k: v for k, v in raw.items() if k not in ("plugins", "proxy_plugins", "timeouts", "stream_processors")}
+    for name, table in raw.get("stream_processors", {}).items():
+        decode(StreamProcessor, table, path, f'stream_processors."{name}"')
+    for name, value in raw.get("timeouts", {}).items():
+        problem = _check_duration(value) if isinstance(value, str) else "expected a duration string"
+        if problem:
+            raise ConfigError(f'{path}: timeouts."{name}" = {_bounded(value)}: {problem}')
+    owned = {k: v for k, v in raw.items() if k not in ("plugins", *_REPLACED_MAPS)}
     decode(Config, owned, path, "")
     for name, table in raw.get("proxy_plugins", {}).items():
         decode(ProxyPlugin, table, path, f"proxy_plugins.{name}")
@@ -347,11 +485,15 @@ def load(path: str) -> Config:
         _merge(merged, raw, origins, current)
         loaded.append(current)
         pending += _resolve_imports(current, imports)
-    cfg = decode(Config, {k: v for k, v in merged.items() if k not in ("plugins", "proxy_plugins")}, main, "")
+    cfg = decode(Config, {k: v for k, v in merged.items() if k not in ("plugins", *_REPLACED_MAPS)}, main, "")
     cfg.timeouts = {**_default_timeouts(), **merged.get("timeouts", {})}
     cfg.plugins = merged.get("plugins", {})
     cfg.plugin_origins = origins
     cfg.proxy_plugins = {n: decode(ProxyPlugin, t, main, f"proxy_plugins.{n}") for n, t in merged.get("proxy_plugins", {}).items()}
+    cfg.stream_processors = {
+        n: decode(StreamProcessor, t, main, f'stream_processors."{n}"')
+        for n, t in merged.get("stream_processors", {}).items()
+    }
     cfg.imports = loaded[1:]
     try:
         cfg.validate()

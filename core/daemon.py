@@ -2,9 +2,13 @@
 
 Plugins are initialised one at a time in graph order; each gets a status,
 an error and an init duration. `required_plugins` that fail or never load
-stop the start with every reason listed. The gRPC server binds the socket
-only after a lock beside it is taken, so a second daemon on the same path
-fails instead of silently deleting the first one's socket (grpc #17122).
+stop the start with every reason listed. Before anything is created, the
+config is checked whole (every plugin's section included) and the socket
+path must be free or hold a socket. Then a lock in the root (and one in the
+state directory) keeps a second daemon off them, and the gRPC server binds
+the socket only after a lock beside it is taken, so a second daemon on the
+same path fails instead of silently deleting the first one's socket (grpc
+#17122). Nothing at the socket path but a stale socket is ever removed.
 On stop, serving ends first, then plugins close in reverse init order.
 """
 
@@ -14,6 +18,7 @@ import asyncio
 import fcntl
 import inspect
 import os
+import stat
 import time
 from typing import Any, Iterable
 
@@ -59,33 +64,93 @@ def _release_startup_memory() -> None:
         pass
 
 
-class SocketLock:
-    """An exclusive flock on `<socket>.lock`, held while serving."""
+class FileLock:
+    """An exclusive flock on a lock file holding the holder's pid.
 
-    def __init__(self, socket_path: str):
-        self.path = socket_path + ".lock"
-        self.socket_path = socket_path
+    The file is removed on release, so neither a clean stop nor a refused
+    start leaves one behind (one left by a killed daemon is not held, and
+    is taken over). Because the file may be unlinked by its holder, the lock
+    counts only if, once taken, the path still names the file we locked.
+    """
+
+    def __init__(self, path: str, refusal: str):
+        self.path = path
+        self.refusal = refusal  # "is serving <socket>", "uses the root <dir>"
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise StartError(
-                f"another daemon (pid {holder}) is serving {self.socket_path}; "
-                f"refusing to start (lock {self.path} is held)"
-            ) from None
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise StartError(f"cannot create lock {self.path}: {exc.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise StartError(
+                    f"another daemon (pid {holder}) {self.refusal}; refusing to start (lock {self.path} is held)"
+                ) from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # its holder removed it meanwhile: lock the new one
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
 
     def release(self) -> None:
         if self._fd is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
             os.close(self._fd)
             self._fd = None
+
+
+class SocketLock(FileLock):
+    """`<socket>.lock`, held while serving: gRPC would otherwise silently
+    replace another daemon's socket (grpc #17122)."""
+
+    def __init__(self, socket_path: str):
+        super().__init__(socket_path + ".lock", f"is serving {socket_path}")
+        self.socket_path = socket_path
+
+
+class DirLock(FileLock):
+    """`<dir>/pycontainerd.lock`, held from before any plugin touches the
+    directory until the daemon stops.
+
+    The root needs it for the same reason containerd locks its metadata
+    database: two daemons on one root would each garbage-collect the
+    other's content and snapshots. The state directory gets one too: what
+    plugins keep there (mounts, sockets, runtime state) belongs to one live
+    daemon, and another one starting on it would clean it up as stale.
+    """
+
+    NAME = "pycontainerd.lock"
+
+    def __init__(self, directory: str, what: str):
+        super().__init__(os.path.join(directory, self.NAME), f"uses the {what} directory {directory}")
+
+
+def _make_dir(path: str, what: str, created: list[str]) -> None:
+    """makedirs 0711, remembering which directories it made."""
+    missing = []
+    head = os.path.abspath(path)
+    while head and not os.path.exists(head):
+        missing.append(head)
+        head = os.path.dirname(head)
+    try:
+        os.makedirs(path, mode=0o711, exist_ok=True)
+    except OSError as exc:
+        raise StartError(f"cannot create the {what} directory {path}: {exc.strerror}") from None
+    created += reversed(missing)
 
 
 class Daemon:
@@ -108,38 +173,96 @@ class Daemon:
         self.events = Exchange()
         self.server: grpc.aio.Server | None = None
         self._lock: SocketLock | None = None
+        self._locks: list[FileLock] = []  # root, state, socket: released on stop
         self._stopped = asyncio.Event()
         self._closed = False
 
     # -- start ---------------------------------------------------------------
 
     async def start(self) -> None:
+        self._check()  # refuse before anything is created
         cfg = self.config
-        if len(os.fsencode(cfg.grpc.address)) > MAX_SOCKET_PATH:
-            raise StartError(f"{cfg.grpc.address!r}: unix socket path too long (> {MAX_SOCKET_PATH})")
-        for path in (cfg.root, cfg.state):
-            os.makedirs(path, mode=0o711, exist_ok=True)
-        sock_dir = os.path.dirname(cfg.grpc.address)
-        if not os.path.isdir(sock_dir):
-            os.makedirs(sock_dir, mode=0o711, exist_ok=True)
-            os.chmod(sock_dir, 0o711)  # makedirs' mode is filtered by the umask
-        self._lock = SocketLock(cfg.grpc.address)
-        self._lock.acquire()
+        created: list[str] = []  # directories this start made, removed again if it fails
         try:
+            for path, what in ((cfg.root, "root"), (cfg.state, "state")):
+                _make_dir(path, what, created)
+                if what == "root" or os.path.realpath(path) != os.path.realpath(cfg.root):
+                    self._take(DirLock(path, what))
+            sock_dir = os.path.dirname(cfg.grpc.address)
+            if not os.path.isdir(sock_dir):
+                _make_dir(sock_dir, "socket", created)
+                os.chmod(sock_dir, 0o711)  # makedirs' mode is filtered by the umask
+            self._lock = self._take(SocketLock(cfg.grpc.address))
             await self._init_plugins()
             await self._serve()
         except BaseException:
+            if self.server is not None:  # bound, then refused (e.g. the socket's owner): no stale socket
+                await self.server.stop(0)
+                self.server = None
+                try:
+                    os.unlink(cfg.grpc.address)
+                except FileNotFoundError:
+                    pass
             await self._close_plugins()
-            self._lock.release()
+            self._release_locks()
+            for path in reversed(created):  # only what is still empty
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass
             raise
+
+    def _check(self) -> None:
+        """Everything that can be refused without touching the filesystem:
+        the socket path and what is there, root and state, every plugin's
+        config. Then the warnings about what the config sets in vain."""
+        cfg = self.config
+        path = cfg.grpc.address
+        if not path:
+            raise StartError("[grpc] address is empty: it must be the path of the UNIX socket to serve on")
+        if "://" in path:
+            raise StartError(f"[grpc] address {path[:80]!r} is not a path: it must be the path of a UNIX socket")
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise StartError(f"{path!r}: unix socket path too long (> {MAX_SOCKET_PATH})")
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StartError(f"cannot use socket path {path}: {exc.strerror}") from None
+        else:
+            if not stat.S_ISSOCK(st.st_mode):
+                kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a socket"
+                raise StartError(f"socket path {path} is {kind}; refusing to start (it is left as it is)")
+        for where, what in ((cfg.root, "root"), (cfg.state, "state")):
+            if not where:
+                raise StartError(f"{what} is empty: it must be a directory path")
+            if os.path.exists(where) and not os.path.isdir(where):
+                raise StartError(f"{what} {where} is not a directory")
+        disabled = set(cfg.disabled_plugins)
+        for reg in self.registrations:
+            if reg.config is not None and reg.uri not in disabled:
+                configmod.decode_plugin_config(reg.config, cfg, reg.uri)
+        known = {r.uri for r in self.registrations}
+        unknown = sorted(uri for uri in cfg.plugins if uri not in known)
+        if unknown:
+            log.warning("config for plugins that are not registered is ignored", plugins=unknown)
+        for key in cfg.inert_settings():
+            log.warning("config setting has no effect in pycontainerd", key=key)
+
+    def _take(self, lock: FileLock) -> Any:
+        lock.acquire()
+        self._locks.append(lock)
+        return lock
+
+    def _release_locks(self) -> None:
+        for lock in reversed(self._locks):
+            lock.release()
+        self._locks = []
 
     def _configs(self, ordered: list[Registration]) -> dict[str, Any]:
         """Decode every plugin's config before any init runs, so a typo in
         config.toml stops the start before anything happened."""
-        known = {r.uri for r in self.registrations}
-        for uri in self.config.plugins:
-            if uri not in known:
-                log.warning("config for a plugin that is not registered is ignored", plugin=uri)
         return {
             r.uri: configmod.decode_plugin_config(r.config, self.config, r.uri) if r.config else None
             for r in ordered
@@ -216,6 +339,8 @@ class Daemon:
                 p.instance.register(self.server)
         path = cfg.grpc.address
         if os.path.exists(path):  # we hold the lock, so this is a stale socket
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):  # appeared since _check: never ours to delete
+                raise StartError(f"socket path {path} is not a socket; refusing to start (it is left as it is)")
             os.unlink(path)
         old_umask = os.umask(0o117)  # the socket is born 0660, never wider
         try:
@@ -228,7 +353,10 @@ class Daemon:
             os.umask(old_umask)
         os.chmod(path, 0o660)
         if cfg.grpc.uid or cfg.grpc.gid:
-            os.chown(path, cfg.grpc.uid, cfg.grpc.gid)
+            try:
+                os.chown(path, cfg.grpc.uid, cfg.grpc.gid)
+            except OSError as exc:
+                raise StartError(f"cannot give {path} to uid {cfg.grpc.uid} gid {cfg.grpc.gid}: {exc.strerror}") from None
         log.info("serving", address=path)
         # off the path to the first answered request: a full collection
         # costs ~10 ms, and memory can go back to the OS once start-up settles
@@ -249,8 +377,7 @@ class Daemon:
             except FileNotFoundError:
                 pass
         await self._close_plugins()
-        if self._lock is not None:
-            self._lock.release()
+        self._release_locks()
         self._stopped.set()
         log.info("stopped")
 

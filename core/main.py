@@ -179,6 +179,10 @@ def _main(argv: list[str] | None) -> int:
     except (configmod.ConfigError, StartError, CycleError, ValueError) as exc:
         print(f"pycontainerd: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # one line, never a traceback, for what the system refused
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"pycontainerd: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import textwrap
-from dataclasses import dataclass, field
 
 import pytest
 
@@ -381,7 +380,7 @@ def test_containerd_1_6_default_config_loads_unchanged(tmp_path):
     assert len(cfg.plugins) == 16
     assert cfg.timeouts["io.containerd.timeout.bolt.open"] == "0s"
     assert cfg.timeouts["io.containerd.timeout.task.state"] == "2s"
-    assert cfg.stream_processors["io.containerd.ocicrypt.decoder.v1.tar"]["path"] == "ctd-decoder"
+    assert cfg.stream_processors["io.containerd.ocicrypt.decoder.v1.tar"].path == "ctd-decoder"
     assert cfg.proxy_plugins == {}
     assert cfg.imports == []
 
@@ -826,55 +825,51 @@ def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
 
 
-# -- decode and decode_plugin_config -------------------------------------------------------
-
-
-@dataclass
-class OverlayConfig:
-    root_path: str = ""
-    upperdir_label: bool = False
-    mount_options: list[str] = field(default_factory=list)
-    sync_remove: bool = False
-    slow_chown: bool = False
-
-
-@dataclass
-class Nested:
-    name: str = "n"
-    size: int = 1
-
-
-@dataclass
-class WithNested:
-    inner: Nested = field(default_factory=Nested)
-    ratio: float = 0.5
-    platforms: tuple[str, ...] = ()
-
+# -- decode and decode_plugin_config: the real plugins' config classes ------------------------
 
 OVERLAY = "io.containerd.snapshotter.v1.overlayfs"
+GC = "io.containerd.gc.v1.scheduler"
+DIFF = "io.containerd.service.v1.diff-service"
+
+
+def plugin_configs() -> dict[str, type]:
+    """Every registered plugin's config class, by URI, as the daemon finds them."""
+    from pycontainerd.core import registry
+
+    regs, failures = registry.discover()
+    assert failures == []
+    return {r.uri: r.config for r in regs if r.config is not None}
 
 
 def test_plugin_config_defaults_without_a_table(tmp_path):
+    from pycontainerd.plugins.snapshotters.overlayfs import Config as OverlayConfig
+
     cfg = load_text(tmp_path, "version = 2\n")
-    assert decode_plugin_config(OverlayConfig, cfg, OVERLAY) == OverlayConfig()
+    assert decode_plugin_config(OverlayConfig, cfg, OVERLAY) == OverlayConfig(root_path="", upperdir_label=False)
 
 
 def test_plugin_config_overrides(tmp_path):
+    from pycontainerd.plugins.services.diff import Config as DiffConfig
+    from pycontainerd.plugins.snapshotters.overlayfs import Config as OverlayConfig
+
     cfg = load_text(
         tmp_path,
         f"""
         version = 2
         [plugins."{OVERLAY}"]
           root_path = "/data/overlay"
-          mount_options = ["index=off"]
+          upperdir_label = true
+        [plugins."{DIFF}"]
+          default = ["walking", "other"]
         """,
     )
-    assert decode_plugin_config(OverlayConfig, cfg, OVERLAY) == OverlayConfig(
-        root_path="/data/overlay", mount_options=["index=off"]
-    )
+    assert decode_plugin_config(OverlayConfig, cfg, OVERLAY) == OverlayConfig(root_path="/data/overlay", upperdir_label=True)
+    assert decode_plugin_config(DiffConfig, cfg, DIFF).default == ["walking", "other"]
 
 
 def test_plugin_config_unknown_key_names_the_file_the_table_came_from(tmp_path):
+    from pycontainerd.plugins.snapshotters.overlayfs import Config as OverlayConfig
+
     imported = write(tmp_path / "conf.d" / "overlay.toml", f'[plugins."{OVERLAY}"]\nupperdir_lable = true\n')
     cfg = load_text(tmp_path, 'version = 2\nimports = ["conf.d/*.toml"]\n')
     with pytest.raises(ConfigError) as info:
@@ -885,37 +880,215 @@ def test_plugin_config_unknown_key_names_the_file_the_table_came_from(tmp_path):
 
 
 def test_plugin_config_wrong_type(tmp_path):
-    cfg = load_text(tmp_path, f'version = 2\n[plugins."{OVERLAY}"]\nsync_remove = "yes"\n')
+    from pycontainerd.plugins.snapshotters.overlayfs import Config as OverlayConfig
+
+    cfg = load_text(tmp_path, f'version = 2\n[plugins."{OVERLAY}"]\nupperdir_label = "yes"\n')
     with pytest.raises(ConfigError) as info:
         decode_plugin_config(OverlayConfig, cfg, OVERLAY)
-    assert f'plugins."{OVERLAY}".sync_remove' in str(info.value)
-    assert "expected bool" in str(info.value)
+    assert str(info.value) == (
+        f"{tmp_path / 'config.toml'}: plugins.\"{OVERLAY}\".upperdir_label = 'yes': expected bool"
+    )
 
 
-def test_decode_nested_dataclass_and_tuple():
-    got = decode(WithNested, {"inner": {"size": 3}, "ratio": 2, "platforms": ["linux/amd64"]}, "f.toml", "t")
-    assert got == WithNested(inner=Nested(size=3), ratio=2, platforms=("linux/amd64",))
+def test_every_containerd_1_6_section_of_a_plugin_we_have_decodes_against_its_real_config(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(CONTAINERD_1_6_DEFAULT)
+    cfg = load(str(path))
+    configs = plugin_configs()
+    ours = sorted(uri for uri in cfg.plugins if uri in configs)
+    # containerd's sections for plugins pycontainerd implements under the same URI
+    assert ours == [
+        GC,
+        DIFF,
+        "io.containerd.snapshotter.v1.btrfs",
+        "io.containerd.snapshotter.v1.native",
+        OVERLAY,
+    ]
+    decoded = {uri: dataclasses.asdict(decode_plugin_config(configs[uri], cfg, uri)) for uri in ours}
+    assert decoded == {
+        GC: {"pause_threshold": 0.02, "deletion_threshold": 0, "mutation_threshold": 100,
+             "schedule_delay": "0s", "startup_delay": "100ms"},
+        DIFF: {"default": ["walking"]},
+        "io.containerd.snapshotter.v1.btrfs": {"root_path": ""},
+        "io.containerd.snapshotter.v1.native": {"root_path": ""},
+        OVERLAY: {"root_path": "", "upperdir_label": False},
+    }
+    # and every key containerd writes for them is one the class knows (nothing left over)
+    for uri in ours:
+        assert set(cfg.plugins[uri]) <= {f.name for f in dataclasses.fields(configs[uri])}, uri
+
+
+def test_every_real_plugin_config_decodes_its_own_defaults_back():
+    # what `pycontainerd config default` prints for a plugin is accepted as it is
+    for uri, cls in plugin_configs().items():
+        plain = configmod._to_plain(cls())
+        assert decode(cls, plain, "f.toml", f'plugins."{uri}"') == cls(), uri
+
+
+@pytest.mark.parametrize(
+    "table, expected",
+    [
+        ('startup_delay = "1 fortnight"',
+         "startup_delay = '1 fortnight': invalid duration: time: unknown unit \" fortnight\" in duration \"1 fortnight\""),
+        ('schedule_delay = "5"', "schedule_delay = '5': invalid duration: time: missing unit in duration \"5\""),
+        ("pause_threshold = 0.51", "pause_threshold = 0.51: out of range: must be in (0, 0.5]"),
+        ("pause_threshold = 0", "pause_threshold = 0: out of range: must be in (0, 0.5]"),
+        ("pause_threshold = -0.1", "pause_threshold = -0.1: out of range: must be in (0, 0.5]"),
+        ("pause_threshold = nan", "pause_threshold = nan: out of range: must be in (0, 0.5]"),
+        ("deletion_threshold = -1", "deletion_threshold = -1: out of range: must be >= 0"),
+        ("mutation_threshold = -1", "mutation_threshold = -1: out of range: must be >= 0"),
+    ],
+)
+def test_gc_scheduler_values_outside_containerds_ranges_name_file_table_and_key(tmp_path, table, expected):
+    from pycontainerd.plugins.gc.scheduler import Config as GCConfig
+
+    cfg = load_text(tmp_path, f'version = 2\n[plugins."{GC}"]\n{table}\n')
+    with pytest.raises(ConfigError) as info:
+        decode_plugin_config(GCConfig, cfg, GC)
+    assert str(info.value) == f'{tmp_path / "config.toml"}: plugins."{GC}".{expected}'
+
+
+def test_gc_scheduler_edges_of_the_ranges_are_accepted(tmp_path):
+    from pycontainerd.plugins.gc.scheduler import Config as GCConfig
+
+    cfg = load_text(
+        tmp_path,
+        f'version = 2\n[plugins."{GC}"]\npause_threshold = 0.5\ndeletion_threshold = 0\n'
+        'mutation_threshold = 0\nschedule_delay = "1h2m3.5s"\nstartup_delay = "0"\n',
+    )
+    got = decode_plugin_config(GCConfig, cfg, GC)
+    assert (got.pause_threshold, got.mutation_threshold, got.schedule_delay) == (0.5, 0, "1h2m3.5s")
+
+
+def test_decode_nested_dataclass():
+    got = decode(Config, {"grpc": {"uid": 3}, "debug": {"level": "debug"}}, "f.toml", "")
+    assert (got.grpc.uid, got.grpc.address, got.debug.level) == (3, configmod.DEFAULT_ADDRESS, "debug")
 
 
 def test_decode_nested_unknown_key_names_the_nested_table():
     with pytest.raises(ConfigError) as info:
-        decode(WithNested, {"inner": {"nmae": "x"}}, "f.toml", "plugins.\"x\"")
-    assert str(info.value) == 'f.toml: unknown key "nmae" in [plugins."x".inner]; did you mean "name"?'
+        decode(Config, {"grpc": {"adress": "x"}}, "f.toml", "")
+    assert str(info.value) == 'f.toml: unknown key "adress" in [grpc]; did you mean "address"?'
 
 
 def test_decode_refuses_a_non_table():
     with pytest.raises(ConfigError, match=r"f.toml: \[t\] must be a table"):
-        decode(Nested, ["x"], "f.toml", "t")
+        decode(configmod.GRPCConfig, ["x"], "f.toml", "t")
 
 
 def test_decode_does_not_accept_a_bool_for_a_number():
+    from pycontainerd.plugins.gc.scheduler import Config as GCConfig
+
     with pytest.raises(ConfigError, match="expected float"):
-        decode(WithNested, {"ratio": True}, "f.toml", "t")
+        decode(GCConfig, {"pause_threshold": True}, "f.toml", "t")
 
 
 def test_decoded_config_is_a_fresh_object_each_time(tmp_path):
+    from pycontainerd.plugins.services.diff import Config as DiffConfig
+
     cfg = load_text(tmp_path, "version = 2\n")
-    a = decode_plugin_config(OverlayConfig, cfg, OVERLAY)
-    a.mount_options.append("x")
-    assert decode_plugin_config(OverlayConfig, cfg, OVERLAY).mount_options == []
+    a = decode_plugin_config(DiffConfig, cfg, DIFF)
+    a.default.append("x")
+    assert decode_plugin_config(DiffConfig, cfg, DIFF).default == ["walking"]
     assert dataclasses.is_dataclass(a)
+
+
+# -- values checked where they are read --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('disabled_plugins = ["io.containerd.grpc.v1.events", 3]', "disabled_plugins[1] = 3: expected str"),
+        ("required_plugins = [[]]", "required_plugins[0] = []: expected str"),
+        ("imports = [1]", "imports[0] = 1: expected str"),
+        ("[grpc]\nmax_recv_message_size = 2147483648",
+         "grpc.max_recv_message_size = 2147483648: out of range: must be in [1, 2147483647]"),
+        ("[grpc]\nmax_send_message_size = -1", "grpc.max_send_message_size = -1: out of range"),
+        ("[grpc]\nuid = -1", "grpc.uid = -1: out of range: must be in [0, 4294967294]"),
+        ("[grpc]\ngid = 4294967295", "grpc.gid = 4294967295: out of range"),
+        ("[ttrpc]\ngid = -2", "ttrpc.gid = -2: out of range"),
+        ("[debug]\nuid = -3", "debug.uid = -3: out of range"),
+        ('[debug]\nformat = "xml"', "debug.format = 'xml': must be one of \"\", \"text\", \"json\""),
+        ('[timeouts]\n"io.containerd.timeout.shim.load" = "3 sec"',
+         'timeouts."io.containerd.timeout.shim.load" = \'3 sec\': invalid duration'),
+        ('[timeouts]\n"io.containerd.timeout.shim.load" = 3', "expected a duration string"),
+        ('[stream_processors."p"]\nretruns = "x"', 'unknown key "retruns" in [stream_processors."p"]'),
+        ('[stream_processors."p"]\nargs = [1]', 'stream_processors."p".args[0] = 1: expected str'),
+    ],
+)
+def test_bad_value_names_file_and_key(tmp_path, text, expected):
+    message = load_error(tmp_path, "version = 2\n" + text + "\n")
+    assert message.startswith(str(tmp_path / "config.toml") + ": "), message
+    assert expected in message, message
+
+
+def test_log_level_in_any_case_format_as_written(tmp_path):
+    # containerd parses the level with logrus (any case) and compares the format as it is
+    cfg = load_text(tmp_path, 'version = 2\n[debug]\nlevel = "DEBUG"\nformat = "json"\n')
+    assert (cfg.debug.level, cfg.debug.format) == ("DEBUG", "json")
+    assert "debug.format = 'JSON': must be one of" in load_error(tmp_path, 'version = 2\n[debug]\nformat = "JSON"\n')
+
+
+def test_a_huge_bad_value_is_not_quoted_whole(tmp_path):
+    message = load_error(tmp_path, "version = 2\n[debug]\nlevel = \"" + "x" * 100_000 + "\"\n")
+    assert len(message) < 400 and "debug.level" in message
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('[grpc]\naddress = ""', "[grpc] address is empty"),
+        ('[grpc]\naddress = "tcp://0.0.0.0:1"', "[grpc] address 'tcp://0.0.0.0:1' is not a path"),
+        ('[grpc]\ntcp_address = "0.0.0.0:1"', "[grpc] tcp_address '0.0.0.0:1': serving on TCP is not supported"),
+    ],
+)
+def test_grpc_address_must_be_a_socket_path(tmp_path, text, expected):
+    message = load_error(tmp_path, "version = 2\n" + text + "\n")
+    assert message.startswith(f"failed to load TOML from {tmp_path / 'config.toml'}: {expected}"), message
+
+
+def test_binary_garbage_names_the_file(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"version = 2\n\xff\xfe\x00\x01")
+    with pytest.raises(ConfigError) as info:
+        load(str(path))
+    assert str(info.value) == f"{path}: not a TOML file: invalid UTF-8 at byte 12"
+
+
+# -- what containerd knows but pycontainerd does not act on ------------------------------------
+
+
+def test_containerd_default_sets_two_things_pycontainerd_does_not_act_on(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(CONTAINERD_1_6_DEFAULT)
+    assert load(str(path)).inert_settings() == ["stream_processors", 'timeouts."io.containerd.timeout.bolt.open"']
+
+
+def test_inert_settings_are_named_once_each(tmp_path):
+    write(tmp_path / "more.toml", "oom_score = -500\n[cgroup]\npath = \"/b\"\n")
+    cfg = load_text(
+        tmp_path,
+        """
+        version = 2
+        imports = ["more.toml"]
+        oom_score = -999
+        plugin_dir = "/opt/plugins"
+        [grpc]
+          uid = 1000
+          tcp_tls_cert = "/etc/cert.pem"
+        [ttrpc]
+          address = "/run/x.ttrpc"
+        [debug]
+          level = "debug"
+          address = "/run/debug.sock"
+        [metrics]
+          address = "127.0.0.1:1338"
+        [cgroup]
+          path = "/a"
+        """,
+    )
+    assert cfg.inert_settings() == [
+        "plugin_dir", "oom_score", "grpc.tcp_tls_cert", "ttrpc.address", "debug.address", "metrics.address", "cgroup.path",
+    ]
+    assert load_text(tmp_path, "version = 2\n").inert_settings() == []

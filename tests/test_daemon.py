@@ -5,6 +5,7 @@ their events, all over the real gRPC socket."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import types
 from dataclasses import dataclass
@@ -426,3 +427,36 @@ def test_pyctr_debug_logs_each_call(pycontainerd_daemon, capsys):
     out, err = capsys.readouterr()
     assert out == "NAME LABELS \n"
     assert "method=/containerd.services.namespaces.v1.Namespaces/List namespace=default status=ok" in err
+
+
+def test_root_lock_holds_the_pid_refuses_a_second_holder_and_goes_away_on_release(tmp_path):
+    from pycontainerd.core.daemon import DirLock
+
+    first = DirLock(str(tmp_path), "root")
+    first.acquire()
+    lock = tmp_path / "pycontainerd.lock"
+    assert lock.read_text() == str(os.getpid())
+    second = DirLock(str(tmp_path), "root")
+    with pytest.raises(StartError) as err:
+        second.acquire()
+    assert str(err.value) == (
+        f"another daemon (pid {os.getpid()}) uses the root directory {tmp_path}; "
+        f"refusing to start (lock {lock} is held)"
+    )
+    first.release()
+    assert not lock.exists()
+    # a lock file nobody holds (its daemon was killed) is taken over
+    lock.write_text("999999")
+    second.acquire()
+    assert lock.read_text() == str(os.getpid())
+    second.release()
+
+
+def test_a_daemon_on_a_root_another_in_process_daemon_holds_does_not_start(tmp_path):
+    with InProcessDaemon() as first:
+        second = InProcessDaemon(config={"root": os.path.join(first.dir, "root")})
+        with pytest.raises(StartError, match="uses the root directory"):
+            second.start()
+        second.stop()
+        with first.client() as c:
+            assert c.version()

@@ -24,6 +24,7 @@ from pycontainerd.plugins.gc.scheduler import Config, Scheduler
 from pycontainerd.plugins.metadata import gc
 from pycontainerd.plugins.metadata.gc import CONTENT, INGEST, LEASE, SNAPSHOT, Collector
 from pycontainerd.plugins.metadata.sqlite import DB
+from pycontainerd.core.config import ConfigError
 from pycontainerd.testing import InProcessDaemon
 
 D = {name: "sha256:" + hashlib.sha256(name.encode()).hexdigest() for name in "abcdefghijklmnop"}
@@ -404,13 +405,16 @@ def test_scheduled_run_is_skipped_when_nothing_was_deleted(tmp_path):
     run(main())
 
 
-def test_bad_duration_in_config_fails_the_plugin_with_its_key():
-    with InProcessDaemon(config={"plugins": {"io.containerd.gc.v1.scheduler": {"schedule_delay": "soon"}}}) as d, \
-            d.client() as c:
-        rows = {p.uri: p for p in c.plugins()}
-        row = rows["io.containerd.gc.v1.scheduler"]
-        assert row.status == "error"
-        assert 'schedule_delay: time: invalid duration "soon"' in row.init_err[1]
+def test_bad_duration_in_config_stops_the_start_naming_file_table_and_key():
+    # not a failed plugin row: the leases service, which needs the GC, would vanish with it
+    d = InProcessDaemon(config={"plugins": {"io.containerd.gc.v1.scheduler": {"schedule_delay": "soon"}}})
+    with pytest.raises(ConfigError) as err:
+        d.start()
+    d.stop()
+    assert str(err.value) == (
+        f'{d.config_path}: plugins."io.containerd.gc.v1.scheduler".schedule_delay = \'soon\': '
+        'invalid duration: time: invalid duration "soon"'
+    )
 
 
 # -- collections in a running daemon: blobs and snapshots really go ------------------

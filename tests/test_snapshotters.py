@@ -337,9 +337,10 @@ def test_btrfs_skips_off_btrfs(tmp):
     from pycontainerd.core.context import Meta, SkipPlugin
     from pycontainerd.plugins.snapshotters import btrfs
 
-    class IC:  # the two things the init reads
+    class IC:  # the three things the init reads
         root = tmp
         meta = Meta()
+        config = btrfs.Config()
 
     if btrfs.mount_of(tmp)[1] == "btrfs":
         pytest.skip("/tmp is on btrfs here")

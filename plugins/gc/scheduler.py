@@ -26,7 +26,7 @@ from typing import Iterable
 
 import structlog
 
-from pycontainerd.core import errdefs, goduration
+from pycontainerd.core import config as configmod, errdefs, goduration
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 
@@ -37,18 +37,18 @@ log = structlog.get_logger(__name__)
 class Config:
     """[plugins."io.containerd.gc.v1.scheduler"], containerd's keys and defaults."""
 
-    # at most this share of real time is spent in scheduled collections
-    # (clamped to 0..0.5)
-    pause_threshold: float = 0.02
+    # at most this share of real time is spent in scheduled collections;
+    # containerd documents 0 < threshold <= 0.5
+    pause_threshold: float = configmod.ranged(0.02, 0, 0.5, low_open=True)
     # collect after this many deletions; 0: deletions alone do not force one
-    deletion_threshold: int = 0
+    deletion_threshold: int = configmod.ranged(0, 0)
     # after this many changes the next scheduled collection runs; 0: only
     # deletions and triggers count
-    mutation_threshold: int = 100
+    mutation_threshold: int = configmod.ranged(100, 0)
     # delay from a trigger (or a threshold reached) to the collection
-    schedule_delay: str = "0ms"
+    schedule_delay: str = configmod.duration("0ms")
     # delay from start to the first collection
-    startup_delay: str = "100ms"
+    startup_delay: str = configmod.duration("100ms")
 
 
 @dataclass(frozen=True)
@@ -244,11 +244,6 @@ async def init(ic: InitContext) -> Scheduler:
     from pycontainerd.plugins.metadata.content import backend_ref
     from pycontainerd.plugins.metadata.gc import Collector
 
-    for key in ("schedule_delay", "startup_delay"):
-        try:
-            goduration.parse(getattr(ic.config, key))
-        except goduration.DurationError as exc:
-            raise ValueError(f'plugins."{ic.registration.uri}".{key}: {exc}') from None
     db = ic.get(PluginType.METADATA)
     content = None
     from pycontainerd.plugins.content.proxy import store_of

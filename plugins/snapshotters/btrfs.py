@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import dataclass
 from typing import Iterable
 
 import structlog
@@ -152,10 +153,18 @@ class BtrfsSnapshotter(LocalSnapshotter):
             self._delete(path)
 
 
+@dataclass
+class Config:
+    """[plugins."io.containerd.snapshotter.v1.btrfs"]."""
+
+    # where the subvolumes live (on btrfs); empty: the plugin's own root directory
+    root_path: str = ""
+
+
 async def init(ic: InitContext) -> BtrfsSnapshotter:
     import asyncio
 
-    root = ic.root
+    root = ic.config.root_path or ic.root
     ic.meta.platforms.append(platform_string())
     _, fstype, source = await asyncio.to_thread(mount_of, root)
     if fstype != "btrfs":
@@ -167,4 +176,4 @@ async def init(ic: InitContext) -> BtrfsSnapshotter:
 
 @hookimpl
 def pycontainerd_plugins() -> Iterable[Registration]:
-    return [Registration(type=PluginType.SNAPSHOT, id="btrfs", init=init)]
+    return [Registration(type=PluginType.SNAPSHOT, id="btrfs", config=Config, init=init)]

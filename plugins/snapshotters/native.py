@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from typing import Iterable
 
 from pycontainerd.core.context import InitContext
@@ -65,14 +66,23 @@ class NativeSnapshotter(LocalSnapshotter):
                 raise wrap(exc, "failed to commit snapshot") from None
 
 
+@dataclass
+class Config:
+    """[plugins."io.containerd.snapshotter.v1.native"]."""
+
+    # where the snapshots live; empty: the plugin's own root directory
+    root_path: str = ""
+
+
 async def init(ic: InitContext) -> NativeSnapshotter:
     import asyncio
 
+    root = ic.config.root_path or ic.root
     ic.meta.platforms.append(platform_string())
-    ic.meta.exports["root"] = ic.root
-    return await asyncio.to_thread(NativeSnapshotter, ic.root)
+    ic.meta.exports["root"] = root
+    return await asyncio.to_thread(NativeSnapshotter, root)
 
 
 @hookimpl
 def pycontainerd_plugins() -> Iterable[Registration]:
-    return [Registration(type=PluginType.SNAPSHOT, id="native", init=init)]
+    return [Registration(type=PluginType.SNAPSHOT, id="native", config=Config, init=init)]

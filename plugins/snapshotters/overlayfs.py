@@ -32,7 +32,7 @@ from pycontainerd.core.registry import PluginType, Registration, hookimpl
 
 from . import mount as mountlib
 from .base import LocalSnapshotter, disk_usage, platform_string, wrap
-from .storage import KIND_ACTIVE, KIND_VIEW, Mount, Snapshot
+from .storage import KIND_ACTIVE, KIND_VIEW, Info, Mount, Snapshot
 
 
 def supports_index() -> bool:
@@ -58,11 +58,46 @@ def check_supported(root: str) -> None:
         shutil.rmtree(td, ignore_errors=True)
 
 
+# with upperdir_label, the label that tells where a snapshot's layer lives
+UPPERDIR_LABEL = "containerd.io/snapshot/overlay.upperdir"
+
+
 class OverlaySnapshotter(LocalSnapshotter):
-    def __init__(self, root: str):
+    def __init__(self, root: str, upperdir_label: bool = False):
         super().__init__(root)
         self.index_off = supports_index()
+        self.upperdir_label = upperdir_label
         self._snapshots = os.path.join(os.path.abspath(root), "snapshots")
+
+    # -- upperdir_label: as containerd, Stat, Update and Walk (after its
+    # filters) report the layer's directory; the label is never stored
+
+    def _with_upperdir(self, sid: str, info: Info) -> Info:
+        info.labels = {**info.labels, UPPERDIR_LABEL: self.upper_path(sid)}
+        return info
+
+    def stat(self, key: str) -> Info:
+        if not self.upperdir_label:
+            return super().stat(key)
+        with self.ms.transaction() as tx:
+            sid, info, _ = tx.get_info(key)
+        return self._with_upperdir(sid, info)
+
+    def update(self, info: Info, fieldpaths: Iterable[str] = ()) -> Info:
+        updated = super().update(info, fieldpaths)
+        if not self.upperdir_label:
+            return updated
+        with self.ms.transaction() as tx:
+            sid, _, _ = tx.get_info(updated.name)
+        return self._with_upperdir(sid, updated)
+
+    def walk(self, *filter_strings: str) -> list[Info]:
+        infos = super().walk(*filter_strings)
+        if not self.upperdir_label:
+            return infos
+        with self.ms.transaction() as tx:
+            ids = {key: sid for sid, key in tx.id_map().items()}
+        return [self._with_upperdir(ids[info.name], info) for info in infos]
 
     # plain concatenation: a deep chain builds hundreds of these per mount
     def upper_path(self, sid: str) -> str:
@@ -135,6 +170,9 @@ class Config:
 
     # where the snapshots live; empty: the plugin's own root directory
     root_path: str = ""
+    # report each snapshot's layer directory in the label
+    # containerd.io/snapshot/overlay.upperdir (Stat, Update, Walk)
+    upperdir_label: bool = False
 
 
 async def init(ic: InitContext) -> OverlaySnapshotter:
@@ -147,7 +185,7 @@ async def init(ic: InitContext) -> OverlaySnapshotter:
     except OSError as exc:
         raise SkipPlugin(f"overlayfs unable to be used on {root}: {exc}") from None
     ic.meta.exports["root"] = root
-    return await asyncio.to_thread(OverlaySnapshotter, root)
+    return await asyncio.to_thread(OverlaySnapshotter, root, ic.config.upperdir_label)
 
 
 @hookimpl

@@ -72,3 +72,83 @@ def test_socket_path_too_long_is_a_clear_error(daemon):
     assert b"Traceback" not in proc.stderr, proc.stderr.decode()
     assert b"p.sock" in proc.stderr and b"too long" in proc.stderr, proc.stderr.decode()
     assert not os.path.exists(os.path.join(base, "root"))  # refused before doing anything
+
+
+# -- one daemon per root (and per state directory) -----------------------------------------
+
+
+@pytest.mark.parametrize("shared", ["root", "state"])
+def test_second_daemon_on_the_same_root_or_state_refuses_to_start(daemon, shared):
+    first = daemon()
+    # its own socket (and, for the root case, its own state), the first's root or state
+    second = daemon(config={shared: getattr(first, shared)}, wait=False)
+    assert second.wait_exit() != 0
+    log = second.log()
+    assert "Traceback" not in log, log
+    lock = os.path.join(getattr(first, shared), "pycontainerd.lock")
+    assert log.strip().splitlines()[-1] == (
+        f"pycontainerd: another daemon (pid {first.pid}) uses the {shared} directory {getattr(first, shared)}; "
+        f"refusing to start (lock {lock} is held)"
+    ), log
+    # the second never served, and left no socket, socket directory or lock of its own
+    assert not os.path.exists(os.path.dirname(second.address))
+    other = second.state if shared == "root" else second.root
+    assert not os.path.exists(os.path.join(other, "pycontainerd.lock"))
+    # the first still serves, and its lock is intact
+    assert answers(first.address)
+    with open(lock) as f:
+        assert f.read() == str(first.pid)
+    assert first.stop() == 0
+    # a clean stop leaves no lock files behind
+    assert not os.path.exists(lock)
+    assert not os.path.exists(first.address + ".lock")
+
+
+def test_the_root_is_free_again_after_a_stop_or_a_kill(daemon):
+    first = daemon()
+    root, state = first.root, first.state
+    first.kill()  # SIGKILL: the lock files stay, but nobody holds them
+    assert os.path.exists(os.path.join(root, "pycontainerd.lock"))
+    again = daemon(config={"root": root, "state": state})
+    assert answers(again.address)
+    with open(os.path.join(root, "pycontainerd.lock")) as f:
+        assert f.read() == str(again.pid)
+
+
+# -- nothing of the user's is deleted ------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["file", "directory", "symlink"])
+def test_something_else_at_the_socket_path_is_kept_and_refused(daemon, kind):
+    d = daemon.tempdir()
+    sock_dir = os.path.join(d, "run")
+    os.mkdir(sock_dir)
+    address = os.path.join(sock_dir, "pcd.sock")
+    if kind == "file":
+        with open(address, "w") as f:
+            f.write("precious\n")
+    elif kind == "directory":
+        os.mkdir(address)
+        with open(os.path.join(address, "inside"), "w") as f:
+            f.write("precious\n")
+    else:
+        os.symlink("/etc/hostname", address)
+    config = os.path.join(d, "config.toml")
+    with open(config, "w") as f:
+        f.write(f'version = 2\nroot = "{d}/root"\nstate = "{d}/state"\n[grpc]\naddress = "{address}"\n')
+    proc = run_pycontainerd("--config", config)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    what = "a directory" if kind == "directory" else "not a socket"
+    assert err.strip() == f"pycontainerd: socket path {address} is {what}; refusing to start (it is left as it is)"
+    if kind == "file":
+        with open(address) as f:
+            assert f.read() == "precious\n"
+    elif kind == "directory":
+        with open(os.path.join(address, "inside")) as f:
+            assert f.read() == "precious\n"
+    else:
+        assert os.readlink(address) == "/etc/hostname"
+    # refused before anything was created
+    assert sorted(os.listdir(d)) == ["config.toml", "run"]
+    assert os.listdir(sock_dir) == ["pcd.sock"]
