@@ -221,16 +221,16 @@ class ContentStore:
         def tx(conn: sqlite3.Connection) -> list[str]:
             return [r[0] for r in conn.execute("SELECT ref FROM ingests WHERE namespace = ? ORDER BY ref", (namespace,))]
 
-        out = []
+        found = []
         for ref in await self.db.view(tx):
             try:
                 st = await self.backend.status(backend_ref(namespace, ref))
             except errdefs.NotFound:
                 continue
             st.ref = ref
-            if flt.match(adapt_status(st)):
-                out.append(st)
-        return out
+            found.append(st)
+        # off the loop: many ingests, any filter
+        return await asyncio.to_thread(lambda: [st for st in found if flt.match(adapt_status(st))])
 
     async def abort(self, namespace: str, ref: str, lease: str = "") -> None:
         async with self.lock.shared():

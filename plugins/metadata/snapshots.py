@@ -271,15 +271,19 @@ class NamespacedSnapshotter:
 
         rows, labels = await self.db.view(tx)
         binfos = {i.name: i for i in await asyncio.to_thread(self.backend.walk)}
-        out = []
-        for key, bkey, parent, created, updated in rows:
-            binfo = binfos.get(bkey)
-            if binfo is None:
-                continue
-            info = self._overlay(binfo, ns, key, (bkey, parent, created, updated), labels.get(key, {}))
-            if flt.match(adapt_info(info)):
-                out.append(info)
-        return out
+
+        def select() -> list[Info]:  # off the loop: many rows, any filter
+            out = []
+            for key, bkey, parent, created, updated in rows:
+                binfo = binfos.get(bkey)
+                if binfo is None:
+                    continue
+                info = self._overlay(binfo, ns, key, (bkey, parent, created, updated), labels.get(key, {}))
+                if flt.match(adapt_info(info)):
+                    out.append(info)
+            return out
+
+        return await asyncio.to_thread(select)
 
     async def cleanup(self) -> None:
         await asyncio.to_thread(self.backend.cleanup)

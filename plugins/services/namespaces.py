@@ -9,6 +9,7 @@ empty value removes the label); without one, the labels are replaced.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Iterable
 
 from google.protobuf import empty_pb2
@@ -43,11 +44,13 @@ class Local:
 
     async def list(self, filter_string: str = "") -> list[pb.Namespace]:
         flt = filters.parse_all(*([filter_string] if filter_string else []))
-        out = []
-        for name, labels in await self.store.list():
-            if flt.match(filters.adapt_mapping({"name": name, "labels": labels})):
-                out.append(pb.Namespace(name=name, labels=labels))
-        return out
+        rows = await self.store.list()
+
+        def select() -> list[pb.Namespace]:  # off the loop: many rows, any filter
+            return [pb.Namespace(name=name, labels=labels) for name, labels in rows
+                    if flt.match(filters.adapt_mapping({"name": name, "labels": labels}))]
+
+        return await asyncio.to_thread(select)
 
     async def create(self, ns: pb.Namespace, event_ns: str) -> pb.Namespace:
         await self.store.create(ns.name, dict(ns.labels))
