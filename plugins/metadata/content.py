@@ -35,6 +35,7 @@ from pycontainerd.core import errdefs, filters
 from pycontainerd.plugins.content.local import Info, LocalStore, Status, adapt_info, adapt_status, validate_digest
 from pycontainerd.plugins.metadata.sqlite import (
     DB,
+    check_label_limits,
     ensure_namespace,
     get_labels,
     labels_after_update,
@@ -136,6 +137,7 @@ class ContentStore:
         """Only labels are mutable: `labels` replaces them all, `labels.<k>`
         sets (or, with an empty value, removes) one; no paths = `labels`."""
         dgst = info.digest
+        check_label_limits(info.labels, paths)
 
         def tx(conn: sqlite3.Connection) -> Info:
             current = _read_info(conn, namespace, dgst)

@@ -31,6 +31,7 @@ import structlog
 
 from pycontainerd.core import errdefs, filters
 from pycontainerd.plugins.metadata.sqlite import (
+    check_label_limits,
     ensure_namespace,
     get_labels,
     labels_after_update,
@@ -133,6 +134,7 @@ class NamespacedSnapshotter:
     async def update(self, ns: str, info: Info, paths: list[str]) -> Info:
         if not info.name:
             raise errdefs.InvalidArgument("")
+        check_label_limits(info.labels, paths)
 
         def tx(conn: sqlite3.Connection) -> Info:
             row = self._must_row(conn, ns, info.name)
