@@ -82,7 +82,7 @@ class NamespacedSnapshotter:
     def _must_row(self, conn: sqlite3.Connection, ns: str, key: str):
         row = self._row(conn, ns, key)
         if row is None:
-            raise errdefs.NotFound(f"snapshot {key} does not exist")
+            raise errdefs.NotFound(f"snapshot {errdefs.cut(key)} does not exist")
         return row
 
     def _next_key(self, conn: sqlite3.Connection, ns: str, key: str) -> str:
@@ -176,12 +176,12 @@ class NamespacedSnapshotter:
         def tx(conn: sqlite3.Connection) -> list[Mount]:
             ensure_namespace(conn, ns)
             if self._row(conn, ns, key) is not None:
-                raise errdefs.AlreadyExists(f'snapshot "{key}"')
+                raise errdefs.AlreadyExists(f'snapshot "{errdefs.cut(key)}"')
             bparent = ""
             if parent:
                 prow = self._row(conn, ns, parent)
                 if prow is None:
-                    raise errdefs.NotFound(f"parent snapshot {parent} does not exist")
+                    raise errdefs.NotFound(f"parent snapshot {errdefs.cut(parent)} does not exist")
                 bparent = prow[0]
             self._add_lease(conn, ns, lease, key)
             bkey = self._next_key(conn, ns, key)
@@ -206,7 +206,7 @@ class NamespacedSnapshotter:
 
         def tx(conn: sqlite3.Connection) -> None:
             if self._row(conn, ns, name) is not None:
-                raise errdefs.AlreadyExists(f'snapshot "{name}"')
+                raise errdefs.AlreadyExists(f'snapshot "{errdefs.cut(name)}"')
             self._add_lease(conn, ns, lease, name)
             row = self._must_row(conn, ns, key)
             bkey = row[0]

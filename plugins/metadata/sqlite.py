@@ -302,7 +302,7 @@ class NamespaceStore:
 
         def tx(conn: sqlite3.Connection) -> None:
             if self._exists(conn, name):
-                raise errdefs.AlreadyExists(f'namespace "{name}"')
+                raise errdefs.AlreadyExists(f'namespace "{errdefs.cut(name)}"')
             now = time.time_ns()
             conn.execute("INSERT INTO namespaces VALUES (?, ?, ?)", (name, now, now))
             conn.executemany(
@@ -314,7 +314,7 @@ class NamespaceStore:
     async def labels(self, name: str) -> dict[str, str]:
         def tx(conn: sqlite3.Connection) -> dict[str, str]:
             if not self._exists(conn, name):
-                raise errdefs.NotFound(f'namespace "{name}"')
+                raise errdefs.NotFound(f'namespace "{errdefs.cut(name)}"')
             return self._labels(conn, name)
 
         return await self.db.view(tx)
@@ -333,7 +333,7 @@ class NamespaceStore:
 
         def tx(conn: sqlite3.Connection) -> dict[str, str]:
             if not self._exists(conn, name):
-                raise errdefs.NotFound(f'namespace "{name}"')
+                raise errdefs.NotFound(f'namespace "{errdefs.cut(name)}"')
             if replace:
                 conn.execute("DELETE FROM labels WHERE namespace = ? AND kind = 'namespace'", (name,))
             for k, v in changes.items():
@@ -360,9 +360,9 @@ class NamespaceStore:
             ):
                 held.append(f'snapshots on "{snapshotter}" snapshotter')
             if held:
-                raise errdefs.FailedPrecondition(f'namespace "{name}" must be empty, but it still has {", ".join(held)}')
+                raise errdefs.FailedPrecondition(f'namespace "{errdefs.cut(name)}" must be empty, but it still has {", ".join(held)}')
             if conn.execute("DELETE FROM namespaces WHERE name = ?", (name,)).rowcount == 0:
-                raise errdefs.NotFound(f'namespace "{name}"')
+                raise errdefs.NotFound(f'namespace "{errdefs.cut(name)}"')
             conn.execute("DELETE FROM labels WHERE namespace = ?", (name,))
 
         await self.db.update(tx)

@@ -61,7 +61,7 @@ class Service(pb_grpc.EventsServicer):
 
     async def Forward(self, request, context):
         env = request.envelope
-        when = envelope_time(env.timestamp)
+        when = envelope_time(env.timestamp) if env.HasField("timestamp") else _ZERO_TIME
         envelope = Envelope(when, env.namespace, env.topic, env.event)
         validate_envelope(envelope)
         if when == _ZERO_TIME:

@@ -62,7 +62,7 @@ class Local:
             changes = {}
             for path in paths:
                 if not path.startswith("labels."):
-                    raise errdefs.InvalidArgument(f'cannot update "{path}" field')
+                    raise errdefs.InvalidArgument(f'cannot update "{errdefs.cut(path)}" field')
                 key = path[len("labels."):]
                 changes[key] = ns.labels.get(key, "")
             labels = await self.store.set_labels(ns.name, changes)
