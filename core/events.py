@@ -62,7 +62,10 @@ def _event_field(event: any_pb2.Any, path: list[str]) -> tuple[str, bool]:
         cls = symbol_database.Default().GetSymbol(name)
     except KeyError:
         return "", False
-    msg = cls.FromString(event.value)
+    try:
+        msg = cls.FromString(event.value)
+    except Exception:  # a publisher's bytes that do not decode: nothing to match
+        return "", False
     value: Any = msg
     for part in path:
         if isinstance(value, Message) and part in value.DESCRIPTOR.fields_by_name:

@@ -8,6 +8,7 @@ under `containerd-namespace`, as with containerd.
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import grpc
@@ -190,6 +191,8 @@ class ErrdefsInterceptor(grpc.aio.ServerInterceptor):
         for kind, wrap, streamed_request in _HANDLER_KINDS:
             inner = getattr(handler, kind)
             if inner is not None:
+                if not inspect.isasyncgenfunction(inner):
+                    wrap = _one_response  # a coroutine; a streamed answer goes through context.write
                 return handler._replace(
                     request_deserializer=_safe_deserializer(handler.request_deserializer),
                     **{kind: wrap(inner, details.method, streamed_request)},
@@ -216,6 +219,8 @@ def answer_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
         # a call to a proxy plugin failed: pass its status on
         return exc.code(), exc.details() or ""
+    if isinstance(exc, NotImplementedError):  # a generated servicer's method left as is
+        return grpc.StatusCode.UNIMPLEMENTED, "method not implemented"
     if isinstance(exc, OSError):
         # containerd's errors read "<what failed>: <strerror>"; the path
         # (under the daemon's root or state) and the errno stay in the log
