@@ -1,9 +1,12 @@
 """Helpers every gRPC service plugin uses: errors and the namespace.
 
-`ErrdefsInterceptor` turns a raised errdefs error into the gRPC status
-containerd would send (code and `<context>: <sentinel>` wording), so
-service code just raises. The namespace travels in the request metadata
-under `containerd-namespace`, as with containerd.
+`ErrdefsInterceptor` is the edge every answer leaves through: a raised
+errdefs error becomes the gRPC status containerd would send (code and
+`<context>: <sentinel>` wording), so service code just raises; a request
+that is not valid protobuf, or an exception nobody expected, gets a short
+answer with no Python internals in it; and no message is longer than
+MAX_ERROR_MESSAGE. The namespace travels in the request metadata under
+`containerd-namespace`, as with containerd.
 """
 
 from __future__ import annotations
