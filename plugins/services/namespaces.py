@@ -21,6 +21,7 @@ from pycontainerd.core import errdefs, filters
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import NAMESPACE_HEADER
+from pycontainerd.plugins.metadata.sqlite import check_label_limits
 
 SERVICE_ID = "namespaces-service"
 
@@ -58,6 +59,7 @@ class Local:
         return ns
 
     async def update(self, ns: pb.Namespace, paths: list[str], event_ns: str) -> pb.Namespace:
+        check_label_limits(ns.labels, paths)  # before walking them
         if paths:
             changes = {}
             for path in paths:
