@@ -20,7 +20,10 @@ class ContainerdError(Exception):
 
     def __init__(self, message: str = ""):
         self.message = message
-        super().__init__(f"{message}: {self.sentinel}" if message else self.sentinel)
+        if not self.sentinel:  # an error whose message alone says it all
+            super().__init__(message)
+        else:
+            super().__init__(f"{message}: {self.sentinel}" if message else self.sentinel)
 
 
 class Unknown(ContainerdError):
@@ -65,6 +68,19 @@ class Canceled(ContainerdError):
 
 class DeadlineExceeded(ContainerdError):
     sentinel, code = "context deadline exceeded", grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+# How much of a caller's input an error message quotes: enough to recognise
+# it, never a megabyte (the gRPC edge caps whole messages as well).
+MAX_QUOTED = 256
+
+
+def cut(text: str, limit: int = MAX_QUOTED) -> str:
+    """`text` for quoting in an error: at most `limit` characters, with a
+    marker saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text) - limit} more characters)"
 
 
 _BY_CODE = {

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,6 @@ from . import errdefs, filters
 
 log = structlog.get_logger(__name__)
 
-_IDENT = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
 QUEUE_SIZE = 1024
 _CLOSED = object()  # queued to a subscriber when the exchange closes
 
@@ -64,7 +62,10 @@ def _event_field(event: any_pb2.Any, path: list[str]) -> tuple[str, bool]:
         cls = symbol_database.Default().GetSymbol(name)
     except KeyError:
         return "", False
-    msg = cls.FromString(event.value)
+    try:
+        msg = cls.FromString(event.value)
+    except Exception:  # a publisher's bytes that do not decode: nothing to match
+        return "", False
     value: Any = msg
     for part in path:
         if isinstance(value, Message) and part in value.DESCRIPTOR.fields_by_name:
@@ -79,13 +80,46 @@ def _event_field(event: any_pb2.Any, path: list[str]) -> tuple[str, bool]:
 
 
 def validate_topic(topic: str) -> None:
+    """containerd's validateTopic: '/' then '/'-separated components, each
+    a valid identifier (so at most 76 bytes of [A-Za-z0-9._-])."""
+    from .service import validate_identifier
+
     if not topic:
         raise errdefs.InvalidArgument("must not be empty")
-    if not topic.startswith("/"):
-        raise errdefs.InvalidArgument(f"topic {topic!r}: must start with '/'")
-    for part in topic[1:].split("/"):
-        if not _IDENT.match(part):
-            raise errdefs.InvalidArgument(f"topic {topic!r}: component {part!r} must match identifier rules")
+    if topic[0] != "/":
+        raise errdefs.InvalidArgument("must start with '/'")
+    if len(topic) == 1:
+        raise errdefs.InvalidArgument("must have at least one component")
+    for component in topic[1:].split("/"):
+        try:
+            validate_identifier(component)
+        except errdefs.InvalidArgument as exc:
+            raise errdefs.InvalidArgument(
+                f"failed validation on component {_quote(component)}: {exc.message}"
+            ) from None
+
+
+def _check_topic(topic: str) -> None:
+    try:
+        validate_topic(topic)
+    except errdefs.InvalidArgument as exc:
+        raise errdefs.InvalidArgument(f"envelope topic {_quote(topic)}: {exc.message}") from None
+
+
+def _quote(text: str) -> str:
+    return filters._go_quote(errdefs.cut(text))
+
+
+def validate_envelope(envelope: "Envelope") -> None:
+    """containerd's validateEnvelope, for Forward: the envelope's own
+    namespace must be an identifier, its topic valid."""
+    from .service import validate_identifier
+
+    try:
+        validate_identifier(envelope.namespace)
+    except errdefs.InvalidArgument as exc:
+        raise errdefs.InvalidArgument(f"event envelope has invalid namespace: {exc.message}") from None
+    _check_topic(envelope.topic)
 
 
 class Exchange:
@@ -93,16 +127,16 @@ class Exchange:
         self._subscribers: set[asyncio.Queue] = set()
 
     def publish(self, namespace: str, topic: str, event: Message | any_pb2.Any) -> Envelope:
-        validate_topic(topic)
         if not namespace:
             raise errdefs.InvalidArgument("namespace is required to publish an event")
+        _check_topic(topic)
         packed = event if isinstance(event, any_pb2.Any) else pack(event)
         env = Envelope(datetime.datetime.now(datetime.timezone.utc), namespace, topic, packed)
         self._deliver(env)
         return env
 
     def forward(self, envelope: Envelope) -> None:
-        validate_topic(envelope.topic)
+        validate_envelope(envelope)
         self._deliver(envelope)
 
     def _deliver(self, env: Envelope) -> None:

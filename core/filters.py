@@ -28,9 +28,9 @@ the quirks that users hit:
   objects without a name.
 * A `~=` pattern is compiled when matching; a pattern that does not
   compile matches nothing (containerd logs it; it is not a parse error).
-  Patterns use Go's RE2 syntax, translated to Python's `re` (see
-  _re2_to_python) so the classes, anchors and flags mean what they mean
-  in Go; constructs Go rejects are rejected here too.
+  Patterns use Go's RE2 syntax and are matched by RE2 itself, in time
+  linear in the text (core/goregexp.py); constructs Go rejects are
+  rejected here too.
 
 Error messages read exactly like containerd's, e.g.
     filters: parse error: [labels. >|?|< foo]: expected field or quoted
@@ -44,7 +44,6 @@ character indices.
 from __future__ import annotations
 
 import abc
-import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any as AnyT, Union
@@ -454,12 +453,16 @@ class Selector(Filter):
                 from . import goregexp  # only filters that use ~= pay for it
 
                 self._re = goregexp.compile(self.value)
-            except (re.error, ValueError, OverflowError, RecursionError):
+            except ValueError as exc:
+                # as containerd: logged, and the selector matches nothing
+                log.error("error compiling regexp", pattern=_go_quote(self.value[:256]), error=str(exc)[:256])
                 self._re = _BAD_PATTERN
         if self._re is _BAD_PATTERN:
-            log.error(f"error compiling regexp {_go_quote(self.value)}")
             return False
-        return self._re.search(value) is not None
+        try:
+            return self._re.search(value) is not None
+        except UnicodeEncodeError:  # a lone surrogate: no Go string holds one
+            return False
 
     def __repr__(self) -> str:
         return f"Selector({self.fieldpath!r}, {self.operator!r}, {self.value!r})"

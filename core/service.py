@@ -1,13 +1,17 @@
 """Helpers every gRPC service plugin uses: errors and the namespace.
 
-`ErrdefsInterceptor` turns a raised errdefs error into the gRPC status
-containerd would send (code and `<context>: <sentinel>` wording), so
-service code just raises. The namespace travels in the request metadata
-under `containerd-namespace`, as with containerd.
+`ErrdefsInterceptor` is the edge every answer leaves through: a raised
+errdefs error becomes the gRPC status containerd would send (code and
+`<context>: <sentinel>` wording), so service code just raises; a request
+that is not valid protobuf, or an exception nobody expected, gets a short
+answer with no Python internals in it; and no message is longer than
+MAX_ERROR_MESSAGE. The namespace travels in the request metadata under
+`containerd-namespace`, as with containerd.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import grpc
@@ -18,18 +22,24 @@ from . import errdefs
 log = structlog.get_logger(__name__)
 
 NAMESPACE_HEADER = "containerd-namespace"
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
+IDENTIFIER_PATTERN = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"  # as containerd prints it
+_IDENTIFIER = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*\Z")
 MAX_IDENTIFIER = 76
 
 
 def validate_identifier(s: str) -> None:
-    """containerd's identifiers.Validate, with its wording."""
+    """containerd's identifiers.Validate, with its wording (lengths in
+    bytes, as Go counts them); a long identifier is quoted cut."""
+    from .filters import _go_quote
+
     if not s:
         raise errdefs.InvalidArgument("identifier must not be empty")
-    if len(s) > MAX_IDENTIFIER:
-        raise errdefs.InvalidArgument(f"identifier {s!r} greater than maximum length ({MAX_IDENTIFIER} characters)")
+    if len(s.encode("utf-8", "surrogatepass")) > MAX_IDENTIFIER:
+        raise errdefs.InvalidArgument(
+            f"identifier {_go_quote(errdefs.cut(s))} greater than maximum length ({MAX_IDENTIFIER} characters)"
+        )
     if not _IDENTIFIER.match(s):
-        raise errdefs.InvalidArgument(f'identifier "{s}" must match ^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$')
+        raise errdefs.InvalidArgument(f"identifier {_go_quote(s)} must match {IDENTIFIER_PATTERN}")
 
 
 def namespace(context: grpc.aio.ServicerContext) -> str:
@@ -47,20 +57,115 @@ def namespace(context: grpc.aio.ServicerContext) -> str:
     return value
 
 
-def _one_response(inner, method: str):
+# -- the gRPC edge: every answer leaves through here ---------------------------
+
+# An error's message travels as a header; gRPC clients refuse headers over
+# 8-16 KiB (RESOURCE_EXHAUSTED instead of the real error), so it is cut to
+# this many bytes on the wire (grpc-message is percent-encoded: a byte
+# outside printable ASCII costs three).
+MAX_ERROR_MESSAGE = 4096
+_CUT_MARK = " ... "
+_KEEP_TAIL = 64  # the end is kept: it holds the class (": not found")
+
+
+def bounded_message(message: str, limit: int = MAX_ERROR_MESSAGE) -> str:
+    """`message`, cut in the middle if its wire form is over `limit` bytes."""
+    if len(message) <= limit // 12 or _wire_size(message) <= limit:
+        return message
+    tail = message[-_KEEP_TAIL:]
+    budget = limit - _wire_size(tail) - len(_CUT_MARK)
+    head, size = [], 0
+    for ch in message[:-_KEEP_TAIL]:
+        size += _wire_size(ch)
+        if size > budget:
+            break
+        head.append(ch)
+    return "".join(head) + _CUT_MARK + tail
+
+
+def _wire_size(text: str) -> int:
+    return sum(1 if 0x20 <= b < 0x7F and b != 0x25 else 3 for b in text.encode("utf-8", "replace"))
+
+
+class _Undecodable:
+    """What the request deserializer hands over instead of raising: grpc.aio
+    would answer an exception there with UNKNOWN and the exception's class."""
+
+    __slots__ = ()
+
+
+_UNDECODABLE = _Undecodable()
+# grpc-go's words (containerd's server): unary and streamed requests differ
+_UNARY_DECODE_ERROR = "grpc: error unmarshalling request: proto: cannot parse invalid wire-format data"
+_STREAM_DECODE_ERROR = "grpc: failed to unmarshal the received message proto: cannot parse invalid wire-format data"
+
+
+class DecodeFailure(Exception):
+    """A request (or a streamed request message) is not valid protobuf."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def _safe_deserializer(deserialize):
+    if deserialize is None:
+        return None
+
+    def decode(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception:  # DecodeError, or a message type's own complaint
+            return _UNDECODABLE
+
+    return decode
+
+
+class _BoundedContext:
+    """The servicer context, with `abort` bounded like every other answer:
+    handlers may quote what they were sent."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context):
+        self._context = context
+
+    async def abort(self, code, details: str = "", trailing_metadata=()):
+        await self._context.abort(code, bounded_message(details), trailing_metadata)
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+
+async def _decoded_stream(requests):
+    async for request in requests:
+        if request is _UNDECODABLE:
+            raise DecodeFailure(_STREAM_DECODE_ERROR)
+        yield request
+
+
+def _one_response(inner, method: str, streamed_request: bool):
     async def call(request, context):
         try:
-            return await inner(request, context)
+            if streamed_request:
+                request = _decoded_stream(request)
+            elif request is _UNDECODABLE:
+                raise DecodeFailure(_UNARY_DECODE_ERROR)
+            return await inner(request, _BoundedContext(context))
         except Exception as exc:
             await _abort(context, method, exc)
 
     return call
 
 
-def _streamed_response(inner, method: str):
+def _streamed_response(inner, method: str, streamed_request: bool):
     async def call(request, context):
         try:
-            async for item in inner(request, context):
+            if streamed_request:
+                request = _decoded_stream(request)
+            elif request is _UNDECODABLE:
+                raise DecodeFailure(_UNARY_DECODE_ERROR)
+            async for item in inner(request, _BoundedContext(context)):
                 yield item
         except Exception as exc:
             await _abort(context, method, exc)
@@ -69,34 +174,65 @@ def _streamed_response(inner, method: str):
 
 
 _HANDLER_KINDS = (
-    ("unary_unary", _one_response),
-    ("stream_unary", _one_response),
-    ("unary_stream", _streamed_response),
-    ("stream_stream", _streamed_response),
+    ("unary_unary", _one_response, False),
+    ("stream_unary", _one_response, True),
+    ("unary_stream", _streamed_response, False),
+    ("stream_stream", _streamed_response, True),
 )
 
 
 class ErrdefsInterceptor(grpc.aio.ServerInterceptor):
-    """Maps errdefs errors (and unexpected ones, logged) onto gRPC statuses."""
+    """The gRPC edge of every service: errdefs errors become containerd's
+    statuses, a request that does not decode gets grpc-go's answer, anything
+    unexpected is logged in full and answered with a short generic message,
+    and no message is longer than MAX_ERROR_MESSAGE."""
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None:
             return None
-        for kind, wrap in _HANDLER_KINDS:
+        for kind, wrap, streamed_request in _HANDLER_KINDS:
             inner = getattr(handler, kind)
             if inner is not None:
-                return handler._replace(**{kind: wrap(inner, details.method)})
+                if not inspect.isasyncgenfunction(inner):
+                    wrap = _one_response  # a coroutine; a streamed answer goes through context.write
+                return handler._replace(
+                    request_deserializer=_safe_deserializer(handler.request_deserializer),
+                    **{kind: wrap(inner, details.method, streamed_request)},
+                )
         return handler
 
 
 async def _abort(context, method: str, exc: Exception) -> None:
-    if isinstance(exc, (grpc.aio.AbortError, grpc.RpcError)):
-        raise exc
-    if not isinstance(exc, errdefs.ContainerdError):
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc  # the handler aborted (bounded by _BoundedContext)
+    code, message = answer_for(exc)
+    if code == grpc.StatusCode.UNKNOWN and not isinstance(exc, errdefs.ContainerdError):
         log.error("unexpected error in handler", method=method, exc_info=exc)
-    code, message = errdefs.to_grpc(exc)
-    await context.abort(code, message)
+    await context.abort(code, bounded_message(message))
+
+
+def answer_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The (code, message) a handler's exception is answered with. Never a
+    Python class name, traceback or errno dump: those go to the log."""
+    if isinstance(exc, errdefs.ContainerdError):
+        return errdefs.to_grpc(exc)
+    if isinstance(exc, DecodeFailure):
+        return grpc.StatusCode.INTERNAL, exc.message
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        # a call to a proxy plugin failed: pass its status on
+        return exc.code(), exc.details() or ""
+    if isinstance(exc, NotImplementedError):  # a generated servicer's method left as is
+        return grpc.StatusCode.UNIMPLEMENTED, "method not implemented"
+    if isinstance(exc, OSError):
+        # containerd's errors read "<what failed>: <strerror>"; the path
+        # (under the daemon's root or state) and the errno stay in the log
+        reason = (exc.strerror or "i/o error").lower()
+        return grpc.StatusCode.UNKNOWN, f"{_OS_CONTEXT}: {reason}"
+    return grpc.StatusCode.UNKNOWN, "internal error: see the daemon's log"
+
+
+_OS_CONTEXT = "filesystem operation failed"
 
 
 async def serve_standalone(address: str, register, what: str) -> None:

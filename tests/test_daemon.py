@@ -414,7 +414,7 @@ def test_publish_without_a_namespace_is_refused_as_containerd_does(pycontainerd_
     with pytest.raises(grpc.RpcError) as err:
         stub.Publish(request)  # no containerd-namespace metadata
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert err.value.details() == "namespace is required: failed precondition"
+    assert err.value.details() == "failed publishing event: namespace is required: failed precondition"  # measured on containerd 1.6
     with pytest.raises(grpc.RpcError) as err:
         stub.Publish(request, metadata=(("containerd-namespace", "bad/ns"),))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

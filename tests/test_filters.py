@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from pycontainerd.core import errdefs
-from pycontainerd.core.goregexp import _re2_to_python
+from pycontainerd.core import goregexp
 from pycontainerd.core.filters import (
     ALWAYS,
     OP_EQUAL,
@@ -622,11 +622,17 @@ RE_CASES = [
 ]
 
 
-def test_unicode_scripts_are_not_supported():
-    # Go knows \p{Greek}; Python's unicodedata has no script data, so such
-    # a pattern matches nothing here (where Go would match Greek letters)
-    with pytest.raises(ValueError):
-        _re2_to_python("\\p{Greek}")
+def test_unicode_scripts_match_as_in_go():
+    # Go knows \p{Greek}; so does RE2
+    assert Selector(["v"], OP_MATCHES, "^\\p{Greek}+$").match(fields(v="αβγ"))
+    assert not Selector(["v"], OP_MATCHES, "\\p{Greek}").match(fields(v="abc"))
+
+
+def test_backtracking_pattern_runs_in_linear_time():
+    # Python's re needs ~2**27 steps for this; RE2 needs one pass
+    sel = Selector(["v"], OP_MATCHES, "^(a+)+$")
+    assert sel.match(fields(v="a" * 4096 + "!")) is False
+    assert sel.match(fields(v="a" * 4096)) is True
 
 
 @pytest.mark.parametrize("pattern,text,matches", RE_CASES)
@@ -638,9 +644,9 @@ def test_regexp_semantics(pattern, text, matches):
 @pytest.mark.parametrize(
     "pattern",
     ["(?=a)", "(?<=a)b", "\\1", "a**", "a*+", "a{1001}", "a{3,2}", "(?<n>a)", "\\Z", "(?x)a", "(a", "a)", "[a",
-     "\\e", "[z-a]"],
+     "\\e", "[z-a]", "\\C", "(?P<n>a)(?P<n>b)", "\ud800"],
 )
 def test_regexps_go_rejects_match_nothing(pattern):
     with pytest.raises(ValueError):
-        _re2_to_python(pattern)
+        goregexp.compile(pattern)
     assert Selector(["v"], OP_MATCHES, pattern).match(fields(v="a" * 5)) is False

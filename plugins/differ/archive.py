@@ -45,6 +45,8 @@ from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 import structlog
 
+from pycontainerd.core import errdefs
+
 log = structlog.get_logger(__name__)
 
 WHITEOUT_PREFIX = ".wh."
@@ -66,8 +68,20 @@ Filter = Callable[[tarfile.TarInfo], bool]
 ConvertWhiteout = Callable[[tarfile.TarInfo, str], bool]
 
 
-class ArchiveError(Exception):
-    """Apply or diff failed; the message says what, containerd's way."""
+class ArchiveError(errdefs.ContainerdError):
+    """Apply or diff failed; the message says what, containerd's way, and
+    crosses the API as is (code Unknown, as containerd's ToGRPC sends an
+    error of no known class)."""
+
+    sentinel, code = "", errdefs.Unknown.code
+
+
+def describe(e: BaseException) -> str:
+    """An error's text for a message: an OSError's reason without Python's
+    "[Errno N]" and the path it carries (which may be the daemon's own)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[:1].lower() + e.strerror[1:]  # Go's wording: "no such file or directory"
+    return str(e)
 
 
 class InvalidArchive(ArchiveError):
@@ -582,7 +596,7 @@ class _Applier:
                 try:
                     ppath = root_path(self.root, ppath)
                 except (OSError, ArchiveError) as e:
-                    raise ArchiveError(f"failed to get root path: {e}") from e
+                    raise ArchiveError(f"failed to get root path: {describe(e)}") from e
                 path = join(ppath, join("/", last))
                 if path == self.root:
                     log.debug("file ignored: resolved to root", file=name)
@@ -595,7 +609,7 @@ class _Applier:
                 try:
                     write = self.convert(hdr, path)
                 except OSError as e:
-                    raise ArchiveError(f"failed to convert whiteout file {name!r}: {e}") from e
+                    raise ArchiveError(f"failed to convert whiteout file {name!r}: {describe(e)}") from e
                 if not write:
                     continue
                 try:

@@ -217,19 +217,27 @@ def with_temp_mount(mounts: list[Mount], fn: Callable[[str], Any], tmp_dir: str 
     from pycontainerd.plugins.differ import archive
 
     root = tempfile.mkdtemp(prefix="containerd-mount", dir=tmp_dir)
+    # messages name the directory, not where it is (the daemon's state)
+    shown = os.path.basename(root)
+
+    def hide(text: str) -> str:
+        return text.replace(root, shown)
+
     try:
         try:
             mountlib.mount_all(mounts, root)
         except Exception as e:
-            raise archive.ArchiveError(f"failed to mount {root}: {e}") from e
+            raise archive.ArchiveError(f"failed to mount {shown}: {hide(archive.describe(e))}") from e
         try:
             return fn(root)
         except archive.Cancelled:
             raise
+        except archive.ArchiveError as e:
+            raise archive.ArchiveError(f"mount callback failed on {shown}: {hide(str(e))}") from e
         except errdefs.ContainerdError as e:
-            raise type(e)(f"mount callback failed on {root}: {e.message}") from e
+            raise type(e)(f"mount callback failed on {shown}: {hide(e.message)}") from e
         except Exception as e:
-            raise archive.ArchiveError(f"mount callback failed on {root}: {e}") from e
+            raise archive.ArchiveError(f"mount callback failed on {shown}: {hide(archive.describe(e))}") from e
     finally:
         try:
             mountlib.unmount_all(root)

@@ -35,6 +35,7 @@ from pycontainerd.core import errdefs, filters
 from pycontainerd.plugins.content.local import Info, LocalStore, Status, adapt_info, adapt_status, validate_digest
 from pycontainerd.plugins.metadata.sqlite import (
     DB,
+    check_label_limits,
     ensure_namespace,
     get_labels,
     labels_after_update,
@@ -127,7 +128,7 @@ class ContentStore:
         def tx(conn: sqlite3.Connection) -> Info:
             info = _read_info(conn, namespace, dgst)
             if info is None:
-                raise errdefs.NotFound(f"content digest {dgst}")
+                raise errdefs.NotFound(f"content digest {errdefs.cut(dgst)}")
             return info
 
         return await self.db.view(tx)
@@ -136,11 +137,12 @@ class ContentStore:
         """Only labels are mutable: `labels` replaces them all, `labels.<k>`
         sets (or, with an empty value, removes) one; no paths = `labels`."""
         dgst = info.digest
+        check_label_limits(info.labels, paths)
 
         def tx(conn: sqlite3.Connection) -> Info:
             current = _read_info(conn, namespace, dgst)
             if current is None:
-                raise errdefs.NotFound(f"content digest {dgst}")
+                raise errdefs.NotFound(f"content digest {errdefs.cut(dgst)}")
             labels = labels_after_update(current.labels, info.labels, paths, f'content info "{dgst}"')
             put_labels(conn, namespace, KIND, dgst, labels, replace=True)
             now = time.time_ns()
@@ -178,7 +180,7 @@ class ContentStore:
             def tx(conn: sqlite3.Connection) -> bool:
                 cur = conn.execute("DELETE FROM blobs WHERE namespace = ? AND digest = ?", (namespace, dgst))
                 if cur.rowcount == 0:
-                    raise errdefs.NotFound(f"content digest {dgst}")
+                    raise errdefs.NotFound(f"content digest {errdefs.cut(dgst)}")
                 conn.execute(
                     "DELETE FROM labels WHERE namespace = ? AND kind = ? AND object = ?", (namespace, KIND, dgst)
                 )
@@ -210,7 +212,7 @@ class ContentStore:
             ).fetchone() is not None
 
         if not await self.db.view(tx):
-            raise errdefs.NotFound(f"reference {ref}")
+            raise errdefs.NotFound(f"reference {errdefs.cut(ref)}")
         st = await self.backend.status(backend_ref(namespace, ref))
         st.ref = ref
         return st
@@ -221,16 +223,16 @@ class ContentStore:
         def tx(conn: sqlite3.Connection) -> list[str]:
             return [r[0] for r in conn.execute("SELECT ref FROM ingests WHERE namespace = ? ORDER BY ref", (namespace,))]
 
-        out = []
+        found = []
         for ref in await self.db.view(tx):
             try:
                 st = await self.backend.status(backend_ref(namespace, ref))
             except errdefs.NotFound:
                 continue
             st.ref = ref
-            if flt.match(adapt_status(st)):
-                out.append(st)
-        return out
+            found.append(st)
+        # off the loop: many ingests, any filter
+        return await asyncio.to_thread(lambda: [st for st in found if flt.match(adapt_status(st))])
 
     async def abort(self, namespace: str, ref: str, lease: str = "") -> None:
         async with self.lock.shared():
@@ -240,7 +242,7 @@ class ContentStore:
                     "SELECT expected FROM ingests WHERE namespace = ? AND ref = ?", (namespace, ref)
                 ).fetchone()
                 if row is None:
-                    raise errdefs.NotFound(f"reference {ref}")
+                    raise errdefs.NotFound(f"reference {errdefs.cut(ref)}")
                 conn.execute("DELETE FROM ingests WHERE namespace = ? AND ref = ?", (namespace, ref))
                 if lease:
                     _remove_lease_resource(conn, namespace, lease, "ingests", ref)
@@ -402,15 +404,15 @@ class NamespacedWriter:
         async with self.store.lock.shared():
             if self.w is None:
                 if size and size != self.size:
-                    raise errdefs.FailedPrecondition(f'"{ref}" failed size validation: {self.size} != {size}')
+                    raise errdefs.FailedPrecondition(f'"{errdefs.cut(ref)}" failed size validation: {self.size} != {size}')
                 if expected and expected != self.expected:
-                    raise errdefs.FailedPrecondition(f'"{ref}" unexpected digest')
+                    raise errdefs.FailedPrecondition(f'"{errdefs.cut(ref)}" unexpected digest')
                 size, actual = self.size, self.expected
             else:
                 offset = self.w.offset
                 if size and size != offset:
                     await self.w.close()
-                    raise errdefs.FailedPrecondition(f'"{ref}" failed size validation: {offset} != {size}')
+                    raise errdefs.FailedPrecondition(f'"{errdefs.cut(ref)}" failed size validation: {offset} != {size}')
                 size = offset
                 try:
                     actual = await self.w.commit(size, expected)

@@ -25,7 +25,7 @@ from pycontainerd.core import errdefs, filters
 from pycontainerd.core.filters import _go_quote
 from pycontainerd.plugins.content.local import digest_error
 
-from .sqlite import DB, ensure_namespace, get_labels
+from .sqlite import DB, ensure_namespace, get_labels, validate_labels
 
 LABEL_EXPIRE = "containerd.io/gc.expire"
 LABEL_FLAT = "containerd.io/gc.flat"
@@ -65,21 +65,21 @@ def parse_resource(r: Resource) -> Resource:
     kind = keys[0]
     if kind in (RESOURCE_CONTENT, RESOURCE_INGESTS):
         if len(keys) != 1:
-            raise errdefs.InvalidArgument(f"invalid resource type {r.type}")
+            raise errdefs.InvalidArgument(f"invalid resource type {errdefs.cut(r.type)}")
         if kind == RESOURCE_CONTENT:
             why = digest_error(r.id)
             if why:
-                raise errdefs.InvalidArgument(f"invalid content resource id {r.id}: {why}")
+                raise errdefs.InvalidArgument(f"invalid content resource id {errdefs.cut(r.id)}: {why}")
     elif kind == RESOURCE_SNAPSHOTS:
         if len(keys) != 2:
-            raise errdefs.InvalidArgument(f"invalid snapshot resource type {r.type}")
+            raise errdefs.InvalidArgument(f"invalid snapshot resource type {errdefs.cut(r.type)}")
     else:
-        raise errdefs.NotImplementedErr(f"resource type {r.type} not supported yet")
+        raise errdefs.NotImplementedErr(f"resource type {errdefs.cut(r.type)} not supported yet")
     return r
 
 
 def _not_found(lease_id: str) -> errdefs.NotFound:
-    return errdefs.NotFound(f"lease {_go_quote(lease_id)}")
+    return errdefs.NotFound(f"lease {_go_quote(errdefs.cut(lease_id))}")
 
 
 def _exists(conn: sqlite3.Connection, namespace: str, lease_id: str) -> bool:
@@ -115,6 +115,7 @@ class LeaseManager:
             raise errdefs.Unknown("lease id must be provided")
         # as with containerd's label writer, an empty value is not stored
         kept = {k: v for k, v in (labels or {}).items() if v}
+        validate_labels(kept)
 
         def tx(conn: sqlite3.Connection) -> Lease:
             ensure_namespace(conn, namespace)

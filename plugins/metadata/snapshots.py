@@ -32,6 +32,7 @@ import structlog
 
 from pycontainerd.core import errdefs, failpoint, filters
 from pycontainerd.plugins.metadata.sqlite import (
+    check_label_limits,
     ensure_namespace,
     get_labels,
     labels_after_update,
@@ -82,7 +83,7 @@ class NamespacedSnapshotter:
     def _must_row(self, conn: sqlite3.Connection, ns: str, key: str):
         row = self._row(conn, ns, key)
         if row is None:
-            raise errdefs.NotFound(f"snapshot {key} does not exist")
+            raise errdefs.NotFound(f"snapshot {errdefs.cut(key)} does not exist")
         return row
 
     def _next_key(self, conn: sqlite3.Connection, ns: str, key: str) -> str:
@@ -134,6 +135,7 @@ class NamespacedSnapshotter:
     async def update(self, ns: str, info: Info, paths: list[str]) -> Info:
         if not info.name:
             raise errdefs.InvalidArgument("")
+        check_label_limits(info.labels, paths)
 
         def tx(conn: sqlite3.Connection) -> Info:
             row = self._must_row(conn, ns, info.name)
@@ -175,12 +177,12 @@ class NamespacedSnapshotter:
         def tx(conn: sqlite3.Connection) -> list[Mount]:
             ensure_namespace(conn, ns)
             if self._row(conn, ns, key) is not None:
-                raise errdefs.AlreadyExists(f'snapshot "{key}"')
+                raise errdefs.AlreadyExists(f'snapshot "{errdefs.cut(key)}"')
             bparent = ""
             if parent:
                 prow = self._row(conn, ns, parent)
                 if prow is None:
-                    raise errdefs.NotFound(f"parent snapshot {parent} does not exist")
+                    raise errdefs.NotFound(f"parent snapshot {errdefs.cut(parent)} does not exist")
                 bparent = prow[0]
             self._add_lease(conn, ns, lease, key)
             bkey = self._next_key(conn, ns, key)
@@ -208,7 +210,7 @@ class NamespacedSnapshotter:
 
         def tx(conn: sqlite3.Connection) -> None:
             if self._row(conn, ns, name) is not None:
-                raise errdefs.AlreadyExists(f'snapshot "{name}"')
+                raise errdefs.AlreadyExists(f'snapshot "{errdefs.cut(name)}"')
             self._add_lease(conn, ns, lease, name)
             row = self._must_row(conn, ns, key)
             bkey = row[0]
@@ -277,15 +279,19 @@ class NamespacedSnapshotter:
 
         rows, labels = await self.db.view(tx)
         binfos = {i.name: i for i in await asyncio.to_thread(self.backend.walk)}
-        out = []
-        for key, bkey, parent, created, updated in rows:
-            binfo = binfos.get(bkey)
-            if binfo is None:
-                continue
-            info = self._overlay(binfo, ns, key, (bkey, parent, created, updated), labels.get(key, {}))
-            if flt.match(adapt_info(info)):
-                out.append(info)
-        return out
+
+        def select() -> list[Info]:  # off the loop: many rows, any filter
+            out = []
+            for key, bkey, parent, created, updated in rows:
+                binfo = binfos.get(bkey)
+                if binfo is None:
+                    continue
+                info = self._overlay(binfo, ns, key, (bkey, parent, created, updated), labels.get(key, {}))
+                if flt.match(adapt_info(info)):
+                    out.append(info)
+            return out
+
+        return await asyncio.to_thread(select)
 
     async def cleanup(self) -> None:
         await asyncio.to_thread(self.backend.cleanup)

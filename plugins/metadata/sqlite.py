@@ -26,7 +26,12 @@ from pycontainerd.core.service import validate_identifier
 
 T = TypeVar("T")
 
-MAX_LABEL_SIZE = 4096
+MAX_LABEL_SIZE = 4096  # one label, key and value together, in bytes: containerd's
+# Per object (ours, generous: an image's content carries one GC label per
+# layer or manifest, tens to a few hundred): how many labels, and how many
+# bytes of keys and values in all.
+MAX_LABELS = 4096
+MAX_LABELS_BYTES = 1 << 20
 
 # Each entry migrates the schema from version i to i + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -142,7 +147,7 @@ def labels_after_update(current: dict[str, str], new: dict[str, str], paths: lis
         elif path == "labels":
             labels = dict(new)
         else:
-            raise errdefs.InvalidArgument(f'cannot update "{path}" field on {what}')
+            raise errdefs.InvalidArgument(f'cannot update "{errdefs.cut(path)}" field on {what}')
     labels = {k: v for k, v in labels.items() if v}
     try:
         validate_labels(labels)
@@ -158,11 +163,33 @@ def ensure_namespace(conn: sqlite3.Connection, namespace: str) -> None:
 
 
 def validate_labels(labels: dict[str, str]) -> None:
+    """containerd's labels.Validate on each label (key and value together at
+    most 4096 bytes), after the per-object limits below."""
+    check_label_limits(labels)
     for k, v in labels.items():
-        if len(k) + len(v) > MAX_LABEL_SIZE:
+        kb = k.encode("utf-8", "surrogatepass")
+        if len(kb) + len(v.encode("utf-8", "surrogatepass")) > MAX_LABEL_SIZE:
+            shown = kb[:10].decode("utf-8", "replace")
             raise errdefs.InvalidArgument(
-                f"label key and value greater than maximum size ({MAX_LABEL_SIZE} bytes), key: {k[:10]}"
+                f"label key and value greater than maximum size ({MAX_LABEL_SIZE} bytes), key: {shown}"
             )
+
+
+def check_label_limits(labels: dict[str, str], paths: list[str] | tuple[str, ...] = ()) -> None:
+    """The per-object limits (ours: containerd has none, and one request
+    with 100k labels held the metadata thread, every namespace, for
+    seconds): at most MAX_LABELS labels and MAX_LABELS_BYTES bytes of keys
+    and values. Cheap, so callers check a request before any metadata work."""
+    if len(labels) > MAX_LABELS or len(paths) > MAX_LABELS:
+        if len(paths) > len(labels):
+            raise errdefs.InvalidArgument(f"too many update paths: {len(paths)} (at most {MAX_LABELS})")
+        raise errdefs.InvalidArgument(f"too many labels: {len(labels)} (at most {MAX_LABELS} per object)")
+    total = sum(len(k.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass"))
+                for k, v in labels.items())
+    if total > MAX_LABELS_BYTES:
+        raise errdefs.InvalidArgument(
+            f"labels too large: {total} bytes of keys and values (at most {MAX_LABELS_BYTES} per object)"
+        )
 
 
 class DB:
@@ -275,7 +302,7 @@ class NamespaceStore:
 
         def tx(conn: sqlite3.Connection) -> None:
             if self._exists(conn, name):
-                raise errdefs.AlreadyExists(f'namespace "{name}"')
+                raise errdefs.AlreadyExists(f'namespace "{errdefs.cut(name)}"')
             now = time.time_ns()
             conn.execute("INSERT INTO namespaces VALUES (?, ?, ?)", (name, now, now))
             conn.executemany(
@@ -287,7 +314,7 @@ class NamespaceStore:
     async def labels(self, name: str) -> dict[str, str]:
         def tx(conn: sqlite3.Connection) -> dict[str, str]:
             if not self._exists(conn, name):
-                raise errdefs.NotFound(f'namespace "{name}"')
+                raise errdefs.NotFound(f'namespace "{errdefs.cut(name)}"')
             return self._labels(conn, name)
 
         return await self.db.view(tx)
@@ -306,7 +333,7 @@ class NamespaceStore:
 
         def tx(conn: sqlite3.Connection) -> dict[str, str]:
             if not self._exists(conn, name):
-                raise errdefs.NotFound(f'namespace "{name}"')
+                raise errdefs.NotFound(f'namespace "{errdefs.cut(name)}"')
             if replace:
                 conn.execute("DELETE FROM labels WHERE namespace = ? AND kind = 'namespace'", (name,))
             for k, v in changes.items():
@@ -333,9 +360,9 @@ class NamespaceStore:
             ):
                 held.append(f'snapshots on "{snapshotter}" snapshotter')
             if held:
-                raise errdefs.FailedPrecondition(f'namespace "{name}" must be empty, but it still has {", ".join(held)}')
+                raise errdefs.FailedPrecondition(f'namespace "{errdefs.cut(name)}" must be empty, but it still has {", ".join(held)}')
             if conn.execute("DELETE FROM namespaces WHERE name = ?", (name,)).rowcount == 0:
-                raise errdefs.NotFound(f'namespace "{name}"')
+                raise errdefs.NotFound(f'namespace "{errdefs.cut(name)}"')
             conn.execute("DELETE FROM labels WHERE namespace = ?", (name,))
 
         await self.db.update(tx)

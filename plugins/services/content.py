@@ -61,6 +61,23 @@ def status_to_pb(st: Status) -> pb.Status:
                      offset=st.offset, total=st.total, expected=st.expected)
 
 
+_WRITE_ACTIONS = frozenset(pb.WriteAction.values())
+
+
+def check_write_request(req: pb.WriteContentRequest) -> None:
+    """What containerd's Write would act on blindly: an action it does not
+    know (it answers as if nothing happened) and a negative offset (it
+    truncates to it) are refused here."""
+    if req.action not in _WRITE_ACTIONS:
+        raise errdefs.InvalidArgument(f"unknown write action {req.action}")
+    if req.offset < 0:
+        raise errdefs.InvalidArgument(f"write offset {req.offset} must not be negative")
+    if req.expected:
+        err = digest_error(req.expected)
+        if err:
+            raise errdefs.InvalidArgument(f"cannot calculate blob path from invalid digest: {err}")
+
+
 class Local:
     """The namespaced store plus the events containerd's service publishes."""
 
@@ -88,13 +105,13 @@ class Service(pb_grpc.ContentServicer):
 
     async def Info(self, request, context):
         if digest_error(request.digest):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'"{request.digest}" failed validation')
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'"{errdefs.cut(request.digest)}" failed validation')
         info = await self.store.info(self.namespace_of(context), request.digest)
         return pb.InfoResponse(info=info_to_pb(info))
 
     async def Update(self, request, context):
         if digest_error(request.info.digest):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'"{request.info.digest}" failed validation')
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'"{errdefs.cut(request.info.digest)}" failed validation')
         wanted = Info(request.info.digest, request.info.size, labels=dict(request.info.labels))
         info = await self.store.update(self.namespace_of(context), wanted, list(request.update_mask.paths))
         return pb.UpdateResponse(info=info_to_pb(info))
@@ -114,7 +131,7 @@ class Service(pb_grpc.ContentServicer):
     async def Read(self, request, context):
         err = digest_error(request.digest)
         if err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{request.digest}: {err}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{errdefs.cut(request.digest)}: {err}")
         ns = self.namespace_of(context)
         info = await self.store.info(ns, request.digest)
         ra = await self.store.reader_at(ns, request.digest)
@@ -139,7 +156,7 @@ class Service(pb_grpc.ContentServicer):
         try:
             st = await self.store.status(self.namespace_of(context), request.ref)
         except errdefs.ContainerdError as exc:
-            raise type(exc)(f'could not get status for ref "{request.ref}": {exc.message}') from None
+            raise type(exc)(f'could not get status for ref "{errdefs.cut(request.ref)}": {exc.message}') from None
         return pb.StatusResponse(status=status_to_pb(st))
 
     async def ListStatuses(self, request, context):
@@ -161,11 +178,8 @@ class Service(pb_grpc.ContentServicer):
         ref = req.ref
         if not ref:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must have a reference")
+        check_write_request(req)
         total, expected = req.total, req.expected
-        if expected:
-            err = digest_error(expected)
-            if err:
-                raise errdefs.InvalidArgument(f"cannot calculate blob path from invalid digest: {err}")
         wr = await self.store.writer(ns, ref, total, expected, lease)
         # like containerd's, one answer message whose fields carry over
         msg = pb.WriteContentResponse()
@@ -220,6 +234,7 @@ class Service(pb_grpc.ContentServicer):
                     req = await requests.__anext__()
                 except StopAsyncIteration:
                     return
+                check_write_request(req)
         finally:
             await wr.close()
 

@@ -14,9 +14,28 @@ from pycontainerd.api.services.events.v1 import events_pb2 as pb
 from pycontainerd.api.services.events.v1 import events_pb2_grpc as pb_grpc
 from pycontainerd.core import errdefs
 from pycontainerd.core.context import InitContext
-from pycontainerd.core.events import Envelope
+from pycontainerd.core.events import Envelope, validate_envelope
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core.service import namespace
+from pycontainerd.core.service import DecodeFailure, namespace
+
+
+_ZERO_TIME = datetime.datetime(1, 1, 1, tzinfo=datetime.timezone.utc)  # Go's zero time: "not set"
+# the range of a google.protobuf.Timestamp (years 1 to 9999), as containerd's
+# decoder checks it
+_MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799
+
+
+def envelope_time(ts: timestamp_pb2.Timestamp) -> datetime.datetime:
+    """The envelope's timestamp (an unset one reads as Go's zero time). One
+    out of Timestamp's range fails as containerd's decoder fails it."""
+    if not (_MIN_SECONDS <= ts.seconds <= _MAX_SECONDS):
+        where = "before 0001-01-01" if ts.seconds < _MIN_SECONDS else "after 10000-01-01"
+        raise DecodeFailure(f"grpc: error unmarshalling request: timestamp: seconds:{ts.seconds} nanos:{ts.nanos} {where}")
+    if not (0 <= ts.nanos < 1_000_000_000):
+        raise DecodeFailure(
+            f"grpc: error unmarshalling request: timestamp: seconds:{ts.seconds} nanos:{ts.nanos}: nanos not in range [0, 1e9)"
+        )
+    return _ZERO_TIME + datetime.timedelta(seconds=ts.seconds - _MIN_SECONDS, microseconds=ts.nanos // 1000)
 
 
 def envelope_to_pb(env: Envelope) -> pb.Envelope:
@@ -33,15 +52,21 @@ class Service(pb_grpc.EventsServicer):
         pb_grpc.add_EventsServicer_to_server(self, server)
 
     async def Publish(self, request, context):
-        self.exchange.publish(namespace(context), request.topic, request.event)
+        try:
+            ns = namespace(context)
+        except errdefs.ContainerdError as exc:
+            raise type(exc)(f"failed publishing event: {exc.message}") from None
+        self.exchange.publish(ns, request.topic, request.event)
         return empty_pb2.Empty()
 
     async def Forward(self, request, context):
         env = request.envelope
-        if not env.namespace:
-            raise errdefs.InvalidArgument("envelope namespace is required")
-        when = env.timestamp.ToDatetime(tzinfo=datetime.timezone.utc) if env.HasField("timestamp") else datetime.datetime.now(datetime.timezone.utc)
-        self.exchange.forward(Envelope(when, env.namespace, env.topic, env.event))
+        when = envelope_time(env.timestamp) if env.HasField("timestamp") else _ZERO_TIME
+        envelope = Envelope(when, env.namespace, env.topic, env.event)
+        validate_envelope(envelope)
+        if when == _ZERO_TIME:
+            raise errdefs.InvalidArgument("timestamp must be set on forwarded event")
+        self.exchange.forward(envelope)
         return empty_pb2.Empty()
 
     async def Subscribe(self, request, context):

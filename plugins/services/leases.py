@@ -18,7 +18,7 @@ from pycontainerd.api.services.leases.v1 import leases_pb2 as pb
 from pycontainerd.api.services.leases.v1 import leases_pb2_grpc as pb_grpc
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core.service import namespace
+from pycontainerd.core.service import namespace, validate_identifier
 from pycontainerd.plugins.metadata.leases import Lease, LeaseManager, Resource, random_id
 
 SERVICE_ID = "leases-service"
@@ -66,7 +66,12 @@ class Service(pb_grpc.LeasesServicer):
         pb_grpc.add_LeasesServicer_to_server(self, server)
 
     async def Create(self, request, context):
-        lease = await self.local.create(namespace(context), request.id or random_id(), dict(request.labels))
+        ns = namespace(context)
+        if request.id:
+            # a caller's id must be an identifier, as a namespace is
+            # (containerd 1.6 takes any string); a generated one is not checked
+            validate_identifier(request.id)
+        lease = await self.local.create(ns, request.id or random_id(), dict(request.labels))
         return pb.CreateResponse(lease=lease_to_pb(lease))
 
     async def Delete(self, request, context):

@@ -9,6 +9,7 @@ empty value removes the label); without one, the labels are replaced.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Iterable
 
 from google.protobuf import empty_pb2
@@ -20,6 +21,7 @@ from pycontainerd.core import errdefs, filters
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import NAMESPACE_HEADER
+from pycontainerd.plugins.metadata.sqlite import check_label_limits
 
 SERVICE_ID = "namespaces-service"
 
@@ -43,11 +45,13 @@ class Local:
 
     async def list(self, filter_string: str = "") -> list[pb.Namespace]:
         flt = filters.parse_all(*([filter_string] if filter_string else []))
-        out = []
-        for name, labels in await self.store.list():
-            if flt.match(filters.adapt_mapping({"name": name, "labels": labels})):
-                out.append(pb.Namespace(name=name, labels=labels))
-        return out
+        rows = await self.store.list()
+
+        def select() -> list[pb.Namespace]:  # off the loop: many rows, any filter
+            return [pb.Namespace(name=name, labels=labels) for name, labels in rows
+                    if flt.match(filters.adapt_mapping({"name": name, "labels": labels}))]
+
+        return await asyncio.to_thread(select)
 
     async def create(self, ns: pb.Namespace, event_ns: str) -> pb.Namespace:
         await self.store.create(ns.name, dict(ns.labels))
@@ -55,11 +59,12 @@ class Local:
         return ns
 
     async def update(self, ns: pb.Namespace, paths: list[str], event_ns: str) -> pb.Namespace:
+        check_label_limits(ns.labels, paths)  # before walking them
         if paths:
             changes = {}
             for path in paths:
                 if not path.startswith("labels."):
-                    raise errdefs.InvalidArgument(f'cannot update "{path}" field')
+                    raise errdefs.InvalidArgument(f'cannot update "{errdefs.cut(path)}" field')
                 key = path[len("labels."):]
                 changes[key] = ns.labels.get(key, "")
             labels = await self.store.set_labels(ns.name, changes)

@@ -75,7 +75,7 @@ class Local:
             name = await self._namespace_default(ns) or self.default
         sn = self.snapshotters.get(name)
         if sn is None:
-            raise errdefs.InvalidArgument(f"snapshotter not loaded: {name}")
+            raise errdefs.InvalidArgument(f"snapshotter not loaded: {errdefs.cut(name)}")
         return sn
 
     async def _namespace_default(self, ns: str) -> str:
