@@ -60,8 +60,11 @@ class _Event:
     dirty: bool
 
 
-class GCFailed(Exception):
-    """What a waiter gets when the collection it waited for failed."""
+class GCFailed(errdefs.ContainerdError):
+    """What a waiter gets when the collection it waited for failed: Unknown,
+    worded as containerd's scheduler words it."""
+
+    sentinel = ""
 
     def __init__(self) -> None:
         super().__init__("gc failed")

@@ -18,7 +18,9 @@ from pycontainerd.api.services.leases.v1 import leases_pb2 as pb
 from pycontainerd.api.services.leases.v1 import leases_pb2_grpc as pb_grpc
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core.service import namespace, validate_identifier
+from pycontainerd.core import errdefs
+from pycontainerd.core.filters import _go_quote
+from pycontainerd.core.service import namespace
 from pycontainerd.plugins.metadata.leases import Lease, LeaseManager, Resource, random_id
 
 SERVICE_ID = "leases-service"
@@ -58,6 +60,21 @@ def lease_to_pb(lease: Lease) -> pb.Lease:
     return pb.Lease(id=lease.id, created_at=created, labels=lease.labels)
 
 
+MAX_LEASE_ID = 255  # bytes
+
+
+def validate_lease_id(lease_id: str) -> None:
+    """A caller's lease id is bounded and printable. It is not held to the
+    identifier rule: containerd's own clients (leases.WithRandomID, used by
+    ctr) make ids such as `123-ab_-` that the rule refuses, and containerd
+    1.6 stores any string."""
+    size = len(lease_id.encode("utf-8", "surrogatepass"))
+    if size > MAX_LEASE_ID or any(ord(c) < 0x20 or ord(c) == 0x7F for c in lease_id):
+        raise errdefs.InvalidArgument(
+            f"lease id {_go_quote(errdefs.cut(lease_id))} must be at most {MAX_LEASE_ID} bytes with no control characters"
+        )
+
+
 class Service(pb_grpc.LeasesServicer):
     def __init__(self, local: Local):
         self.local = local
@@ -68,9 +85,7 @@ class Service(pb_grpc.LeasesServicer):
     async def Create(self, request, context):
         ns = namespace(context)
         if request.id:
-            # a caller's id must be an identifier, as a namespace is
-            # (containerd 1.6 takes any string); a generated one is not checked
-            validate_identifier(request.id)
+            validate_lease_id(request.id)
         lease = await self.local.create(ns, request.id or random_id(), dict(request.labels))
         return pb.CreateResponse(lease=lease_to_pb(lease))
 
