@@ -417,8 +417,10 @@ class LocalStore:
         hasher = hashlib.sha256()
         offset = 0
         resumed = False
+        created = False
         try:
             os.mkdir(path, 0o755)
+            created = True
         except FileExistsError:
             try:
                 st = self._status_sync(path)
@@ -433,23 +435,51 @@ class LocalStore:
                 log.info("failed to resume the ingest; recreating it", path=path, error=str(exc))
                 hasher = hashlib.sha256()
                 offset = 0
-        if not resumed:
-            started = updated = time.time_ns()
-            _write_atomic(os.path.join(path, "ref"), ref.encode())
-            _write_atomic(os.path.join(path, "startedat"), format_rfc3339nano(started).encode())
-            _write_atomic(os.path.join(path, "updatedat"), format_rfc3339nano(started).encode())
-            if total > 0:
-                _write_atomic(os.path.join(path, "total"), str(total).encode())
-            else:  # a stale one from an ingest that could not be resumed
-                try:
-                    os.unlink(os.path.join(path, "total"))
-                except FileNotFoundError:
-                    pass
-        fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            if not resumed:
+                started = updated = time.time_ns()
+                _write_atomic(os.path.join(path, "ref"), ref.encode())
+                _write_atomic(os.path.join(path, "startedat"), format_rfc3339nano(started).encode())
+                _write_atomic(os.path.join(path, "updatedat"), format_rfc3339nano(started).encode())
+                if total > 0:
+                    _write_atomic(os.path.join(path, "total"), str(total).encode())
+                else:  # a stale one from an ingest that could not be resumed
+                    try:
+                        os.unlink(os.path.join(path, "total"))
+                    except FileNotFoundError:
+                        pass
+            fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except BaseException:
+            # a directory this call made and could not fill (EMFILE, ENOSPC)
+            # is nobody's ingest: leave nothing behind
+            if created:
+                _remove_new_ingest(path)
+            raise
         if not resumed:
             os.ftruncate(fd, 0)  # a stale data file from a broken layout
         os.lseek(fd, offset, os.SEEK_SET)
         return Writer(self, ref, path, fd, offset, total, hasher, started, updated)
+
+
+_INGEST_FILES = ("ref", "startedat", "updatedat", "total", "data")
+
+
+def _remove_new_ingest(path: str) -> None:
+    """Remove an ingest directory that was just made, without opening a
+    descriptor (shutil.rmtree opens the directory): it must work when the
+    failure being cleaned up is EMFILE."""
+    for name in _INGEST_FILES:
+        for p in (os.path.join(path, name), os.path.join(path, name + ".tmp")):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.error("failed to remove a file of a failed ingest", path=p, error=str(exc))
+    try:
+        os.rmdir(path)
+    except OSError as exc:
+        log.error("failed to remove a failed ingest", path=path, error=str(exc))
 
 
 def _hash_file(path: str, hasher) -> int:
