@@ -235,6 +235,46 @@ def _fsync_dir(path: str) -> None:
 HASH_CHUNK = 1 << 20
 
 
+# -- a bound on open writers --------------------------------------------------------
+#
+# Each open writer holds a descriptor (its data file) until it commits or
+# closes. Without a bound, one client opening ingests without end takes
+# every descriptor the daemon has, and then nothing works (not even the
+# database). containerd has no such bound and no config key for one; the
+# cap here follows the descriptor limit: half of what is left once a
+# reserve for everything else (sockets, database, readers, snapshotters)
+# is set aside. Past it a writer is refused with Unavailable, which
+# containerd's clients (content.OpenWriter) retry with a backoff, as they
+# do for a locked ref.
+
+WRITER_FD_RESERVE = 64
+
+
+def max_open_writers() -> int:
+    """The most writers a store keeps open at once, from RLIMIT_NOFILE."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft > 1 << 20:
+        soft = 1 << 20
+    return max(1, (soft - WRITER_FD_RESERVE) // 2)
+
+
+def _take_writer_slot(store: "LocalStore") -> None:
+    with store._writers_mu:
+        if store._open_writers >= store.max_writers:
+            raise errdefs.Unavailable(f"too many open writers ({store.max_writers}), try again later")
+        store._open_writers += 1
+
+
+def _release_writer_slot(w: "Writer") -> None:
+    """Give the writer's slot back, once (commit and close both call this)."""
+    store = w.__dict__.pop("_slot_of", None)
+    if store is not None:
+        with store._writers_mu:
+            store._open_writers -= 1
+
+
 # -- the store --------------------------------------------------------------------
 
 
@@ -244,6 +284,9 @@ class LocalStore:
 
     def __init__(self, root: str):
         self.root = root
+        self.max_writers = max_open_writers()
+        self._open_writers = 0
+        self._writers_mu = threading.Lock()
         os.makedirs(os.path.join(root, "ingest"), exist_ok=True)
         os.makedirs(os.path.join(root, "blobs"), exist_ok=True)
 
@@ -404,10 +447,19 @@ class LocalStore:
         if err is not None:
             raise err
         try:
-            return await asyncio.to_thread(self._open_writer, ref, total, expected)
+            _take_writer_slot(self)
         except BaseException:
             _unlock(key)
             raise
+        try:
+            w = await asyncio.to_thread(self._open_writer, ref, total, expected)
+        except BaseException:
+            with self._writers_mu:
+                self._open_writers -= 1
+            _unlock(key)
+            raise
+        w._slot_of = self
+        return w
 
     def _open_writer(self, ref: str, total: int, expected: str) -> "Writer":
         if expected and os.path.exists(self.blob_path(expected)):
@@ -609,6 +661,7 @@ class Writer:
         try:
             return await asyncio.to_thread(self._commit_sync, size, expected)
         finally:
+            _release_writer_slot(self)
             _unlock(self.path)
 
     def _commit_sync(self, size: int, expected: str) -> str:
@@ -652,6 +705,7 @@ class Writer:
         """Leave the ingest as it is (resumable) and release the ref."""
         fd, self.fd = self.fd, None
         if fd is None:
+            _release_writer_slot(self)
             return
         updated = self.updated_at
         path = self.path
@@ -669,6 +723,7 @@ class Writer:
         try:
             await asyncio.shield(asyncio.to_thread(close_))
         finally:
+            _release_writer_slot(self)
             _unlock(path)
 
 
