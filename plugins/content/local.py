@@ -267,6 +267,20 @@ def _take_writer_slot(store: "LocalStore") -> None:
         store._open_writers += 1
 
 
+class StorageError(errdefs.Unknown):
+    """The disk refused (no space, quota, I/O error). It crosses the API as
+    containerd sends an OS error: code Unknown, the reason in words, and no
+    path of ours in the message."""
+
+    def __init__(self, what: str, exc: OSError):
+        reason = os.strerror(exc.errno).lower() if exc.errno else "i/o error"
+        super().__init__(f"{what}: {reason}")
+        self.args = (self.message,)  # str(): no sentinel appended, as Go's plain error
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def _release_writer_slot(w: "Writer") -> None:
     """Give the writer's slot back, once (commit and close both call this)."""
     store = w.__dict__.pop("_slot_of", None)
@@ -501,11 +515,13 @@ class LocalStore:
                     except FileNotFoundError:
                         pass
             fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except BaseException:
+        except BaseException as exc:
             # a directory this call made and could not fill (EMFILE, ENOSPC)
             # is nobody's ingest: leave nothing behind
             if created:
                 _remove_new_ingest(path)
+            if isinstance(exc, OSError):
+                raise StorageError("failed to start the ingest", exc) from None
             raise
         if not resumed:
             os.ftruncate(fd, 0)  # a stale data file from a broken layout
@@ -608,7 +624,11 @@ class Writer:
         fd = self.fd
         if fd is None or self._broken:
             raise errdefs.FailedPrecondition("cannot write on closed writer")
-        n = _write_all(fd, data)
+        try:
+            n = _write_all(fd, data)
+        except OSError as exc:
+            self._broken = True
+            raise StorageError("failed to write ingest data", exc) from None
         self.hasher.update(data)
         return n
 
@@ -624,10 +644,12 @@ class Writer:
         try:
             n, _ = await asyncio.gather(asyncio.to_thread(_write_all, fd, data),
                                         asyncio.to_thread(self.hasher.update, data))
-        except BaseException:
+        except BaseException as exc:
             # the hash and the file may disagree now: a new writer on this
             # ref re-hashes the file, this one is done
             self._broken = True
+            if isinstance(exc, OSError):
+                raise StorageError("failed to write ingest data", exc) from None
             raise
         self.offset += n
         self.updated_at = time.time_ns()
@@ -673,6 +695,8 @@ class Writer:
         try:
             os.fsync(fd)
             actual_size = os.fstat(fd).st_size
+        except OSError as exc:
+            raise StorageError("failed to sync ingest data", exc) from None
         finally:
             os.close(fd)
         if size > 0 and size != actual_size:
@@ -682,7 +706,10 @@ class Writer:
             raise errdefs.FailedPrecondition(f"unexpected commit digest {dgst}, expected {expected}")
         target = self.store.blob_path(dgst)
         parent = os.path.dirname(target)
-        os.makedirs(parent, 0o755, exist_ok=True)
+        try:
+            os.makedirs(parent, 0o755, exist_ok=True)
+        except OSError as exc:
+            raise StorageError("failed to commit", exc) from None
         if os.path.exists(target):
             shutil.rmtree(self.path, ignore_errors=True)
             raise errdefs.AlreadyExists(f"content {dgst}")
@@ -713,6 +740,8 @@ class Writer:
         def close_() -> None:
             try:
                 os.fsync(fd)
+            except OSError as exc:  # what was written stays; the next writer re-reads it
+                log.warning("failed to sync an ingest on close", path=path, error=exc.strerror)
             finally:
                 os.close(fd)
             try:
