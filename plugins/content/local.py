@@ -19,7 +19,11 @@ data file's current size, re-hashing what is there. Commit checks the size
 and digest first, fsyncs, renames into blobs/ (atomic), fsyncs the directory,
 and only then removes the ingest directory: a partial blob is never visible
 under a digest. One writer per ref at a time; a second gets containerd's
-"ref ... locked" Unavailable error. All file I/O runs in threads.
+"ref ... locked" Unavailable error. At most `max_open_writers()` writers
+are open at once (each holds a descriptor); past that, Unavailable too. A
+disk that refuses (no space, I/O error) fails the write with a plain
+StorageError, and a writer that could not set up its ingest removes it.
+All file I/O runs in threads.
 """
 
 from __future__ import annotations
