@@ -64,6 +64,12 @@ def _lease(ch, ns: str, lease_id: str, labels: dict[str, str] | None = None) -> 
     lpb_grpc.LeasesStub(ch).Create(lpb.CreateRequest(id=lease_id, labels=labels or {}), metadata=_md(ns), timeout=10)
 
 
+def _collect(ch) -> None:
+    """Run a collection and wait for it: a synchronous lease delete."""
+    _lease(ch, "default", "poke")
+    lpb_grpc.LeasesStub(ch).Delete(lpb.DeleteRequest(id="poke", sync=True), metadata=_md("default"), timeout=20)
+
+
 def _ingest(ch, ns: str, ref: str, data: bytes, lease: str = "") -> None:
     list(pb_grpc.ContentStub(ch).Write(iter([
         pb.WriteContentRequest(action=pb.COMMIT, ref=ref, data=data, total=len(data), expected=_digest(data)),
@@ -172,14 +178,11 @@ def test_failed_stream_ingest_collected_when_its_lease_expires(daemon):
         hanging.release()  # the client goes away without committing
         assert len(_ingests(d)) == 1
         leases = lpb_grpc.LeasesStub(ch)
-        # a collection while the lease lives keeps the ingest
-        _lease(ch, "default", "poke1")
-        leases.Delete(lpb.DeleteRequest(id="poke1", sync=True), metadata=_md("default"), timeout=10)
+        _collect(ch)  # a collection while the lease lives keeps the ingest
         assert _offset(ch, "default", "broken") == MiB
         _wait_for(lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") > expire, "clock", 10)
         time.sleep(1.1)  # past the expiry's second
-        _lease(ch, "default", "poke2")
-        leases.Delete(lpb.DeleteRequest(id="poke2", sync=True), metadata=_md("default"), timeout=10)
+        _collect(ch)
         _wait_for(lambda: _ingests(d) == [], "the expired lease's ingest is still on disk")
         assert _offset(ch, "default", "broken") == -1
         names = {x.id for x in leases.List(lpb.ListRequest(), metadata=_md("default"), timeout=10).leases}
@@ -198,7 +201,7 @@ def test_leaseless_failed_ingest_kept_for_a_day_then_collected(daemon):
     d.stop()
     d2 = daemon(config={"root": d.root, "state": d.state})
     with grpc.insecure_channel("unix:" + d2.address) as ch:
-        time.sleep(0.5)  # past the startup collection
+        _collect(ch)
         assert _offset(ch, "default", "no-lease") == MiB  # still resumable
     d2.stop()
     db = os.path.join(d.root, "io.containerd.metadata.v1.sqlite", "meta.db")

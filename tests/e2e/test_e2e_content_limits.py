@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +63,8 @@ HOLDER = textwrap.dedent("""
 
 def _limited_daemon(daemon: DaemonFactory) -> DaemonProcess:
     """pycontainerd exec'd by prlimit with RLIMIT_NOFILE = NOFILE (same pid)."""
+    if shutil.which("prlimit") is None:
+        pytest.skip("prlimit (util-linux) is not installed")
     d = daemon.tempdir()
     cfg = {"version": 2, "root": os.path.join(d, "root"), "state": os.path.join(d, "state"),
            "grpc": {"address": os.path.join(d, "pcd.sock")}}
