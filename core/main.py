@@ -117,6 +117,9 @@ def _print_config(cfg: configmod.Config) -> int:
 
 
 async def _run(daemon: Daemon) -> None:
+    from pycontainerd.core import memory
+
+    memory.tune_allocator()  # before the big buffers: see core/memory.py
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -125,8 +128,11 @@ async def _run(daemon: Daemon) -> None:
         await daemon.start()
     finally:
         gc.enable()  # off since main() started
+    settler = memory.Settler()
+    settler.start()
     await stop_requested.wait()
     structlog.get_logger(__name__).info("stop requested")
+    await settler.close()
     await daemon.stop()
 
 

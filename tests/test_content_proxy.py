@@ -80,9 +80,10 @@ def test_metadata_layer_over_a_proxy_store(tmp):
         assert [i.digest for i in await proxy.walk(f"digest=={dg(data)}")] == [dg(data)]
         with pytest.raises(errdefs.NotFound):
             await proxy.info(dg(b"nope"))
-        # the raw store keeps no labels: containerd's refusal, over the wire
-        with pytest.raises(errdefs.FailedPrecondition, match="immutable"):
-            await proxy.update(Info(dg(data), len(data), labels={"a": "b"}), ["labels.a"])
+        # the raw store keeps its own labels, apart from the namespaces' ones
+        updated = await proxy.update(Info(dg(data), len(data), labels={"a": "b"}), ["labels.a"])
+        assert updated.labels == {"a": "b"} and (await proxy.info(dg(data))).labels == {"a": "b"}
+        assert (await cs.info("a", dg(data))).labels == {}
 
         # sequential reads share one stream; a jump opens another
         ra = await cs.reader_at("a", dg(data))

@@ -19,7 +19,11 @@ data file's current size, re-hashing what is there. Commit checks the size
 and digest first, fsyncs, renames into blobs/ (atomic), fsyncs the directory,
 and only then removes the ingest directory: a partial blob is never visible
 under a digest. One writer per ref at a time; a second gets containerd's
-"ref ... locked" Unavailable error. All file I/O runs in threads.
+"ref ... locked" Unavailable error. At most `max_open_writers()` writers
+are open at once (each holds a descriptor); past that, Unavailable too. A
+disk that refuses (no space, I/O error) fails the write with a plain
+StorageError, and a writer that could not set up its ingest removes it.
+All file I/O runs in threads.
 """
 
 from __future__ import annotations
@@ -235,6 +239,60 @@ def _fsync_dir(path: str) -> None:
 HASH_CHUNK = 1 << 20
 
 
+# -- a bound on open writers --------------------------------------------------------
+#
+# Each open writer holds a descriptor (its data file) until it commits or
+# closes. Without a bound, one client opening ingests without end takes
+# every descriptor the daemon has, and then nothing works (not even the
+# database). containerd has no such bound and no config key for one; the
+# cap here follows the descriptor limit: half of what is left once a
+# reserve for everything else (sockets, database, readers, snapshotters)
+# is set aside. Past it a writer is refused with Unavailable, which
+# containerd's clients (content.OpenWriter) retry with a backoff, as they
+# do for a locked ref.
+
+WRITER_FD_RESERVE = 64
+
+
+def max_open_writers() -> int:
+    """The most writers a store keeps open at once, from RLIMIT_NOFILE."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft > 1 << 20:
+        soft = 1 << 20
+    return max(1, (soft - WRITER_FD_RESERVE) // 2)
+
+
+def _take_writer_slot(store: "LocalStore") -> None:
+    with store._writers_mu:
+        if store._open_writers >= store.max_writers:
+            raise errdefs.Unavailable(f"too many open writers ({store.max_writers}), try again later")
+        store._open_writers += 1
+
+
+class StorageError(errdefs.Unknown):
+    """The disk refused (no space, quota, I/O error). It crosses the API as
+    containerd sends an OS error: code Unknown, the reason in words, and no
+    path of ours in the message."""
+
+    def __init__(self, what: str, exc: OSError):
+        reason = os.strerror(exc.errno).lower() if exc.errno else "i/o error"
+        super().__init__(f"{what}: {reason}")
+        self.args = (self.message,)  # str(): no sentinel appended, as Go's plain error
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _release_writer_slot(w: "Writer") -> None:
+    """Give the writer's slot back, once (commit and close both call this)."""
+    store = w.__dict__.pop("_slot_of", None)
+    if store is not None:
+        with store._writers_mu:
+            store._open_writers -= 1
+
+
 # -- the store --------------------------------------------------------------------
 
 
@@ -244,6 +302,9 @@ class LocalStore:
 
     def __init__(self, root: str):
         self.root = root
+        self.max_writers = max_open_writers()
+        self._open_writers = 0
+        self._writers_mu = threading.Lock()
         os.makedirs(os.path.join(root, "ingest"), exist_ok=True)
         os.makedirs(os.path.join(root, "blobs"), exist_ok=True)
 
@@ -404,10 +465,19 @@ class LocalStore:
         if err is not None:
             raise err
         try:
-            return await asyncio.to_thread(self._open_writer, ref, total, expected)
+            _take_writer_slot(self)
         except BaseException:
             _unlock(key)
             raise
+        try:
+            w = await asyncio.to_thread(self._open_writer, ref, total, expected)
+        except BaseException:
+            with self._writers_mu:
+                self._open_writers -= 1
+            _unlock(key)
+            raise
+        w._slot_of = self
+        return w
 
     def _open_writer(self, ref: str, total: int, expected: str) -> "Writer":
         if expected and os.path.exists(self.blob_path(expected)):
@@ -417,8 +487,10 @@ class LocalStore:
         hasher = hashlib.sha256()
         offset = 0
         resumed = False
+        created = False
         try:
             os.mkdir(path, 0o755)
+            created = True
         except FileExistsError:
             try:
                 st = self._status_sync(path)
@@ -433,23 +505,53 @@ class LocalStore:
                 log.info("failed to resume the ingest; recreating it", path=path, error=str(exc))
                 hasher = hashlib.sha256()
                 offset = 0
-        if not resumed:
-            started = updated = time.time_ns()
-            _write_atomic(os.path.join(path, "ref"), ref.encode())
-            _write_atomic(os.path.join(path, "startedat"), format_rfc3339nano(started).encode())
-            _write_atomic(os.path.join(path, "updatedat"), format_rfc3339nano(started).encode())
-            if total > 0:
-                _write_atomic(os.path.join(path, "total"), str(total).encode())
-            else:  # a stale one from an ingest that could not be resumed
-                try:
-                    os.unlink(os.path.join(path, "total"))
-                except FileNotFoundError:
-                    pass
-        fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            if not resumed:
+                started = updated = time.time_ns()
+                _write_atomic(os.path.join(path, "ref"), ref.encode())
+                _write_atomic(os.path.join(path, "startedat"), format_rfc3339nano(started).encode())
+                _write_atomic(os.path.join(path, "updatedat"), format_rfc3339nano(started).encode())
+                if total > 0:
+                    _write_atomic(os.path.join(path, "total"), str(total).encode())
+                else:  # a stale one from an ingest that could not be resumed
+                    try:
+                        os.unlink(os.path.join(path, "total"))
+                    except FileNotFoundError:
+                        pass
+            fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except BaseException as exc:
+            # a directory this call made and could not fill (EMFILE, ENOSPC)
+            # is nobody's ingest: leave nothing behind
+            if created:
+                _remove_new_ingest(path)
+            if isinstance(exc, OSError):
+                raise StorageError("failed to start the ingest", exc) from None
+            raise
         if not resumed:
             os.ftruncate(fd, 0)  # a stale data file from a broken layout
         os.lseek(fd, offset, os.SEEK_SET)
         return Writer(self, ref, path, fd, offset, total, hasher, started, updated)
+
+
+_INGEST_FILES = ("ref", "startedat", "updatedat", "total", "data")
+
+
+def _remove_new_ingest(path: str) -> None:
+    """Remove an ingest directory that was just made, without opening a
+    descriptor (shutil.rmtree opens the directory): it must work when the
+    failure being cleaned up is EMFILE."""
+    for name in _INGEST_FILES:
+        for p in (os.path.join(path, name), os.path.join(path, name + ".tmp")):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.error("failed to remove a file of a failed ingest", path=p, error=str(exc))
+    try:
+        os.rmdir(path)
+    except OSError as exc:
+        log.error("failed to remove a failed ingest", path=path, error=str(exc))
 
 
 def _hash_file(path: str, hasher) -> int:
@@ -526,7 +628,11 @@ class Writer:
         fd = self.fd
         if fd is None or self._broken:
             raise errdefs.FailedPrecondition("cannot write on closed writer")
-        n = _write_all(fd, data)
+        try:
+            n = _write_all(fd, data)
+        except OSError as exc:
+            self._broken = True
+            raise StorageError("failed to write ingest data", exc) from None
         self.hasher.update(data)
         return n
 
@@ -542,10 +648,12 @@ class Writer:
         try:
             n, _ = await asyncio.gather(asyncio.to_thread(_write_all, fd, data),
                                         asyncio.to_thread(self.hasher.update, data))
-        except BaseException:
+        except BaseException as exc:
             # the hash and the file may disagree now: a new writer on this
             # ref re-hashes the file, this one is done
             self._broken = True
+            if isinstance(exc, OSError):
+                raise StorageError("failed to write ingest data", exc) from None
             raise
         self.offset += n
         self.updated_at = time.time_ns()
@@ -579,6 +687,7 @@ class Writer:
         try:
             return await asyncio.to_thread(self._commit_sync, size, expected)
         finally:
+            _release_writer_slot(self)
             _unlock(self.path)
 
     def _commit_sync(self, size: int, expected: str) -> str:
@@ -590,6 +699,8 @@ class Writer:
         try:
             os.fsync(fd)
             actual_size = os.fstat(fd).st_size
+        except OSError as exc:
+            raise StorageError("failed to sync ingest data", exc) from None
         finally:
             os.close(fd)
         if size > 0 and size != actual_size:
@@ -599,7 +710,10 @@ class Writer:
             raise errdefs.FailedPrecondition(f"unexpected commit digest {dgst}, expected {expected}")
         target = self.store.blob_path(dgst)
         parent = os.path.dirname(target)
-        os.makedirs(parent, 0o755, exist_ok=True)
+        try:
+            os.makedirs(parent, 0o755, exist_ok=True)
+        except OSError as exc:
+            raise StorageError("failed to commit", exc) from None
         if os.path.exists(target):
             shutil.rmtree(self.path, ignore_errors=True)
             raise errdefs.AlreadyExists(f"content {dgst}")
@@ -622,6 +736,7 @@ class Writer:
         """Leave the ingest as it is (resumable) and release the ref."""
         fd, self.fd = self.fd, None
         if fd is None:
+            _release_writer_slot(self)
             return
         updated = self.updated_at
         path = self.path
@@ -629,6 +744,8 @@ class Writer:
         def close_() -> None:
             try:
                 os.fsync(fd)
+            except OSError as exc:  # what was written stays; the next writer re-reads it
+                log.warning("failed to sync an ingest on close", path=path, error=exc.strerror)
             finally:
                 os.close(fd)
             try:
@@ -639,6 +756,7 @@ class Writer:
         try:
             await asyncio.shield(asyncio.to_thread(close_))
         finally:
+            _release_writer_slot(self)
             _unlock(path)
 
 

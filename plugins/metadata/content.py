@@ -49,17 +49,20 @@ UNLEASED_INGEST_TTL_NS = 24 * 3600 * 1_000_000_000
 
 class RWLock:
     """Many commits at once, or one delete: a commit must not see its blob
-    vanish between the backend commit and its row (containerd's cs.l)."""
+    vanish between the backend commit and its row (containerd's cs.l).
+    A waiting delete (or collection) goes before commits that arrive after
+    it, as with Go's RWMutex: a steady stream of writers cannot starve it."""
 
     def __init__(self) -> None:
         self._readers = 0
         self._writer = False
+        self._writers_waiting = 0
         self._cond = asyncio.Condition()
 
     @contextlib.asynccontextmanager
     async def shared(self) -> AsyncIterator[None]:
         async with self._cond:
-            await self._cond.wait_for(lambda: not self._writer)
+            await self._cond.wait_for(lambda: not self._writer and not self._writers_waiting)
             self._readers += 1
         try:
             yield
@@ -71,7 +74,12 @@ class RWLock:
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
         async with self._cond:
-            await self._cond.wait_for(lambda: not self._writer and self._readers == 0)
+            self._writers_waiting += 1
+            try:
+                await self._cond.wait_for(lambda: not self._writer and self._readers == 0)
+            finally:
+                self._writers_waiting -= 1
+                self._cond.notify_all()
             self._writer = True
         try:
             yield

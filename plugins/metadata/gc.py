@@ -330,7 +330,12 @@ class Collector:
         self._deletions = 0
         self._dirty = 0  # deletions since the last collection
         self._dirty_snapshotters: set[str] = set()
-        self._dirty_content = False
+        # The first collection always cleans the content store: a daemon
+        # killed between moving a blob into place and recording it (or
+        # while creating an ingest) leaves files no record names, and no
+        # deletion will ever mark the store dirty for them. (containerd
+        # waits for the next content deletion; until then they stay.)
+        self._dirty_content = True
         self._flush_scheduled = False
         self._sweeping = False  # set on the database thread during a sweep
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -1,0 +1,109 @@
+"""Giving memory back once a burst is over.
+
+After 20 clients ingested and snapshotted at once, the daemon's idle RSS
+stayed at two to three times its start, although nothing the burst
+allocated was still referenced. The memory was free inside glibc's malloc,
+not returned to the kernel:
+
+- Blob data travels in 1 MiB messages, so the daemon allocates and frees
+  1 MiB buffers (protobuf bytes, the hashing/writing copies) from several
+  threads. glibc serves such a size with mmap at first, but every mmapped
+  chunk freed raises its mmap threshold (up to 32 MiB), so after the first
+  few the buffers come from the heaps instead: the main heap and one arena
+  per worker thread (asyncio's pool, gRPC's threads).
+- A heap only shrinks from its top; one small live allocation above a freed
+  megabyte keeps all of it resident. Per-thread arenas multiply that.
+
+Two remedies, both glibc's own knobs (nothing happens on another libc):
+
+- `tune_allocator()` fixes the mmap threshold at 256 KiB (M_MMAP_THRESHOLD),
+  which also stops it from moving: large buffers are always mmapped and go
+  back to the kernel the moment they are freed. An explicit
+  MALLOC_MMAP_THRESHOLD_ in the environment wins.
+- `Settler` watches the RSS once a second; when it has stopped growing and
+  sits well above what it was after the last trim, it calls malloc_trim(0)
+  (in a thread), which hands every free page of every arena back, not only
+  the heaps' tops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+M_MMAP_THRESHOLD = -3  # mallopt parameter numbers (malloc.h)
+MMAP_THRESHOLD = 256 << 10
+SETTLE_INTERVAL = 1.0  # seconds between RSS looks
+SETTLE_SLACK = 8 << 20  # growth over the last settled RSS worth a trim
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _glibc():
+    """The process's glibc, or None (musl and others have no malloc_trim)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def tune_allocator() -> bool:
+    """Fix malloc's mmap threshold (see the module docstring). True if set."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    libc = _glibc()
+    return bool(libc is not None and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+class Settler:
+    """Trims malloc's free memory after activity stops. `start()` on the
+    loop, `close()` at shutdown."""
+
+    def __init__(self, interval: float = SETTLE_INTERVAL, slack: int = SETTLE_SLACK):
+        self.interval = interval
+        self.slack = slack
+        self.trims = 0
+        self._libc = _glibc()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._libc is not None and os.path.exists("/proc/self/statm"):
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="memory-settle")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        settled = previous = rss_bytes()
+        while True:
+            await asyncio.sleep(self.interval)
+            now = rss_bytes()
+            if now <= previous and now > settled + self.slack:
+                # no longer growing, and well above the last quiet level
+                await asyncio.to_thread(self._libc.malloc_trim, 0)
+                self.trims += 1
+                after = rss_bytes()
+                log.debug("returned free memory to the system", rss_before=now, rss_after=after)
+                now = after
+                settled = after
+            elif now < settled:
+                settled = now
+            previous = now
