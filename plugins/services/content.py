@@ -64,15 +64,17 @@ def status_to_pb(st: Status) -> pb.Status:
 _WRITE_ACTIONS = frozenset(pb.WriteAction.values())
 
 
-def check_write_request(req: pb.WriteContentRequest) -> None:
+def check_write_request(req: pb.WriteContentRequest, first: bool) -> None:
     """What containerd's Write would act on blindly: an action it does not
     know (it answers as if nothing happened) and a negative offset (it
-    truncates to it) are refused here."""
+    truncates to it) are refused here. A malformed expected digest on the
+    first message is refused at once; on a later one it is what containerd
+    makes of it: a commit that cannot match (FailedPrecondition)."""
     if req.action not in _WRITE_ACTIONS:
         raise errdefs.InvalidArgument(f"unknown write action {req.action}")
     if req.offset < 0:
         raise errdefs.InvalidArgument(f"write offset {req.offset} must not be negative")
-    if req.expected:
+    if first and req.expected:
         err = digest_error(req.expected)
         if err:
             raise errdefs.InvalidArgument(f"cannot calculate blob path from invalid digest: {err}")
@@ -178,7 +180,7 @@ class Service(pb_grpc.ContentServicer):
         ref = req.ref
         if not ref:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must have a reference")
-        check_write_request(req)
+        check_write_request(req, first=True)
         total, expected = req.total, req.expected
         wr = await self.store.writer(ns, ref, total, expected, lease)
         # like containerd's, one answer message whose fields carry over
@@ -191,6 +193,8 @@ class Service(pb_grpc.ContentServicer):
                 if req.expected:
                     expected = req.expected
                     try:
+                        if digest_error(req.expected):
+                            raise errdefs.NotFound(req.expected)  # no blob has such a name
                         await self.store.info(ns, req.expected)
                         found = True
                     except errdefs.NotFound:
@@ -234,7 +238,7 @@ class Service(pb_grpc.ContentServicer):
                     req = await requests.__anext__()
                 except StopAsyncIteration:
                     return
-                check_write_request(req)
+                check_write_request(req, first=False)
         finally:
             await wr.close()
 
