@@ -23,14 +23,10 @@ from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.services.content.v1 import content_pb2 as pb
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
-from pycontainerd.core import errdefs
+from pycontainerd.pkg import errdefs, errgrpc, leases
+from pycontainerd.pkg.timestamps import from_pb
 
-LEASE_HEADER = "containerd-lease"
 CHUNK = 1 << 20
-
-
-def _ns(t) -> int:
-    return t.seconds * 1_000_000_000 + t.nanos
 
 
 @dataclass
@@ -43,7 +39,7 @@ class ContentInfo:
 
     @classmethod
     def from_pb(cls, i: pb.Info) -> "ContentInfo":
-        return cls(i.digest, i.size, _ns(i.created_at), _ns(i.updated_at), dict(i.labels))
+        return cls(i.digest, i.size, from_pb(i.created_at), from_pb(i.updated_at), dict(i.labels))
 
 
 @dataclass
@@ -57,11 +53,11 @@ class ContentStatus:
 
     @classmethod
     def from_pb(cls, s: pb.Status) -> "ContentStatus":
-        return cls(s.ref, s.offset, s.total, s.expected, _ns(s.started_at), _ns(s.updated_at))
+        return cls(s.ref, s.offset, s.total, s.expected, from_pb(s.started_at), from_pb(s.updated_at))
 
 
 def _rpc_error(exc: grpc.RpcError) -> errdefs.ContainerdError:
-    return errdefs.from_grpc(exc.code(), exc.details())
+    return errgrpc.from_grpc(exc.code(), exc.details())
 
 
 class ContentClient:
@@ -75,7 +71,7 @@ class ContentClient:
     @property
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         md = tuple(self.client._metadata)
-        return md + ((LEASE_HEADER, self.lease),) if self.lease else md
+        return md + ((leases.GRPC_HEADER, self.lease),) if self.lease else md
 
     def _unary(self, method, request):
         try:

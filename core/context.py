@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import errdefs
+from pycontainerd.pkg import errdefs
 from .registry import Registration
 
 

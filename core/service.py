@@ -1,9 +1,10 @@
-"""Helpers every gRPC service plugin uses: errors and the namespace.
+"""Helpers every gRPC service plugin uses: errors, the namespace, the lease.
 
 `ErrdefsInterceptor` turns a raised errdefs error into the gRPC status
-containerd would send (code and `<context>: <sentinel>` wording), so
-service code just raises. The namespace travels in the request metadata
-under `containerd-namespace`, as with containerd.
+containerd would send (code and `<context>: <sentinel>` wording, through
+pkg/errgrpc), so service code just raises. The namespace travels in the
+request metadata under `containerd-namespace`, the lease under
+`containerd-lease`, as with containerd.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import re
 import grpc
 import structlog
 
-from . import errdefs
+from pycontainerd.pkg import errdefs, errgrpc, leases, namespaces
 
 log = structlog.get_logger(__name__)
 
-NAMESPACE_HEADER = "containerd-namespace"
+NAMESPACE_HEADER = namespaces.GRPC_HEADER
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
 MAX_IDENTIFIER = 76
 
@@ -45,6 +46,14 @@ def namespace(context: grpc.aio.ServicerContext) -> str:
     except errdefs.InvalidArgument as exc:
         raise errdefs.InvalidArgument(f"namespace validation: {exc}") from None
     return value
+
+
+def lease_of(context: grpc.aio.ServicerContext) -> str:
+    """The lease the request carries, or "" (containerd's leases.FromContext)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == leases.GRPC_HEADER:
+            return value
+    return ""
 
 
 def _one_response(inner, method: str):
@@ -95,7 +104,7 @@ async def _abort(context, method: str, exc: Exception) -> None:
         raise exc
     if not isinstance(exc, errdefs.ContainerdError):
         log.error("unexpected error in handler", method=method, exc_info=exc)
-    code, message = errdefs.to_grpc(exc)
+    code, message = errgrpc.to_grpc(exc)
     await context.abort(code, message)
 
 

@@ -1,22 +1,20 @@
-"""containerd's error classes and their gRPC codes.
+"""containerd's error classes (its errdefs package), free of any transport.
 
 containerd wraps a sentinel error ("not found", "already exists", ...) under
-a context message and maps the sentinel to a gRPC code at the API edge. The
-message crosses the wire as `<context>: <sentinel>`, which is what the real
-`ctr` prints and what its client strips to rebuild the class. We keep both
-the wording and the mapping so errors read the same from either side.
+a context message. The message crosses the wire as `<context>: <sentinel>`,
+which is what the real `ctr` prints and what its client strips to rebuild
+the class. Each transport maps the classes to its own status codes at its
+edge: gRPC in pkg/errgrpc.py (ttrpc will have its own), so code that only
+raises and catches these never imports grpc.
 """
 
 from __future__ import annotations
-
-import grpc
 
 
 class ContainerdError(Exception):
     """Base class: `message` is the context, `sentinel` the class wording."""
 
     sentinel = "unknown"
-    code = grpc.StatusCode.UNKNOWN
 
     def __init__(self, message: str = ""):
         self.message = message
@@ -24,73 +22,44 @@ class ContainerdError(Exception):
 
 
 class Unknown(ContainerdError):
-    sentinel, code = "unknown", grpc.StatusCode.UNKNOWN
+    sentinel = "unknown"
 
 
 class InvalidArgument(ContainerdError):
-    sentinel, code = "invalid argument", grpc.StatusCode.INVALID_ARGUMENT
+    sentinel = "invalid argument"
 
 
 class NotFound(ContainerdError):
-    sentinel, code = "not found", grpc.StatusCode.NOT_FOUND
+    sentinel = "not found"
 
 
 class AlreadyExists(ContainerdError):
-    sentinel, code = "already exists", grpc.StatusCode.ALREADY_EXISTS
+    sentinel = "already exists"
 
 
 class FailedPrecondition(ContainerdError):
-    sentinel, code = "failed precondition", grpc.StatusCode.FAILED_PRECONDITION
+    sentinel = "failed precondition"
 
 
 class Unavailable(ContainerdError):
-    sentinel, code = "unavailable", grpc.StatusCode.UNAVAILABLE
+    sentinel = "unavailable"
 
 
 class NotImplementedErr(ContainerdError):
-    sentinel, code = "not implemented", grpc.StatusCode.UNIMPLEMENTED
+    sentinel = "not implemented"
 
 
 class Aborted(ContainerdError):
-    sentinel, code = "aborted", grpc.StatusCode.ABORTED
+    sentinel = "aborted"
 
 
 class PermissionDenied(ContainerdError):
-    sentinel, code = "permission denied", grpc.StatusCode.PERMISSION_DENIED
+    sentinel = "permission denied"
 
 
 class Canceled(ContainerdError):
-    sentinel, code = "context canceled", grpc.StatusCode.CANCELLED
+    sentinel = "context canceled"
 
 
 class DeadlineExceeded(ContainerdError):
-    sentinel, code = "context deadline exceeded", grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-_BY_CODE = {
-    cls.code: cls
-    for cls in (
-        InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, Unavailable,
-        NotImplementedErr, Aborted, PermissionDenied, Canceled, DeadlineExceeded,
-    )
-}
-
-
-def to_grpc(err: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The (code, message) pair containerd's ToGRPC would send for `err`."""
-    if isinstance(err, ContainerdError):
-        return err.code, str(err)
-    return grpc.StatusCode.UNKNOWN, str(err)
-
-
-def from_grpc(code: grpc.StatusCode, details: str) -> ContainerdError:
-    """Rebuild the class from a gRPC status, stripping the sentinel suffix
-    the server appended so it is not printed twice."""
-    cls = _BY_CODE.get(code, Unknown)
-    details = details or ""
-    suffix = ": " + cls.sentinel
-    if details.endswith(suffix):
-        details = details[: -len(suffix)]
-    elif details == cls.sentinel:
-        details = ""
-    return cls(details)
+    sentinel = "context deadline exceeded"

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from pycontainerd.core import errdefs
 from pycontainerd.core.config import ConfigError
 from pycontainerd.core.context import SkipPlugin
 from pycontainerd.core.daemon import StartError
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.pkg import errdefs
 from pycontainerd.testing import InProcessDaemon
 
 # built-ins that skip themselves where the machine cannot host them

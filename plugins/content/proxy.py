@@ -45,11 +45,11 @@ from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.services.content.v1 import content_pb2 as pb
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
-from pycontainerd.core import errdefs
 from pycontainerd.core.proxy import ProxyPlugin
 from pycontainerd.core.registry import PluginType
-
-from .local import Info, Status
+from pycontainerd.pkg import errdefs, errgrpc
+from pycontainerd.pkg.content import Info, Status
+from pycontainerd.pkg.timestamps import from_pb, to_pb
 
 T = TypeVar("T")
 
@@ -57,27 +57,17 @@ READ_AHEAD = 1 << 20  # a reader asks for at least this much per Read stream
 SYNC_TIMEOUT = 300.0  # a blocking call that waits longer than this is stuck
 
 
-def _ns(ts: Any) -> int:
-    return ts.seconds * 1_000_000_000 + ts.nanos
-
-
-def _ts(ns: int) -> Any:
-    from google.protobuf import timestamp_pb2
-
-    return timestamp_pb2.Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
-
-
 def from_pb_info(p: Any) -> Info:
-    return Info(p.digest, p.size, _ns(p.created_at), _ns(p.updated_at), dict(p.labels))
+    return Info(p.digest, p.size, from_pb(p.created_at), from_pb(p.updated_at), dict(p.labels))
 
 
 def from_pb_status(p: Any) -> Status:
     return Status(ref=p.ref, offset=p.offset, total=p.total, expected=p.expected,
-                  started_at=_ns(p.started_at), updated_at=_ns(p.updated_at))
+                  started_at=from_pb(p.started_at), updated_at=from_pb(p.updated_at))
 
 
 def _error(exc: grpc.RpcError) -> errdefs.ContainerdError:
-    return errdefs.from_grpc(exc.code(), exc.details())
+    return errgrpc.from_grpc(exc.code(), exc.details())
 
 
 class _Loop:
@@ -138,8 +128,8 @@ class ProxyContentStore:
         never calls this. A raw local store refuses it, as containerd's does."""
         self._loop.bind()
         req = pb.UpdateRequest(
-            info=pb.Info(digest=info.digest, size=info.size, created_at=_ts(info.created_at),
-                         updated_at=_ts(info.updated_at), labels=info.labels),
+            info=pb.Info(digest=info.digest, size=info.size, created_at=to_pb(info.created_at),
+                         updated_at=to_pb(info.updated_at), labels=info.labels),
             update_mask=field_mask_pb2.FieldMask(paths=list(paths)))
         try:
             r = await self.stub.Update(req)
@@ -217,8 +207,8 @@ class ProxyContentStore:
             raise
         w.offset = r.offset
         w.total = r.total
-        w.started_at = _ns(r.started_at)
-        w.updated_at = _ns(r.updated_at)
+        w.started_at = from_pb(r.started_at)
+        w.updated_at = from_pb(r.updated_at)
         return w
 
     def close(self) -> None:
@@ -315,7 +305,7 @@ class ProxyWriter:
         if r is grpc.aio.EOF:
             code = await self.call.code()
             if code != grpc.StatusCode.OK:
-                raise errdefs.from_grpc(code, await self.call.details())
+                raise errgrpc.from_grpc(code, await self.call.details())
             raise errdefs.Unavailable(f"content proxy {self.store.name}: write stream for {self.ref} ended early")
         if r.digest:
             self._digest = r.digest

@@ -19,11 +19,13 @@ import asyncio
 from types import SimpleNamespace
 
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
-from pycontainerd.core import errdefs
 from pycontainerd.core.service import serve_standalone
+from pycontainerd.pkg import errdefs
 from pycontainerd.plugins.services.content import Service
 
-from .local import Info, LocalStore, Status
+from pycontainerd.pkg.content import Info, Status
+
+from .local import LocalStore
 
 
 class RawStore:

@@ -33,16 +33,16 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import structlog
 
-from pycontainerd.core import errdefs
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.plugins.snapshotters import mount as mountlib
-from pycontainerd.plugins.snapshotters.storage import Mount
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg import mount as mountlib
+from pycontainerd.pkg.mount import Mount
+from pycontainerd.pkg.oci.descriptor import Descriptor
 
 
 log = structlog.get_logger(__name__)
@@ -60,16 +60,6 @@ UNCOMPRESSED_LABEL = "containerd.io/uncompressed"
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b\x08"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-@dataclass
-class Descriptor:
-    """An OCI descriptor: what Apply and Diff return."""
-
-    media_type: str
-    digest: str
-    size: int
-    annotations: dict[str, str] = field(default_factory=dict)
 
 
 # -- media types and compression ----------------------------------------------------

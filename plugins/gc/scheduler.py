@@ -26,9 +26,9 @@ from typing import Iterable
 
 import structlog
 
-from pycontainerd.core import errdefs, goduration
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.pkg import errdefs, goduration
 
 log = structlog.get_logger(__name__)
 

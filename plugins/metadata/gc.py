@@ -88,7 +88,7 @@ def snapshot_label_object(snapshotter: str, key: str) -> str:
 
 
 def _parse_expire(text: str) -> int | None:
-    from pycontainerd.plugins.content.local import parse_rfc3339nano
+    from pycontainerd.pkg.timestamps import parse_rfc3339nano
 
     try:
         return parse_rfc3339nano(text)
@@ -481,7 +481,7 @@ class Collector:
     async def _delete_blob_if_unheld(self, dgst: str) -> None:
         """Delete a blob unless a record for it appeared since the walk began;
         the check and the delete happen with the database held."""
-        from pycontainerd.core import errdefs
+        from pycontainerd.pkg import errdefs
 
         def held(conn: sqlite3.Connection) -> bool:
             return conn.execute(
@@ -498,7 +498,7 @@ class Collector:
             pass
 
     async def _abort_if_unknown(self, ref: str) -> None:
-        from pycontainerd.core import errdefs
+        from pycontainerd.pkg import errdefs
 
         try:
             await self.content.abort(ref)

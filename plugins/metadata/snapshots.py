@@ -29,7 +29,9 @@ from typing import Any
 
 import structlog
 
-from pycontainerd.core import errdefs, filters
+from pycontainerd.core import filters
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.snapshots import KIND_COMMITTED, Info, Mount, Usage, adapt_info
 from pycontainerd.plugins.metadata.sqlite import (
     ensure_namespace,
     get_labels,
@@ -37,8 +39,6 @@ from pycontainerd.plugins.metadata.sqlite import (
     put_labels,
     validate_labels,
 )
-from pycontainerd.plugins.snapshotters.base import adapt_info
-from pycontainerd.plugins.snapshotters.storage import KIND_COMMITTED, Info, Mount, Usage
 
 log = structlog.get_logger(__name__)
 

@@ -19,10 +19,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, TypeVar
 
-from pycontainerd.core import errdefs
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import validate_identifier
+from pycontainerd.pkg import errdefs
 
 T = TypeVar("T")
 

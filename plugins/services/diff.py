@@ -17,13 +17,14 @@ from typing import Any, Iterable
 from pycontainerd.api.services.diff.v1 import diff_pb2 as pb
 from pycontainerd.api.services.diff.v1 import diff_pb2_grpc as pb_grpc
 from pycontainerd.api.types import descriptor_pb2
-from pycontainerd.core import errdefs
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core.service import namespace
+from pycontainerd.core.service import lease_of, namespace
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.mount import Mount
+from pycontainerd.pkg.oci.descriptor import Descriptor
 
 SERVICE_ID = "diff-service"
-LEASE_HEADER = "containerd-lease"
 
 
 @dataclass
@@ -35,22 +36,11 @@ class Config:
     default: list[str] = field(default_factory=lambda: ["walking"])
 
 
-def lease_of(context) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == LEASE_HEADER:
-            return value
-    return ""
-
-
 def to_mounts(mounts) -> list[Any]:
-    from pycontainerd.plugins.differ.walking import Mount
-
     return [Mount(m.type, m.source, list(m.options), m.target) for m in mounts]
 
 
 def to_descriptor(d: descriptor_pb2.Descriptor):
-    from pycontainerd.plugins.differ.walking import Descriptor
-
     return Descriptor(d.media_type, d.digest, d.size, dict(d.annotations))
 
 

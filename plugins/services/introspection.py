@@ -24,9 +24,10 @@ from google.rpc import status_pb2
 from pycontainerd.api.services.introspection.v1 import introspection_pb2 as pb
 from pycontainerd.api.services.introspection.v1 import introspection_pb2_grpc as pb_grpc
 from pycontainerd.api.types import platform_pb2
-from pycontainerd.core import errdefs, filters
+from pycontainerd.core import filters
 from pycontainerd.core.context import InitContext, Plugin, PluginSet
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.pkg import errgrpc
 
 SERVICE_ID = "introspection-service"
 DURATIONS_KEY = "pycontainerd-init-durations"
@@ -49,7 +50,7 @@ def plugin_to_pb(p: Plugin) -> pb.Plugin:
         capabilities=p.meta.capabilities,
     )
     if p.error is not None:
-        code, message = errdefs.to_grpc(p.error)
+        code, message = errgrpc.to_grpc(p.error)
         msg.init_err.CopyFrom(status_pb2.Status(code=code.value[0], message=message))
     return msg
 

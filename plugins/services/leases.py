@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 
 from pycontainerd.api.services.leases.v1 import leases_pb2 as pb
 from pycontainerd.api.services.leases.v1 import leases_pb2_grpc as pb_grpc
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import namespace
+from pycontainerd.pkg.timestamps import to_pb
 from pycontainerd.plugins.metadata.leases import Lease, LeaseManager, Resource, random_id
 
 SERVICE_ID = "leases-service"
@@ -53,9 +54,7 @@ class Local:
 
 
 def lease_to_pb(lease: Lease) -> pb.Lease:
-    created = timestamp_pb2.Timestamp()
-    created.FromNanoseconds(lease.created_at)
-    return pb.Lease(id=lease.id, created_at=created, labels=lease.labels)
+    return pb.Lease(id=lease.id, created_at=to_pb(lease.created_at), labels=lease.labels)
 
 
 class Service(pb_grpc.LeasesServicer):

@@ -16,10 +16,11 @@ from google.protobuf import empty_pb2
 from pycontainerd.api.events import namespace_pb2 as events_pb
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2 as pb
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2_grpc as pb_grpc
-from pycontainerd.core import errdefs, filters
+from pycontainerd.core import filters
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import NAMESPACE_HEADER
+from pycontainerd.pkg import errdefs
 
 SERVICE_ID = "namespaces-service"
 

@@ -24,20 +24,21 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import structlog
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 
 from pycontainerd.api.events import snapshot_pb2 as events_pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from pycontainerd.api.types import mount_pb2
-from pycontainerd.core import errdefs
 from pycontainerd.core.context import InitContext
-from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core.service import namespace
 from pycontainerd.core.proxy import ProxyPlugin
+from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.core.service import lease_of, namespace
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.snapshots import Info, Mount
+from pycontainerd.pkg.timestamps import to_pb
 from pycontainerd.plugins.metadata.snapshots import NamespacedSnapshotter
 from pycontainerd.plugins.snapshotters.proxy import ProxySnapshotter
-from pycontainerd.plugins.snapshotters.storage import Info, Mount
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +46,6 @@ SERVICE_ID = "snapshots-service"
 # what a snapshotter plugin's instance must offer to be served
 SNAPSHOTTER_API = ("stat", "update", "usage", "mounts", "prepare", "view", "commit", "remove", "walk", "cleanup")
 DEFAULT_LABEL = "containerd.io/defaults/snapshotter"
-LEASE_HEADER = "containerd-lease"
 
 
 @dataclass
@@ -109,24 +109,13 @@ class Local:
         self.events.publish(ns, "/snapshot/remove", events_pb.SnapshotRemove(key=key))
 
 
-def _ts(ns_time: int) -> timestamp_pb2.Timestamp:
-    return timestamp_pb2.Timestamp(seconds=ns_time // 1_000_000_000, nanos=ns_time % 1_000_000_000)
-
-
 def to_pb_info(info: Info) -> pb.Info:
-    return pb.Info(name=info.name, parent=info.parent, kind=info.kind, created_at=_ts(info.created),
-                   updated_at=_ts(info.updated), labels=info.labels)
+    return pb.Info(name=info.name, parent=info.parent, kind=info.kind, created_at=to_pb(info.created),
+                   updated_at=to_pb(info.updated), labels=info.labels)
 
 
 def to_pb_mounts(mounts: list[Mount]) -> list[mount_pb2.Mount]:
     return [mount_pb2.Mount(type=m.type, source=m.source, target=m.target, options=m.options) for m in mounts]
-
-
-def _lease(context) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == LEASE_HEADER:
-            return value
-    return ""
 
 
 class Service(pb_grpc.SnapshotsServicer):
@@ -139,13 +128,13 @@ class Service(pb_grpc.SnapshotsServicer):
     async def Prepare(self, request, context):
         ns = namespace(context)
         mounts = await self.local.prepare(ns, request.snapshotter, request.key, request.parent,
-                                          dict(request.labels), _lease(context))
+                                          dict(request.labels), lease_of(context))
         return pb.PrepareSnapshotResponse(mounts=to_pb_mounts(mounts))
 
     async def View(self, request, context):
         ns = namespace(context)
         mounts = await self.local.view(ns, request.snapshotter, request.key, request.parent,
-                                       dict(request.labels), _lease(context))
+                                       dict(request.labels), lease_of(context))
         return pb.ViewSnapshotResponse(mounts=to_pb_mounts(mounts))
 
     async def Mounts(self, request, context):
@@ -156,12 +145,12 @@ class Service(pb_grpc.SnapshotsServicer):
     async def Commit(self, request, context):
         ns = namespace(context)
         await self.local.commit(ns, request.snapshotter, request.name, request.key, dict(request.labels),
-                                _lease(context))
+                                lease_of(context))
         return empty_pb2.Empty()
 
     async def Remove(self, request, context):
         ns = namespace(context)
-        await self.local.remove(ns, request.snapshotter, request.key, _lease(context))
+        await self.local.remove(ns, request.snapshotter, request.key, lease_of(context))
         return empty_pb2.Empty()
 
     async def Stat(self, request, context):

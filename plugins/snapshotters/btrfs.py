@@ -22,12 +22,13 @@ from typing import Iterable
 
 import structlog
 
-from pycontainerd.core import errdefs
 from pycontainerd.core.context import InitContext, SkipPlugin
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.pkg import errdefs
 
 from .base import LocalSnapshotter, disk_usage, platform_string, wrap
-from .storage import KIND_ACTIVE, KIND_NAMES, KIND_VIEW, MetaStore, Mount, Snapshot
+from pycontainerd.pkg.snapshots import KIND_ACTIVE, KIND_NAMES, KIND_VIEW, Mount
+from .storage import MetaStore, Snapshot
 
 log = structlog.get_logger(__name__)
 

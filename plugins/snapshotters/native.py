@@ -21,7 +21,8 @@ from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 
 from .base import LocalSnapshotter, disk_usage, platform_string, wrap
-from .storage import KIND_ACTIVE, KIND_VIEW, Mount, Snapshot, Usage
+from pycontainerd.pkg.snapshots import KIND_ACTIVE, KIND_VIEW, Mount, Usage
+from .storage import Snapshot
 
 
 class NativeSnapshotter(LocalSnapshotter):

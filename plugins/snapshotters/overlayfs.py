@@ -30,9 +30,10 @@ from typing import Iterable
 from pycontainerd.core.context import InitContext, SkipPlugin
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 
-from . import mount as mountlib
+from pycontainerd.pkg import mount as mountlib
 from .base import LocalSnapshotter, disk_usage, platform_string, wrap
-from .storage import KIND_ACTIVE, KIND_VIEW, Mount, Snapshot
+from pycontainerd.pkg.snapshots import KIND_ACTIVE, KIND_VIEW, Mount
+from .storage import Snapshot
 
 
 def supports_index() -> bool:

@@ -19,18 +19,14 @@ from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
-from pycontainerd.core import errdefs
-
-from .storage import Info, Mount, Usage
-
-
-def _ns(ts: Any) -> int:
-    return ts.seconds * 1_000_000_000 + ts.nanos
+from pycontainerd.pkg import errdefs, errgrpc
+from pycontainerd.pkg.snapshots import Info, Mount, Usage
+from pycontainerd.pkg.timestamps import from_pb
 
 
 def from_pb_info(p: Any) -> Info:
     return Info(name=p.name, kind=p.kind, parent=p.parent, labels=dict(p.labels),
-                created=_ns(p.created_at), updated=_ns(p.updated_at))
+                created=from_pb(p.created_at), updated=from_pb(p.updated_at))
 
 
 def from_pb_mounts(ms: Iterable[Any]) -> list[Mount]:
@@ -49,7 +45,7 @@ class ProxySnapshotter:
         try:
             return method(request)
         except grpc.RpcError as exc:
-            raise errdefs.from_grpc(exc.code(), exc.details()) from None
+            raise errgrpc.from_grpc(exc.code(), exc.details()) from None
 
     def stat(self, key: str) -> Info:
         return from_pb_info(self._call(self.stub.Stat, pb.StatSnapshotRequest(snapshotter=self.name, key=key)).info)
@@ -89,7 +85,7 @@ class ProxySnapshotter:
             stream = self.stub.List(pb.ListSnapshotsRequest(snapshotter=self.name, filters=list(filter_strings)))
             return [from_pb_info(i) for r in stream for i in r.info]
         except grpc.RpcError as exc:
-            raise errdefs.from_grpc(exc.code(), exc.details()) from None
+            raise errgrpc.from_grpc(exc.code(), exc.details()) from None
 
     def cleanup(self) -> None:
         try:

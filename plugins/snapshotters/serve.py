@@ -23,7 +23,7 @@ from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from pycontainerd.core.service import serve_standalone
 
-from .storage import Info
+from pycontainerd.pkg.snapshots import Info
 
 SNAPSHOTTERS = ("overlayfs", "native", "btrfs")
 
