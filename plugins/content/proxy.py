@@ -1,6 +1,8 @@
 """A remote content store (`[proxy_plugins.<name>] type = "content"`) seen
-through the API the local store offers (plugins/content/local.py), so the
-metadata layer, the content service, the differ and GC use it unchanged.
+through the content store contract (pkg/content.py) the local store
+offers, so the metadata layer, the content service, the differ and GC use
+it unchanged. `new_client` is the proxy plugin's instance (the factory
+plugins/builtins.py names for the core).
 
 This is containerd's content/proxy: the remote is a raw store served over
 containerd.services.content.v1.Content (containerd's contentserver over a
@@ -12,8 +14,8 @@ first asks Info for the size), Status, ListStatuses, Update, Abort, and a
 Write stream that opens with a STAT carrying the ref and expected total,
 then WRITE at the tracked offset, and COMMIT with the total and digest.
 
-The daemon talks to the remote on its event loop (the proxy plugin's
-grpc.aio channel). The metadata layer also makes a few blocking calls from
+The daemon talks to the remote on its event loop (the client's grpc.aio
+channel). The metadata layer also makes a few blocking calls from
 worker threads (`_info_sync` inside its database transaction, as
 containerd asks its store inside the bolt transaction; `read_at_sync` and
 `write_sync` while copying or unpacking); those run the same coroutines on
@@ -45,8 +47,6 @@ from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.services.content.v1 import content_pb2 as pb
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
-from pycontainerd.core.proxy import ProxyPlugin
-from pycontainerd.core.registry import PluginType
 from pycontainerd.pkg import errdefs, errgrpc
 from pycontainerd.pkg.content import Info, Status
 from pycontainerd.pkg.timestamps import from_pb, to_pb
@@ -99,9 +99,13 @@ class _Loop:
 class ProxyContentStore:
     """containerd's proxy content store over one channel."""
 
-    def __init__(self, name: str, address: str, channel: Any):
+    remote = True
+
+    def __init__(self, name: str, address: str, channel: Any, owns_channel: bool = False):
         self.name = name
         self.address = address
+        self.channel = channel
+        self._owns_channel = owns_channel
         self.stub = pb_grpc.ContentStub(channel)
         self._loop = _Loop()
         try:
@@ -211,8 +215,10 @@ class ProxyContentStore:
         w.updated_at = from_pb(r.updated_at)
         return w
 
-    def close(self) -> None:
-        """The channel belongs to the proxy plugin, which closes it."""
+    async def close(self) -> None:
+        """Close the channel, when this client made it."""
+        if self._owns_channel:
+            await self.channel.close()
 
 
 class ProxyReaderAt:
@@ -383,22 +389,8 @@ class ProxyWriter:
         await asyncio.wait_for(drain(), 30)
 
 
-def store_of(plugin: Any) -> Any:
-    """The store a content plugin instance stands for: a local store as it
-    is, a proxy plugin as its client (one per plugin, so the content
-    service, the differ and GC share it)."""
-    if isinstance(plugin, ProxyPlugin):
-        client = getattr(plugin, "content_store", None)
-        if client is None:
-            client = ProxyContentStore(plugin.name, plugin.address, plugin.channel)
-            plugin.content_store = client  # type: ignore[attr-defined]
-        return client
-    return plugin
-
-
-def backend_of(ic: Any) -> Any:
-    """The content store under the metadata layer: as in containerd, the
-    first content plugin loaded. With `io.containerd.content.v1.content`
-    disabled and a `[proxy_plugins.<name>] type = "content"` configured,
-    that is the remote store."""
-    return store_of(ic.get(PluginType.CONTENT))
+def new_client(name: str, address: str) -> ProxyContentStore:
+    """The instance of a `type = "content"` proxy plugin: a client on its
+    own grpc.aio channel (connected on first use)."""
+    target = address if address.startswith("unix:") else "unix:" + address
+    return ProxyContentStore(name, address, grpc.aio.insecure_channel(target), owns_channel=True)

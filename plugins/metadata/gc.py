@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import sqlite3
 import threading
 import time
@@ -508,17 +507,10 @@ class Collector:
 
     async def cleanup_snapshotter(self, name: str) -> None:
         """Remove the snapshots of `name` that no namespace holds, children
-        first, then let the snapshotter clean up its leftovers."""
+        first, then let the snapshotter clean up its leftovers. Snapshotters
+        block (pkg/snapshots.py), remote ones included: this runs on the
+        database thread, as the metadata layer's own calls do."""
         sn = self.snapshotters[name]
-        if inspect.iscoroutinefunction(getattr(sn, "walk", None)):
-            # a remote or asynchronous snapshotter: walk and remove outside
-            # the database thread
-            keys = await self.db.view(lambda conn: _backend_keys(conn, name))
-            for key in _prune_order(await sn.walk(), keys):
-                await sn.remove(key)
-            if hasattr(sn, "cleanup"):
-                await sn.cleanup()
-            return
 
         def prune(conn: sqlite3.Connection) -> None:
             keys = _backend_keys(conn, name)

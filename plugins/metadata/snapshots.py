@@ -282,7 +282,9 @@ class NamespacedSnapshotter:
         return out
 
     async def cleanup(self) -> None:
-        await asyncio.to_thread(self.backend.cleanup)
+        cleanup = getattr(self.backend, "cleanup", None)  # optional (pkg.snapshots.Cleaner)
+        if cleanup is not None:
+            await asyncio.to_thread(cleanup)
 
     # -- start-up -------------------------------------------------------------
 
@@ -353,7 +355,9 @@ class NamespacedSnapshotter:
                     log.warning("orphan remove failed", snapshotter=self.name, key=b, error=str(exc))
                 left.discard(b)
                 binfos.pop(b, None)
+        cleanup = getattr(self.backend, "cleanup", None)  # optional (pkg.snapshots.Cleaner)
         try:
-            self.backend.cleanup()
+            if cleanup is not None:
+                cleanup()
         except Exception as exc:
             log.warning("cleanup failed", snapshotter=self.name, error=str(exc))

@@ -1,9 +1,10 @@
 """The content service: containerd.services.content.v1.Content.
 
-`io.containerd.service.v1.content-service` is the namespaced content store
-(plugins/metadata/content.py over the local store) that also publishes
-`/content/delete`; other plugins (GC, images, the differ) reach the store
-through its `store` attribute. `io.containerd.grpc.v1.content` serves it
+`io.containerd.service.v1.content-service` wraps the namespaced content
+store the metadata plugin hands out (plugins/metadata/content.py, over the
+local store or a proxy one) and also publishes `/content/delete`; other
+plugins (GC, the differ, images next) share the same store through the
+metadata plugin. `io.containerd.grpc.v1.content` serves it
 over gRPC the way containerd's contentserver does, including the Write
 stream's STAT / WRITE / COMMIT protocol: the first message names the ref
 (and maybe the expected size and digest), every answer carries the current
@@ -210,11 +211,10 @@ class Service(pb_grpc.ContentServicer):
 
 
 async def init_local(ic: InitContext) -> Local:
-    db = ic.get(PluginType.METADATA)
-    from pycontainerd.plugins.content.proxy import backend_of
-
-    backend = backend_of(ic)  # the first content plugin; a [proxy_plugins] one through its client
-    return Local(ContentStore(db, backend), ic.get(PluginType.EVENT))
+    store = ic.get(PluginType.METADATA).content_store
+    if store is None:
+        raise errdefs.NotFound("no content store loaded")
+    return Local(store, ic.get(PluginType.EVENT))
 
 
 async def init_grpc(ic: InitContext) -> Service:

@@ -1,7 +1,8 @@
 """The snapshots service: every snapshotter, namespaced, over gRPC.
 
-`io.containerd.service.v1.snapshots-service` wraps each loaded snapshotter
-in its namespaced view (plugins/metadata/snapshots.py), publishes
+`io.containerd.service.v1.snapshots-service` serves the namespaced view of
+each loaded snapshotter the metadata plugin hands out
+(plugins/metadata/snapshots.py), publishes
 `/snapshot/prepare|commit|remove`, and picks the snapshotter a request
 names. A request with an empty name gets the namespace's default (its label
 `containerd.io/defaults/snapshotter`) or else the service's configured
@@ -11,15 +12,15 @@ config.toml edit:
     [plugins."io.containerd.service.v1.snapshots-service"]
       default = "native"
 
-Proxy snapshotters (`[proxy_plugins.<name>] type = "snapshot"`) are served
-the same way through a client of their socket (plugins/snapshotters/proxy.py).
+Proxy snapshotters (`[proxy_plugins.<name>] type = "snapshot"`) are among
+them: their plugin's instance is a client of their socket
+(plugins/snapshotters/proxy.py).
 
 `io.containerd.grpc.v1.snapshots` serves containerd.services.snapshots.v1.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -31,20 +32,16 @@ from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from pycontainerd.api.types import mount_pb2
 from pycontainerd.core.context import InitContext
-from pycontainerd.core.proxy import ProxyPlugin
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import lease_of, namespace
 from pycontainerd.pkg import errdefs
 from pycontainerd.pkg.snapshots import Info, Mount
 from pycontainerd.pkg.timestamps import to_pb
 from pycontainerd.plugins.metadata.snapshots import NamespacedSnapshotter
-from pycontainerd.plugins.snapshotters.proxy import ProxySnapshotter
 
 log = structlog.get_logger(__name__)
 
 SERVICE_ID = "snapshots-service"
-# what a snapshotter plugin's instance must offer to be served
-SNAPSHOTTER_API = ("stat", "update", "usage", "mounts", "prepare", "view", "commit", "remove", "walk", "cleanup")
 DEFAULT_LABEL = "containerd.io/defaults/snapshotter"
 
 
@@ -63,12 +60,6 @@ class Local:
         self.events = events
         self.snapshotters = snapshotters
         self.default = default
-
-    def close(self) -> None:
-        """Close the clients of proxy snapshotters (local ones close as plugins)."""
-        for sn in self.snapshotters.values():
-            if isinstance(sn.backend, ProxySnapshotter):
-                sn.backend.close()
 
     async def get(self, ns: str, name: str) -> NamespacedSnapshotter:
         if not name:
@@ -188,25 +179,9 @@ class Service(pb_grpc.SnapshotsServicer):
 
 async def init_local(ic: InitContext) -> Local:
     db = ic.get(PluginType.METADATA)
-    backends = {}
-    local = {}
-    for name, sn in ic.get_all(PluginType.SNAPSHOT).items():
-        if isinstance(sn, ProxyPlugin):  # [proxy_plugins.<name>] type = "snapshot"
-            backends[name] = NamespacedSnapshotter(db, name, ProxySnapshotter(name, sn.address))
-            continue
-        if not all(callable(getattr(sn, m, None)) for m in SNAPSHOTTER_API):
-            log.info("not a snapshotter the service can use", snapshotter=name)
-            continue
-        backends[name] = local[name] = NamespacedSnapshotter(db, name, sn)
-    # settle what a crash may have left between the metadata and the local
-    # backends (a remote snapshotter keeps its own house)
-    for name, result in zip(local, await asyncio.gather(*(s.recover() for s in local.values()),
-                                                           return_exceptions=True)):
-        if isinstance(result, Exception):
-            log.error("snapshot recovery failed", snapshotter=name, error=str(result))
     config = ic.config or Config()
     ic.meta.exports["default"] = config.default
-    return Local(db, ic.get(PluginType.EVENT), backends, config.default)
+    return Local(db, ic.get(PluginType.EVENT), db.snapshotters, config.default)
 
 
 async def init_grpc(ic: InitContext) -> Service:

@@ -1,11 +1,12 @@
 """A remote snapshotter (`[proxy_plugins.<name>] type = "snapshot"`) seen
-through the snapshotter API the local ones offer, so the snapshots service
-uses it unchanged.
+through the snapshotter contract (pkg/snapshots.py) the local ones offer,
+so the metadata layer, the services and GC use it unchanged.
 
-The core registers the proxy plugin with its address; this wraps the
-address in a blocking gRPC client of containerd.services.snapshots.v1
-(calls come from the metadata database thread, inside its transaction, as
-with containerd's proxy snapshotter). Requests name the snapshotter by the
+`new_client` is the proxy plugin's instance (plugins/builtins.py names it
+for the core): a blocking gRPC client of containerd.services.snapshots.v1
+on the remote socket, blocking like every snapshotter (calls come from the
+metadata database thread, inside its transaction, as with containerd's
+proxy snapshotter, or from a worker thread). Requests name the snapshotter by the
 proxy's name, as containerd's proxy does; remote errors come back as the
 errdefs class their gRPC code says.
 """
@@ -34,6 +35,8 @@ def from_pb_mounts(ms: Iterable[Any]) -> list[Mount]:
 
 
 class ProxySnapshotter:
+    remote = True  # keeps its own house: no crash recovery from this daemon
+
     def __init__(self, name: str, address: str):
         self.name = name
         self.address = address
@@ -95,3 +98,8 @@ class ProxySnapshotter:
 
     def close(self) -> None:
         self.channel.close()
+
+
+def new_client(name: str, address: str) -> ProxySnapshotter:
+    """The instance of a `type = "snapshot"` proxy plugin."""
+    return ProxySnapshotter(name, address)
