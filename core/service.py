@@ -10,11 +10,14 @@ request metadata under `containerd-namespace`, the lease under
 from __future__ import annotations
 
 import re
+from typing import Any, Awaitable, Callable
 
 import grpc
 import structlog
 
 from pycontainerd.pkg import errdefs, errgrpc, leases, namespaces
+
+from .registry import PluginType, Registration
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +49,28 @@ def namespace(context: grpc.aio.ServicerContext) -> str:
     except errdefs.InvalidArgument as exc:
         raise errdefs.InvalidArgument(f"namespace validation: {exc}") from None
     return value
+
+
+def service_pair(
+    service_id: str,
+    grpc_id: str,
+    init_local: Callable[[Any], Awaitable[Any]],
+    servicer: Callable[[Any], Any],
+    requires: tuple[str, ...] = (),
+    config: type | None = None,
+) -> list[Registration]:
+    """containerd's usual pair: `io.containerd.service.v1.<service_id>`
+    does the work (`init_local` returns it), and `io.containerd.grpc.v1.
+    <grpc_id>` serves it: its instance is `servicer(local)`, which must have
+    `register(server)`."""
+
+    async def init_grpc(ic: Any) -> Any:
+        return servicer(ic.get(PluginType.SERVICE, service_id))
+
+    return [
+        Registration(type=PluginType.SERVICE, id=service_id, requires=requires, config=config, init=init_local),
+        Registration(type=PluginType.GRPC, id=grpc_id, requires=(PluginType.SERVICE,), init=init_grpc),
+    ]
 
 
 def lease_of(context: grpc.aio.ServicerContext) -> str:

@@ -25,7 +25,7 @@ from pycontainerd.api.services.content.v1 import content_pb2 as pb
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core.service import lease_of, namespace
+from pycontainerd.core.service import lease_of, namespace, service_pair
 from pycontainerd.pkg import errdefs
 from pycontainerd.pkg.content import Info, Status
 from pycontainerd.pkg.digest import digest_error
@@ -217,18 +217,6 @@ async def init_local(ic: InitContext) -> Local:
     return Local(store, ic.get(PluginType.EVENT))
 
 
-async def init_grpc(ic: InitContext) -> Service:
-    return Service(ic.get(PluginType.SERVICE, SERVICE_ID))
-
-
 @hookimpl
 def pycontainerd_plugins() -> Iterable[Registration]:
-    return [
-        Registration(
-            type=PluginType.SERVICE,
-            id=SERVICE_ID,
-            requires=(PluginType.EVENT, PluginType.METADATA),
-            init=init_local,
-        ),
-        Registration(type=PluginType.GRPC, id="content", requires=(PluginType.SERVICE,), init=init_grpc),
-    ]
+    return service_pair(SERVICE_ID, "content", init_local, Service, requires=(PluginType.EVENT, PluginType.METADATA))

@@ -26,7 +26,8 @@ from pycontainerd.api.services.introspection.v1 import introspection_pb2_grpc as
 from pycontainerd.api.types import platform_pb2
 from pycontainerd.core import filters
 from pycontainerd.core.context import InitContext, Plugin, PluginSet
-from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.core.registry import Registration, hookimpl
+from pycontainerd.core.service import service_pair
 from pycontainerd.pkg import errgrpc
 
 SERVICE_ID = "introspection-service"
@@ -121,13 +122,6 @@ async def init_local(ic: InitContext) -> Local:
     return local
 
 
-async def init_grpc(ic: InitContext) -> Service:
-    return Service(ic.get(PluginType.SERVICE, SERVICE_ID))
-
-
 @hookimpl
 def pycontainerd_plugins() -> Iterable[Registration]:
-    return [
-        Registration(type=PluginType.SERVICE, id=SERVICE_ID, init=init_local),
-        Registration(type=PluginType.GRPC, id="introspection", requires=(PluginType.SERVICE,), init=init_grpc),
-    ]
+    return service_pair(SERVICE_ID, "introspection", init_local, Service)

@@ -18,7 +18,7 @@ from pycontainerd.api.services.leases.v1 import leases_pb2 as pb
 from pycontainerd.api.services.leases.v1 import leases_pb2_grpc as pb_grpc
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core.service import namespace
+from pycontainerd.core.service import namespace, service_pair
 from pycontainerd.pkg.timestamps import to_pb
 from pycontainerd.plugins.metadata.leases import Lease, LeaseManager, Resource, random_id
 
@@ -95,15 +95,6 @@ async def init_local(ic: InitContext) -> Local:
     return Local(LeaseManager(ic.get(PluginType.METADATA)), ic.get(PluginType.GC))
 
 
-async def init_grpc(ic: InitContext) -> Service:
-    return Service(ic.get(PluginType.SERVICE, SERVICE_ID))
-
-
 @hookimpl
 def pycontainerd_plugins() -> Iterable[Registration]:
-    return [
-        Registration(
-            type=PluginType.SERVICE, id=SERVICE_ID, requires=(PluginType.METADATA, PluginType.GC), init=init_local
-        ),
-        Registration(type=PluginType.GRPC, id="leases", requires=(PluginType.SERVICE,), init=init_grpc),
-    ]
+    return service_pair(SERVICE_ID, "leases", init_local, Service, requires=(PluginType.METADATA, PluginType.GC))

@@ -33,7 +33,7 @@ from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from pycontainerd.api.types import mount_pb2
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core.service import lease_of, namespace
+from pycontainerd.core.service import lease_of, namespace, service_pair
 from pycontainerd.pkg import errdefs
 from pycontainerd.pkg.snapshots import Info, Mount
 from pycontainerd.pkg.timestamps import to_pb
@@ -184,19 +184,7 @@ async def init_local(ic: InitContext) -> Local:
     return Local(db, ic.get(PluginType.EVENT), db.snapshotters, config.default)
 
 
-async def init_grpc(ic: InitContext) -> Service:
-    return Service(ic.get(PluginType.SERVICE, SERVICE_ID))
-
-
 @hookimpl
 def pycontainerd_plugins() -> Iterable[Registration]:
-    return [
-        Registration(
-            type=PluginType.SERVICE,
-            id=SERVICE_ID,
-            requires=(PluginType.EVENT, PluginType.METADATA, PluginType.SNAPSHOT),
-            config=Config,
-            init=init_local,
-        ),
-        Registration(type=PluginType.GRPC, id="snapshots", requires=(PluginType.SERVICE,), init=init_grpc),
-    ]
+    return service_pair(SERVICE_ID, "snapshots", init_local, Service,
+                        requires=(PluginType.EVENT, PluginType.METADATA, PluginType.SNAPSHOT), config=Config)
