@@ -93,12 +93,18 @@ async def serve(address: str, root: str) -> None:
     )
 
 
-def main(args) -> int:
-    """Entry for `pycontainerd content serve` (args: serve_address, serve_root)."""
+def main(argv: list[str]) -> int:
+    """`pycontainerd content serve` (plugins/builtins.py wires it)."""
+    import argparse
     import sys
 
+    p = argparse.ArgumentParser(prog="pycontainerd content serve",
+                                description="serve a local content store over containerd's Content API")
+    p.add_argument("--address", required=True, help="UNIX socket to serve on")
+    p.add_argument("--root", required=True, help="the content store's root directory")
+    args = p.parse_args(argv)
     try:
-        asyncio.run(serve(args.serve_address, args.serve_root))
+        asyncio.run(serve(args.address, args.root))
     except OSError as exc:
         print(f"pycontainerd: {exc}", file=sys.stderr)
         return 1
