@@ -41,6 +41,7 @@ from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.pkg import errdefs
 from pycontainerd.pkg import mount as mountlib
+from pycontainerd.pkg import platforms
 from pycontainerd.pkg.mount import Mount
 from pycontainerd.pkg.oci.descriptor import Descriptor
 
@@ -438,9 +439,7 @@ class WalkingDiff:
 
 
 async def init(ic: InitContext) -> WalkingDiff:
-    from pycontainerd.plugins.snapshotters.base import platform_string
-
-    ic.meta.platforms.append(platform_string())
+    ic.meta.platforms.append(platforms.default_string())
     tmp = os.path.join(ic.state, "mounts")
     os.makedirs(tmp, mode=0o700, exist_ok=True)
     # the namespaced content store the metadata plugin owns (the one the

@@ -146,12 +146,3 @@ def wrap(exc: Exception, context: str) -> Exception:
         return type(exc)(f"{context}: {inner}" if inner else context)
     return exc
 
-
-def platform_string() -> str:
-    """platforms.DefaultSpec() formatted: linux/<GOARCH>."""
-    import platform
-
-    machine = platform.machine().lower()
-    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
-            "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
-    return f"linux/{arch}"

@@ -19,9 +19,10 @@ from typing import Iterable
 
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-
-from .base import LocalSnapshotter, disk_usage, platform_string, wrap
+from pycontainerd.pkg import platforms
 from pycontainerd.pkg.snapshots import KIND_ACTIVE, KIND_VIEW, Mount, Usage
+
+from .base import LocalSnapshotter, disk_usage, wrap
 from .storage import Snapshot
 
 
@@ -69,7 +70,7 @@ class NativeSnapshotter(LocalSnapshotter):
 async def init(ic: InitContext) -> NativeSnapshotter:
     import asyncio
 
-    ic.meta.platforms.append(platform_string())
+    ic.meta.platforms.append(platforms.default_string())
     ic.meta.exports["root"] = ic.root
     return await asyncio.to_thread(NativeSnapshotter, ic.root)
 

@@ -7,13 +7,13 @@ import uuid
 
 import pytest
 
-from pycontainerd.plugins.snapshotters.base import platform_string
+from pycontainerd.pkg.platforms import default_string
 
 from e2e_support import namespace_rows, plugin_blocks, plugin_rows, server_section
 
 pytestmark = pytest.mark.e2e
 
-PLATFORM = platform_string()  # the snapshotters' platform, linux/<arch>
+PLATFORM = default_string()  # the snapshotters' platform, linux/<arch>
 BUILTIN_ROWS = [
     ("io.containerd.event.v1", "exchange", "-", "ok"),
     ("io.containerd.metadata.v1", "sqlite", "-", "ok"),
