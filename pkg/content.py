@@ -11,9 +11,11 @@ are for callers that already run on a worker thread, such as the differ).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from pycontainerd.core import filters
+
+from .timestamps import from_pb
 
 # what the daemon checks on an io.containerd.content.v1 instance
 STORE_METHODS = ("info", "update", "walk", "delete", "reader_at", "status", "list_statuses", "abort", "writer")
@@ -40,6 +42,17 @@ class Status:
     expected: str = ""
     started_at: int = 0
     updated_at: int = 0
+
+
+def info_from_pb(p: Any) -> Info:
+    """An Info from a containerd.services.content.v1.Info message."""
+    return Info(p.digest, p.size, from_pb(p.created_at), from_pb(p.updated_at), dict(p.labels))
+
+
+def status_from_pb(p: Any) -> Status:
+    """A Status from a containerd.services.content.v1.Status message."""
+    return Status(ref=p.ref, offset=p.offset, total=p.total, expected=p.expected,
+                  started_at=from_pb(p.started_at), updated_at=from_pb(p.updated_at))
 
 
 class ReaderAt(Protocol):

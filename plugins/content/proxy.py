@@ -48,22 +48,13 @@ from google.protobuf import field_mask_pb2
 from pycontainerd.api.services.content.v1 import content_pb2 as pb
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
 from pycontainerd.pkg import errdefs, errgrpc
-from pycontainerd.pkg.content import Info, Status
+from pycontainerd.pkg.content import Info, Status, info_from_pb, status_from_pb
 from pycontainerd.pkg.timestamps import from_pb, to_pb
 
 T = TypeVar("T")
 
 READ_AHEAD = 1 << 20  # a reader asks for at least this much per Read stream
 SYNC_TIMEOUT = 300.0  # a blocking call that waits longer than this is stuck
-
-
-def from_pb_info(p: Any) -> Info:
-    return Info(p.digest, p.size, from_pb(p.created_at), from_pb(p.updated_at), dict(p.labels))
-
-
-def from_pb_status(p: Any) -> Status:
-    return Status(ref=p.ref, offset=p.offset, total=p.total, expected=p.expected,
-                  started_at=from_pb(p.started_at), updated_at=from_pb(p.updated_at))
 
 
 def _error(exc: grpc.RpcError) -> errdefs.ContainerdError:
@@ -121,7 +112,7 @@ class ProxyContentStore:
             r = await self.stub.Info(pb.InfoRequest(digest=dgst))
         except grpc.RpcError as exc:
             raise _error(exc) from None
-        return from_pb_info(r.info)
+        return info_from_pb(r.info)
 
     def _info_sync(self, dgst: str) -> Info:
         """For the metadata layer's database thread (the shared-blob check)."""
@@ -139,14 +130,14 @@ class ProxyContentStore:
             r = await self.stub.Update(req)
         except grpc.RpcError as exc:
             raise _error(exc) from None
-        return from_pb_info(r.info)
+        return info_from_pb(r.info)
 
     async def walk(self, *filter_strings: str) -> list[Info]:
         self._loop.bind()
         out = []
         try:
             async for r in self.stub.List(pb.ListContentRequest(filters=list(filter_strings))):
-                out.extend(from_pb_info(i) for i in r.info)
+                out.extend(info_from_pb(i) for i in r.info)
         except grpc.RpcError as exc:
             raise _error(exc) from None
         return out
@@ -172,7 +163,7 @@ class ProxyContentStore:
             r = await self.stub.Status(pb.StatusRequest(ref=ref))
         except grpc.RpcError as exc:
             raise _error(exc) from None
-        return from_pb_status(r.status)
+        return status_from_pb(r.status)
 
     async def list_statuses(self, *filter_strings: str) -> list[Status]:
         self._loop.bind()
@@ -180,7 +171,7 @@ class ProxyContentStore:
             r = await self.stub.ListStatuses(pb.ListStatusesRequest(filters=list(filter_strings)))
         except grpc.RpcError as exc:
             raise _error(exc) from None
-        return [from_pb_status(s) for s in r.statuses]
+        return [status_from_pb(s) for s in r.statuses]
 
     async def walk_status_refs(self) -> list[str]:
         """Every ingest's ref, for GC. The API has no cheaper call for it, so
