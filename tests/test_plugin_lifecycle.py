@@ -197,3 +197,31 @@ def test_proxy_plugins_are_clients_everyone_uses():
         collector = plugins.get(PluginType.GC).collector
         assert collector.snapshotters["remote-sn"] is sn  # GC sees proxy snapshotters
         assert collector.content is cs
+
+
+# -- serve commands come from the plugins --------------------------------------
+
+
+def test_serve_commands_are_the_plugin_modules_own_and_loaded_only_when_run():
+    import subprocess
+    import sys
+
+    from pycontainerd.plugins.builtins import SERVE_COMMANDS
+
+    # building the daemon's parser imports none of the serve modules
+    probe = (
+        "import sys; from pycontainerd.core import main; main._parser().parse_known_args(['snapshotter', 'serve']); "
+        f"print(sorted(m for m in {[m for _, m in SERVE_COMMANDS.values()]!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout == "[]\n"
+    # each command's arguments are parsed by its module (its own usage line)
+    for kind in SERVE_COMMANDS:
+        r = subprocess.run([sys.executable, "-m", "pycontainerd.core.main", kind, "serve", "--help"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"usage: pycontainerd {kind} serve "), r.stdout
+        assert "--address" in r.stdout and "--root" in r.stdout
+    bad = subprocess.run([sys.executable, "-m", "pycontainerd.core.main", "content", "serve", "--bogus"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "pycontainerd content serve: error:" in bad.stderr
