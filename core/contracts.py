@@ -10,21 +10,27 @@ implementation (signatures are the protocol's documentation).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
-
-from pycontainerd.pkg.content import STORE_METHODS
-from pycontainerd.pkg.diff import DIFFER_METHODS
-from pycontainerd.pkg.snapshots import SNAPSHOTTER_METHODS
 
 from .registry import PluginType
 
-# plugin type -> (the contract's name, the methods it requires)
-CONTRACTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    PluginType.SNAPSHOT: ("snapshotter (pycontainerd.pkg.snapshots.Snapshotter)", SNAPSHOTTER_METHODS),
-    PluginType.CONTENT: ("content store (pycontainerd.pkg.content.Store)", STORE_METHODS),
-    PluginType.DIFF: ("differ (pycontainerd.pkg.diff.Applier and Comparer)", DIFFER_METHODS),
-    PluginType.GRPC: ("gRPC service", ("register",)),
-}
+
+@functools.cache
+def contracts() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Plugin type -> (the contract's name, the methods it requires). Built
+    on first use, so commands that load no plugin (`pycontainerd publish`,
+    run by shims for every event) do not import the contracts."""
+    from pycontainerd.pkg.content import STORE_METHODS
+    from pycontainerd.pkg.diff import DIFFER_METHODS
+    from pycontainerd.pkg.snapshots import SNAPSHOTTER_METHODS
+
+    return {
+        PluginType.SNAPSHOT: ("snapshotter (pycontainerd.pkg.snapshots.Snapshotter)", SNAPSHOTTER_METHODS),
+        PluginType.CONTENT: ("content store (pycontainerd.pkg.content.Store)", STORE_METHODS),
+        PluginType.DIFF: ("differ (pycontainerd.pkg.diff.Applier and Comparer)", DIFFER_METHODS),
+        PluginType.GRPC: ("gRPC service", ("register",)),
+    }
 
 
 class ContractError(Exception):
@@ -33,7 +39,7 @@ class ContractError(Exception):
 
 def check(plugin_type: str, instance: Any) -> None:
     """Raise ContractError naming the missing methods, if any."""
-    contract = CONTRACTS.get(plugin_type)
+    contract = contracts().get(plugin_type)
     if contract is None:
         return
     name, methods = contract
