@@ -3,8 +3,9 @@
 A plugin sees its own config, its own root and state directories
 (`<root>/<type>.<id>`, created 0700 on first use), the daemon's addresses,
 the events exchange, a `meta` to fill, lookups of plugins initialised
-before it, and `spawn` for background tasks the daemon owns. A lookup that fails says why: nothing of that type was
-registered, or the plugin was skipped, or its init failed.
+before it, and `spawn` for background tasks the daemon owns. A lookup
+that fails says why: nothing of that type was registered, or the plugin
+was skipped, or its init failed.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ an error and an init duration (an init slower than SLOW_INIT_SECONDS is
 logged as a warning). An instance that lacks what its type's contract
 requires (core/contracts.py) is an error row, not a plugin others get.
 `required_plugins` that fail or never load stop the start with every
-reason listed. The gRPC server binds the socket
-only after a lock beside it is taken, so a second daemon on the same path
-fails instead of silently deleting the first one's socket (grpc #17122).
+reason listed. The gRPC server binds the socket only after a lock beside
+it is taken, so a second daemon on the same path fails instead of
+silently deleting the first one's socket (grpc #17122).
 On stop, serving ends first, then the background tasks plugins spawned are
 cancelled newest first, then plugins close in reverse init order.
 """
