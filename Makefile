@@ -15,7 +15,7 @@ install: deb-packages $(VENV)/.installed
 	@# byte-compile the sources up front (pip does this for site-packages, but
 	@# an editable install runs from the tree): the daemon then starts without
 	@# compiling, even where PYTHONDONTWRITEBYTECODE is set
-	@$(BIN)/python -m compileall -q core plugins api client testing
+	@$(BIN)/python -m compileall -q core pkg plugins api client testing
 
 # Debian packages: venv for Debian's python3, runc, containerd for the real
 # `ctr` and a real containerd to test pyctr and benchmark against.

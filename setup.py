@@ -1,6 +1,6 @@
 """Installs the top-level folders as the `pycontainerd` namespace.
 
-core/, plugins/, api/, client/ and testing/ sit at the top of the repository;
+core/, pkg/, plugins/, api/, client/ and testing/ sit at the top of the repository;
 src/pycontainerd/ holds one symlink to each, so the import root is an ordinary
 src layout. That matters at every start of the daemon and of pyctr: for a
 plain src layout `pip install -e .` writes a static path into a .pth file,
@@ -11,7 +11,7 @@ pyproject.toml cannot compute the sub-packages of a namespace, so it is done her
 
 from setuptools import find_packages, setup
 
-FOLDERS = ("core", "plugins", "api", "client", "testing")
+FOLDERS = ("core", "pkg", "plugins", "api", "client", "testing")
 
 packages = ["pycontainerd"]  # the namespace itself: setuptools then sees a plain src layout
 for folder in FOLDERS:

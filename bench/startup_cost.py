@@ -32,7 +32,7 @@ _STAGES = (
     ("+ pluggy", "import pluggy"),
     ("+ the core's modules", "import pycontainerd.core.main"),
     ("+ the built-in plugins' modules",
-     "import importlib, pycontainerd.core.registry as r\nfor m in r.BUILTIN_MODULES: importlib.import_module(m)"),
+     "import importlib, pycontainerd.plugins.builtins as b\nfor m in b.MODULES: importlib.import_module(m)"),
 )
 
 # exits right after the server starts serving, so the count ends there

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from pycontainerd.core import errdefs
+from pycontainerd.pkg import errdefs
 
 from .client import Client, default_address
 from .commands import content, leases, namespaces, plugins, snapshots, version

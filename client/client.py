@@ -1,7 +1,7 @@
 """A client for containerd's gRPC API: talks to pycontainerd or a real
 containerd alike. Synchronous, so a CLI or a test can use it directly.
 
-Errors come back as pycontainerd.core.errdefs classes, rebuilt from the
+Errors come back as pycontainerd.pkg.errdefs classes, rebuilt from the
 gRPC status the way containerd's client does (code -> class, sentinel
 stripped from the message).
 """
@@ -23,10 +23,10 @@ from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
-from pycontainerd.core import errdefs
 from pycontainerd.core.config import DEFAULT_ADDRESS
+from pycontainerd.pkg import errdefs, errgrpc, namespaces
 
-NAMESPACE_HEADER = "containerd-namespace"
+NAMESPACE_HEADER = namespaces.GRPC_HEADER
 DURATIONS_KEY = "pycontainerd-init-durations"
 
 
@@ -40,7 +40,7 @@ def _errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except grpc.RpcError as exc:
-            raise errdefs.from_grpc(exc.code(), exc.details()) from None
+            raise errgrpc.from_grpc(exc.code(), exc.details()) from None
 
     return wrapper
 
@@ -210,6 +210,6 @@ class Client:
             yield from stream
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.CANCELLED:
-                raise errdefs.from_grpc(exc.code(), exc.details()) from None
+                raise errgrpc.from_grpc(exc.code(), exc.details()) from None
         finally:
             stream.cancel()

@@ -15,7 +15,6 @@ import io
 import queue
 import random
 import time
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator
 
 import grpc
@@ -23,45 +22,19 @@ from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.services.content.v1 import content_pb2 as pb
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
-from pycontainerd.core import errdefs
+from pycontainerd.pkg import errdefs, errgrpc, leases
+from pycontainerd.pkg.content import Info, Status, info_from_pb, status_from_pb
 
-LEASE_HEADER = "containerd-lease"
 CHUNK = 1 << 20
 
 
-def _ns(t) -> int:
-    return t.seconds * 1_000_000_000 + t.nanos
-
-
-@dataclass
-class ContentInfo:
-    digest: str
-    size: int
-    created_at: int  # ns since the epoch
-    updated_at: int
-    labels: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_pb(cls, i: pb.Info) -> "ContentInfo":
-        return cls(i.digest, i.size, _ns(i.created_at), _ns(i.updated_at), dict(i.labels))
-
-
-@dataclass
-class ContentStatus:
-    ref: str
-    offset: int
-    total: int
-    expected: str
-    started_at: int
-    updated_at: int
-
-    @classmethod
-    def from_pb(cls, s: pb.Status) -> "ContentStatus":
-        return cls(s.ref, s.offset, s.total, s.expected, _ns(s.started_at), _ns(s.updated_at))
+# what the calls return: the content contract's own types (times in ns)
+ContentInfo = Info
+ContentStatus = Status
 
 
 def _rpc_error(exc: grpc.RpcError) -> errdefs.ContainerdError:
-    return errdefs.from_grpc(exc.code(), exc.details())
+    return errgrpc.from_grpc(exc.code(), exc.details())
 
 
 class ContentClient:
@@ -75,7 +48,7 @@ class ContentClient:
     @property
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         md = tuple(self.client._metadata)
-        return md + ((LEASE_HEADER, self.lease),) if self.lease else md
+        return md + ((leases.GRPC_HEADER, self.lease),) if self.lease else md
 
     def _unary(self, method, request):
         try:
@@ -84,19 +57,19 @@ class ContentClient:
             raise _rpc_error(exc) from None
 
     def info(self, dgst: str) -> ContentInfo:
-        return ContentInfo.from_pb(self._unary(self.stub.Info, pb.InfoRequest(digest=dgst)).info)
+        return info_from_pb(self._unary(self.stub.Info, pb.InfoRequest(digest=dgst)).info)
 
     def update(self, dgst: str, labels: dict[str, str], paths: list[str]) -> ContentInfo:
         request = pb.UpdateRequest(info=pb.Info(digest=dgst, labels=labels),
                                    update_mask=field_mask_pb2.FieldMask(paths=paths))
-        return ContentInfo.from_pb(self._unary(self.stub.Update, request).info)
+        return info_from_pb(self._unary(self.stub.Update, request).info)
 
     def list(self, *filters: str) -> list[ContentInfo]:
         out = []
         try:
             for r in self.stub.List(pb.ListContentRequest(filters=list(filters)), metadata=self._metadata,
                                     timeout=self.client.timeout):
-                out.extend(ContentInfo.from_pb(i) for i in r.info)
+                out.extend(info_from_pb(i) for i in r.info)
         except grpc.RpcError as exc:
             raise _rpc_error(exc) from None
         return out
@@ -113,11 +86,11 @@ class ContentClient:
             raise _rpc_error(exc) from None
 
     def status(self, ref: str) -> ContentStatus:
-        return ContentStatus.from_pb(self._unary(self.stub.Status, pb.StatusRequest(ref=ref)).status)
+        return status_from_pb(self._unary(self.stub.Status, pb.StatusRequest(ref=ref)).status)
 
     def list_statuses(self, *filters: str) -> list[ContentStatus]:
         r = self._unary(self.stub.ListStatuses, pb.ListStatusesRequest(filters=list(filters)))
-        return [ContentStatus.from_pb(s) for s in r.statuses]
+        return [status_from_pb(s) for s in r.statuses]
 
     def abort(self, ref: str) -> None:
         self._unary(self.stub.Abort, pb.AbortRequest(ref=ref))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import os
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
@@ -25,19 +24,11 @@ from pycontainerd.api.services.diff.v1 import diff_pb2_grpc as pb_grpc
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as spb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as spb_grpc
 from pycontainerd.api.types import descriptor_pb2, mount_pb2
-from pycontainerd.core import errdefs
+from pycontainerd.pkg import errdefs, errgrpc, leases
+from pycontainerd.pkg.oci.descriptor import Descriptor
 
-LEASE_HEADER = "containerd-lease"
 MEDIA_TYPE_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 KIND_ACTIVE = 2
-
-
-@dataclass
-class Descriptor:
-    media_type: str
-    digest: str
-    size: int
-    annotations: dict[str, str] = field(default_factory=dict)
 
 
 def _desc(d: Any) -> Descriptor:
@@ -58,13 +49,13 @@ class Diff:
     @property
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         md = tuple(self.client._metadata)
-        return md + ((LEASE_HEADER, self.lease),) if self.lease else md
+        return md + ((leases.GRPC_HEADER, self.lease),) if self.lease else md
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
             return method(request, metadata=self._metadata, timeout=self.client.timeout)
         except grpc.RpcError as exc:
-            raise errdefs.from_grpc(exc.code(), exc.details()) from None
+            raise errgrpc.from_grpc(exc.code(), exc.details()) from None
 
     def apply(self, desc: Descriptor, mounts: Any) -> Descriptor:
         req = pb.ApplyRequest(diff=descriptor_pb2.Descriptor(media_type=desc.media_type, digest=desc.digest,
@@ -90,14 +81,14 @@ class _LeasedSnapshots:
     def __init__(self, client: Any, snapshotter: str, lease: str):
         self.client = client
         self.snapshotter = snapshotter
-        self.md = tuple(client._metadata) + ((LEASE_HEADER, lease),)
+        self.md = tuple(client._metadata) + ((leases.GRPC_HEADER, lease),)
         self.stub = spb_grpc.SnapshotsStub(client.channel)
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
             return method(request, metadata=self.md, timeout=self.client.timeout)
         except grpc.RpcError as exc:
-            raise errdefs.from_grpc(exc.code(), exc.details()) from None
+            raise errgrpc.from_grpc(exc.code(), exc.details()) from None
 
     def stat(self, key: str) -> Any:
         return self._call(self.stub.Stat, spb.StatSnapshotRequest(snapshotter=self.snapshotter, key=key)).info

@@ -9,7 +9,6 @@ classes, as everywhere in the client.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Iterator
 
 import grpc
@@ -17,7 +16,7 @@ from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
-from pycontainerd.core import errdefs
+from pycontainerd.pkg import errgrpc, timestamps
 
 KINDS = {0: "Unknown", 1: "View", 2: "Active", 3: "Committed"}
 
@@ -58,7 +57,7 @@ class Snapshots:
         try:
             return self.client._call(method, request)
         except grpc.RpcError as exc:
-            raise errdefs.from_grpc(exc.code(), exc.details()) from None
+            raise errgrpc.from_grpc(exc.code(), exc.details()) from None
 
     def prepare(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[MountInfo]:
         r = self._call(self.stub.Prepare, pb.PrepareSnapshotRequest(
@@ -107,13 +106,11 @@ class Snapshots:
                 for i in r.info:
                     yield _info(i)
         except grpc.RpcError as exc:
-            raise errdefs.from_grpc(exc.code(), exc.details()) from None
+            raise errgrpc.from_grpc(exc.code(), exc.details()) from None
 
 
 def go_time(sec_nanos: tuple[int, int]) -> str:
     """Go's time.Time JSON form (RFC 3339 with up to 9 fractional digits,
     trailing zeros dropped), in UTC."""
     sec, nanos = sec_nanos
-    base = datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    frac = f"{nanos:09d}".rstrip("0")
-    return base + ("." + frac if frac else "") + "Z"
+    return timestamps.format_rfc3339nano(sec * timestamps.NS_PER_SECOND + nanos)

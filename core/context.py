@@ -2,9 +2,10 @@
 
 A plugin sees its own config, its own root and state directories
 (`<root>/<type>.<id>`, created 0700 on first use), the daemon's addresses,
-the events exchange, a `meta` to fill, and lookups of plugins initialised
-before it. A lookup that fails says why: nothing of that type was
-registered, or the plugin was skipped, or its init failed.
+the events exchange, a `meta` to fill, lookups of plugins initialised
+before it, and `spawn` for background tasks the daemon owns. A lookup
+that fails says why: nothing of that type was registered, or the plugin
+was skipped, or its init failed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import errdefs
+from pycontainerd.pkg import errdefs
 from .registry import Registration
 
 
@@ -110,6 +111,7 @@ class InitContext:
         events: Any,
         plugins: PluginSet,
         daemon_config: Any = None,
+        tasks: Any = None,
     ):
         self.registration = registration
         self.config = config
@@ -120,6 +122,7 @@ class InitContext:
         self.events = events
         self.plugins = plugins
         self.daemon_config = daemon_config
+        self._tasks = tasks
         self.meta = Meta(platforms=list(registration.platforms), capabilities=list(registration.capabilities))
         self.started = time.monotonic()
 
@@ -136,6 +139,16 @@ class InitContext:
 
     def get(self, type_: str, id_: str | None = None) -> Any:
         return self.plugins.get(type_, id_)
+
+    def spawn(self, name: str, coro: Any) -> Any:
+        """Run `coro` as a long-lived background task the daemon owns: it
+        is cancelled when the daemon stops (newest first), before plugins
+        close. Returns the asyncio.Task."""
+        if self._tasks is None:  # a context made outside a daemon
+            import asyncio
+
+            return asyncio.get_running_loop().create_task(coro, name=name)
+        return self._tasks.spawn(f"{self.registration.uri}/{name}", coro)
 
     def get_all(self, type_: str) -> dict[str, Any]:
         return self.plugins.get_all(type_)

@@ -1,15 +1,19 @@
 """Boot and shutdown: config -> discover -> order -> init -> serve.
 
 Plugins are initialised one at a time in graph order; each gets a status,
-an error and an init duration. `required_plugins` that fail or never load
-stop the start with every reason listed. Before anything is created, the
-config is checked whole (every plugin's section included) and the socket
-path must be free or hold a socket. Then a lock in the root (and one in the
-state directory) keeps a second daemon off them, and the gRPC server binds
-the socket only after a lock beside it is taken, so a second daemon on the
-same path fails instead of silently deleting the first one's socket (grpc
-#17122). Nothing at the socket path but a stale socket is ever removed.
-On stop, serving ends first, then plugins close in reverse init order.
+an error and an init duration (an init slower than SLOW_INIT_SECONDS is
+logged as a warning). An instance that lacks what its type's contract
+requires (core/contracts.py) is an error row, not a plugin others get.
+`required_plugins` that fail or never load stop the start with every
+reason listed. Before anything is created, the config is checked whole
+(every plugin's section included) and the socket path must be free or hold
+a socket. Then a lock in the root (and one in the state directory) keeps a
+second daemon off them, and the gRPC server binds the socket only after a
+lock beside it is taken, so a second daemon on the same path fails instead
+of silently deleting the first one's socket (grpc #17122). Nothing at the
+socket path but a stale socket is ever removed.
+On stop, serving ends first, then the background tasks plugins spawned are
+cancelled newest first, then plugins close in reverse init order.
 """
 
 from __future__ import annotations
@@ -26,15 +30,17 @@ import grpc
 import structlog
 
 from . import config as configmod
-from . import graph, proxy
+from . import contracts, graph, proxy
 from .context import InitContext, Meta, Plugin, PluginSet, SkipPlugin
 from .events import Exchange
 from .registry import LoadFailure, PluginType, Registration
 from .service import ErrdefsInterceptor
+from .tasks import TaskGroup
 
 log = structlog.get_logger(__name__)
 
 STARTUP_SETTLE_SECONDS = 0.5
+SLOW_INIT_SECONDS = 1.0  # a plugin init taking longer is logged as slow
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes, NUL included
 
 
@@ -159,18 +165,22 @@ class Daemon:
         cfg: configmod.Config,
         registrations: Iterable[Registration],
         failures: Iterable[LoadFailure] = (),
+        proxy_clients: proxy.ClientFactories | None = None,
     ):
         self.config = cfg
         self.registrations = list(registrations)
         self.failures = list(failures)
         known = {r.uri for r in self.registrations}
-        for reg in proxy.registrations(cfg.proxy_plugins):
+        if proxy_clients is None:
+            from pycontainerd.plugins.builtins import PROXY_CLIENTS as proxy_clients
+        for reg in proxy.registrations(cfg.proxy_plugins, proxy_clients):
             if reg.uri in known:
                 self.failures.append(LoadFailure(reg.type, reg.id, f"proxy plugin {reg.uri} already registered"))
             else:
                 self.registrations.append(reg)
         self.plugins = PluginSet()
         self.events = Exchange()
+        self.tasks = TaskGroup()
         self.server: grpc.aio.Server | None = None
         self._lock: SocketLock | None = None
         self._locks: list[FileLock] = []  # root, state, socket: released on stop
@@ -293,13 +303,19 @@ class Daemon:
                 events=self.events,
                 plugins=self.plugins,
                 daemon_config=cfg,
+                tasks=self.tasks,
             )
             started = time.perf_counter()
             instance, error = None, None
             try:
                 instance = await reg.init(ic)
+                contracts.check(reg.type, instance)
             except SkipPlugin as exc:
                 error = exc
+            except contracts.ContractError as exc:  # unusable: release what it holds
+                error = exc
+                await _close(reg.uri, instance)
+                instance = None
             except Exception as exc:  # one plugin's failure is its own row
                 error = exc
             duration = time.perf_counter() - started
@@ -311,6 +327,8 @@ class Daemon:
                 log.info("skip loading plugin", plugin=reg.uri, reason=error.reason, duration_ms=ms)
             else:
                 log.warning("failed to load plugin", plugin=reg.uri, error=str(error), duration_ms=ms)
+            if duration > SLOW_INIT_SECONDS:
+                log.warning("slow plugin init", plugin=reg.uri, duration_ms=ms, threshold_ms=SLOW_INIT_SECONDS * 1000)
 
         problems = []
         by_uri = {p.uri: p for p in self.plugins}
@@ -384,14 +402,21 @@ class Daemon:
     async def _close_plugins(self) -> None:
         if self._closed:
             return
+        await self.tasks.cancel_all()
         for p in reversed(self.plugins.ordered):
-            close = getattr(p.instance, "close", None)
-            if p.error is not None or close is None:
-                continue
-            try:
-                result = close()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                log.warning("error closing plugin", plugin=p.uri, error=str(exc))
+            if p.error is None:
+                await _close(p.uri, p.instance)
         self._closed = True
+
+
+async def _close(uri: str, instance: Any) -> None:
+    """Call the instance's close, sync or async, if it has one."""
+    close = getattr(instance, "close", None)
+    if close is None:
+        return
+    try:
+        result = close()
+        if inspect.isawaitable(result):
+            await result
+    except Exception as exc:
+        log.warning("error closing plugin", plugin=uri, error=str(exc))

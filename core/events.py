@@ -18,7 +18,9 @@ import structlog
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from . import errdefs, filters
+from pycontainerd.pkg import errdefs
+
+from . import filters
 
 log = structlog.get_logger(__name__)
 

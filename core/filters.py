@@ -50,7 +50,7 @@ from typing import Any as AnyT, Union
 
 import structlog
 
-from . import errdefs
+from pycontainerd.pkg import errdefs
 
 __all__ = [
     "Adaptor",

@@ -4,7 +4,12 @@
     pycontainerd config default
     pycontainerd config dump [--config F]
     pycontainerd publish --topic T --namespace N [--address A] < event   (a serialized Any, as shims send)
+    pycontainerd snapshotter serve --snapshotter S --address A --root R
     pycontainerd content serve --address A --root R
+
+The `<kind> serve` commands come from the plugins (plugins/builtins.py
+SERVE_COMMANDS): each module parses its own arguments and is imported only
+when its command runs.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 
 import structlog  # noqa: E402
+
+from pycontainerd.plugins.builtins import SERVE_COMMANDS  # noqa: E402
 
 from . import config as configmod  # noqa: E402
 from . import log as logmod  # noqa: E402
@@ -55,17 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     pub = sub.add_parser("publish", help="forward an event read from stdin to the daemon's events service")
     pub.add_argument("--topic", required=True, help="topic of the event, e.g. /tasks/exit")
     pub.add_argument("--namespace", required=True, help="namespace of the event")
-    sn = sub.add_parser("snapshotter", help="run one snapshotter standalone (for [proxy_plugins])")
-    sn_sub = sn.add_subparsers(dest="snapshotter_command", required=True)
-    serve = sn_sub.add_parser("serve", help="serve a snapshotter over containerd's Snapshots API")
-    serve.add_argument("--snapshotter", required=True, help="overlayfs, native or btrfs")
-    serve.add_argument("--address", dest="serve_address", required=True, help="UNIX socket to serve on")
-    serve.add_argument("--root", dest="serve_root", required=True, help="the snapshotter's root directory")
-    cs = sub.add_parser("content", help="run a content store standalone (for [proxy_plugins])")
-    cs_sub = cs.add_subparsers(dest="content_command", required=True)
-    cserve = cs_sub.add_parser("serve", help="serve a local content store over containerd's Content API")
-    cserve.add_argument("--address", dest="serve_address", required=True, help="UNIX socket to serve on")
-    cserve.add_argument("--root", dest="serve_root", required=True, help="the content store's root directory")
+    for kind, (help_text, _) in SERVE_COMMANDS.items():
+        # `serve`'s own arguments are the plugin module's to parse
+        kind_sub = sub.add_parser(kind, help=help_text).add_subparsers(dest=f"{kind}_command", required=True)
+        kind_sub.add_parser("serve", help=help_text, add_help=False)
     return p
 
 
@@ -147,24 +147,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command in SERVE_COMMANDS:
+        import importlib
+
+        gc.enable()
+        return importlib.import_module(SERVE_COMMANDS[args.command][1]).main(extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "config":
             if args.config_command == "default":
                 return _print_config(configmod.Config())
             return _print_config(load_config(args.sub_config or args.config))
-
-        if args.command == "snapshotter":
-            from pycontainerd.plugins.snapshotters import serve
-
-            gc.enable()
-            return serve.main(args)
-
-        if args.command == "content":
-            from pycontainerd.plugins.content import serve as content_serve
-
-            gc.enable()
-            return content_serve.main(args)
 
         if args.command == "publish":
             address = args.address or load_config(args.config).grpc.address

@@ -1,47 +1,42 @@
-"""Proxy plugins: a remote gRPC service declared in `[proxy_plugins.<name>]`
+"""Proxy plugins: a remote service declared in `[proxy_plugins.<name>]`
 stands in for a local plugin, as in containerd.
 
-`type = "snapshot"` becomes `io.containerd.snapshotter.v1.<name>`,
-`type = "content"` becomes `io.containerd.content.v1.<name>`; the address is
-exported so `plugins ls -d` shows where it lives. The instance holds a
-lazily-connecting channel to the remote socket; the services that use
-snapshotters and content stores wrap it in their client.
+Each proxy type has a client factory (a table the built-in plugins provide:
+plugins/builtins.py, as containerd's server holds one): `type = "snapshot"`
+becomes `io.containerd.snapshotter.v1.<name>` whose instance is a
+snapshotter client of the remote socket, `type = "content"` becomes
+`io.containerd.content.v1.<name>` whose instance is a content store client.
+So a proxy plugin satisfies its type's contract like a local one and every
+consumer (the metadata layer, the services, GC) uses it unchanged. The
+address is exported, so `plugins ls -d` shows where the plugin lives.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import importlib
+from typing import Any, Callable, Mapping
 
-from .registry import PluginType, Registration
+from .registry import Registration
 
-PROXY_TYPES = {"snapshot": PluginType.SNAPSHOT, "content": PluginType.CONTENT}
-
-
-@dataclass
-class ProxyPlugin:
-    """A [proxy_plugins] entry with its open channel to the serving process."""
-
-    name: str
-    type: str
-    address: str
-    channel: Any
-
-    async def close(self) -> None:
-        await self.channel.close()
+# proxy type -> (plugin type, "module:function" making the client from
+# (name, address)); imported only when such a proxy is configured
+ClientFactories = Mapping[str, tuple[str, str]]
 
 
-def registrations(proxies: dict[str, Any]) -> list[Registration]:
+def _factory(path: str) -> Callable[[str, str], Any]:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def registrations(proxies: dict[str, Any], factories: ClientFactories) -> list[Registration]:
     out = []
     for name, proxy in proxies.items():
-        plugin_type = PROXY_TYPES[proxy.type]
+        plugin_type, factory = factories[proxy.type]
 
-        async def init(ic, name=name, proxy=proxy, plugin_type=plugin_type) -> ProxyPlugin:
-            import grpc  # a channel connects on first use, so a remote that starts later is fine
-
+        async def init(ic, name=name, proxy=proxy, factory=factory) -> Any:
             ic.meta.exports["address"] = proxy.address
-            target = proxy.address if proxy.address.startswith("unix:") else "unix:" + proxy.address
-            return ProxyPlugin(name, plugin_type, proxy.address, grpc.aio.insecure_channel(target))
+            # clients connect on first use, so a remote that starts later is fine
+            return _factory(factory)(name, proxy.address)
 
         out.append(Registration(type=plugin_type, id=name, init=init))
     return out

@@ -3,8 +3,8 @@
 A plugin is a `Registration`: what it is (type, id), what it needs
 (`requires`, plugin types), its config dataclass and its async `init`.
 Modules hand registrations over through one pluggy hook,
-`pycontainerd_plugins()`. The built-in modules are listed in
-`BUILTIN_MODULES`; third-party distributions declare an entry point in the
+`pycontainerd_plugins()`. The built-in modules are listed with the
+plugins (plugins/builtins.py); third-party distributions declare an entry point in the
 group `pycontainerd.plugins`. Each source is loaded on its own, so one that
 fails to import or returns garbage becomes an `error` row instead of taking
 the daemon down.
@@ -101,29 +101,6 @@ class PluginSpec:
         """Return the registrations this module provides."""
 
 
-# The built-in plugins, in registration order (which is also the order
-# containerd's graph walk starts from).
-BUILTIN_MODULES: tuple[str, ...] = (
-    "pycontainerd.plugins.events.exchange",
-    "pycontainerd.plugins.content.local",
-    "pycontainerd.plugins.metadata.sqlite",
-    "pycontainerd.plugins.gc.scheduler",
-    "pycontainerd.plugins.snapshotters.native",
-    "pycontainerd.plugins.snapshotters.overlayfs",
-    "pycontainerd.plugins.snapshotters.btrfs",
-    "pycontainerd.plugins.differ.walking",
-    "pycontainerd.plugins.services.introspection",
-    "pycontainerd.plugins.services.namespaces",
-    "pycontainerd.plugins.services.leases",
-    "pycontainerd.plugins.services.snapshots",
-    "pycontainerd.plugins.services.content",
-    "pycontainerd.plugins.services.diff",
-    "pycontainerd.plugins.services.version",
-    "pycontainerd.plugins.services.events",
-    "pycontainerd.plugins.services.healthcheck",
-)
-
-
 def _uri_from_name(name: str) -> tuple[str, str]:
     """An entry point named like a plugin URI gives that type and id;
     otherwise the failure is filed under the internal type."""
@@ -167,13 +144,21 @@ class _PluginManager(pluggy.PluginManager):
         return super().parse_hookimpl_opts(plugin, name)
 
 
+def builtin_modules() -> tuple[str, ...]:
+    """The built-in plugin modules, from the list the plugins keep."""
+    from pycontainerd.plugins import builtins
+
+    return builtins.MODULES
+
+
 def discover(
-    builtin: Iterable[str] = BUILTIN_MODULES,
+    builtin: Iterable[str] | None = None,
     extra: Iterable[Any] = (),
     entry_points: bool = True,
 ) -> tuple[list[Registration], list[LoadFailure]]:
-    """Collect registrations: built-in modules, then `extra` (modules or
-    objects with the hook, used by pycontainerd.testing), then entry points.
+    """Collect registrations: built-in modules (by default every one in
+    plugins/builtins.py), then `extra` (modules or objects with the hook,
+    used by pycontainerd.testing), then entry points.
 
     Returns (registrations in order, failures). Duplicate URIs keep the
     first registration; the later ones are failures.
@@ -183,7 +168,7 @@ def discover(
     sources: list[tuple[str, Any]] = []
     failures: list[LoadFailure] = []
 
-    for name in builtin:
+    for name in builtin_modules() if builtin is None else builtin:
         sources.append((name, importlib.import_module(name)))  # our own: must import
     for i, obj in enumerate(extra):
         sources.append((getattr(obj, "__name__", f"extra{i}"), obj))

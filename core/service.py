@@ -1,27 +1,31 @@
-"""Helpers every gRPC service plugin uses: errors and the namespace.
+"""Helpers every gRPC service plugin uses: errors, the namespace, the lease.
 
 `ErrdefsInterceptor` is the edge every answer leaves through: a raised
 errdefs error becomes the gRPC status containerd would send (code and
-`<context>: <sentinel>` wording), so service code just raises; a request
-that is not valid protobuf, or an exception nobody expected, gets a short
-answer with no Python internals in it; and no message is longer than
-MAX_ERROR_MESSAGE. The namespace travels in the request metadata under
-`containerd-namespace`, as with containerd.
+`<context>: <sentinel>` wording, through pkg/errgrpc), so service code just
+raises; a request that is not valid protobuf, or an exception nobody
+expected, gets a short answer with no Python internals in it; and no
+message is longer than MAX_ERROR_MESSAGE. The namespace travels in the
+request metadata under `containerd-namespace`, the lease under
+`containerd-lease`, as with containerd.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
+from typing import Any, Awaitable, Callable
 
 import grpc
 import structlog
 
-from . import errdefs
+from pycontainerd.pkg import errdefs, errgrpc, leases, namespaces
+
+from .registry import PluginType, Registration
 
 log = structlog.get_logger(__name__)
 
-NAMESPACE_HEADER = "containerd-namespace"
+NAMESPACE_HEADER = namespaces.GRPC_HEADER
 IDENTIFIER_PATTERN = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"  # as containerd prints it
 _IDENTIFIER = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*\Z")
 MAX_IDENTIFIER = 76
@@ -55,6 +59,37 @@ def namespace(context: grpc.aio.ServicerContext) -> str:
     except errdefs.InvalidArgument as exc:
         raise errdefs.InvalidArgument(f"namespace validation: {exc}") from None
     return value
+
+
+def service_pair(
+    service_id: str,
+    grpc_id: str,
+    init_local: Callable[[Any], Awaitable[Any]],
+    servicer: Callable[[Any], Any],
+    requires: tuple[str, ...] = (),
+    config: type | None = None,
+) -> list[Registration]:
+    """containerd's usual pair: `io.containerd.service.v1.<service_id>`
+    does the work (`init_local` returns it), and `io.containerd.grpc.v1.
+    <grpc_id>` serves it: its instance is `servicer(local)`, which must have
+    `register(server)`."""
+
+    async def init_grpc(ic: Any) -> Any:
+        return servicer(ic.get(PluginType.SERVICE, service_id))
+
+    return [
+        Registration(type=PluginType.SERVICE, id=service_id, requires=requires, config=config, init=init_local),
+        Registration(type=PluginType.GRPC, id=grpc_id, requires=(PluginType.SERVICE,), init=init_grpc),
+    ]
+
+
+def lease_of(context: grpc.aio.ServicerContext) -> str:
+    """The lease the request carries, or "" (containerd's leases.FromContext)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == leases.GRPC_HEADER:
+            return value
+    return ""
+
 
 
 # -- the gRPC edge: every answer leaves through here ---------------------------
@@ -216,7 +251,7 @@ def answer_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The (code, message) a handler's exception is answered with. Never a
     Python class name, traceback or errno dump: those go to the log."""
     if isinstance(exc, errdefs.ContainerdError):
-        return errdefs.to_grpc(exc)
+        return errgrpc.to_grpc(exc)
     if isinstance(exc, DecodeFailure):
         return grpc.StatusCode.INTERNAL, exc.message
     if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):

@@ -38,7 +38,7 @@ class InProcessDaemon:
         plugins: Iterable[Any] = (),
         config: dict[str, Any] | None = None,
         entry_points: bool = False,
-        builtin: Iterable[str] = registry.BUILTIN_MODULES,
+        builtin: Iterable[str] | None = None,
     ):
         self.dir = short_tempdir()
         self.address = os.path.join(self.dir, "pcd.sock")
@@ -58,7 +58,7 @@ class InProcessDaemon:
             toml.dump(raw, f)
         self._plugins = list(plugins)
         self._entry_points = entry_points
-        self._builtin = tuple(builtin)
+        self._builtin = None if builtin is None else tuple(builtin)
         self.daemon: Daemon | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -18,14 +18,11 @@ from pycontainerd.api.services.content.v1 import content_pb2 as pb
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
 from pycontainerd.client.commands.content import human_duration, human_size
 from pycontainerd.client.content import ContentClient
-from pycontainerd.core import errdefs
-from pycontainerd.plugins.content.local import (
-    Info,
-    LocalStore,
-    digest_error,
-    format_rfc3339nano,
-    parse_rfc3339nano,
-)
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.content import Info
+from pycontainerd.pkg.digest import digest_error
+from pycontainerd.pkg.timestamps import format_rfc3339nano, parse_rfc3339nano
+from pycontainerd.plugins.content.local import LocalStore
 from pycontainerd.plugins.metadata.content import ContentStore
 from pycontainerd.plugins.metadata.sqlite import DB
 from pycontainerd.testing import InProcessDaemon

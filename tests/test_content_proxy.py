@@ -15,9 +15,10 @@ import grpc
 import pytest
 
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
-from pycontainerd.core import errdefs
 from pycontainerd.core.service import ErrdefsInterceptor
-from pycontainerd.plugins.content.local import Info, LocalStore
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.content import Info
+from pycontainerd.plugins.content.local import LocalStore
 from pycontainerd.plugins.content.proxy import ProxyContentStore
 from pycontainerd.plugins.content.serve import raw_service
 from pycontainerd.plugins.metadata.content import ContentStore

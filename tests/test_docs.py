@@ -1,6 +1,6 @@
 """What the README and config.toml.example promise stays true: the plugin
-in the README is the one the suite installs, and the example config loads
-to the defaults."""
+in the README is the one the suite installs, its links lead to files in the
+repository, and the example config loads to the defaults."""
 
 from __future__ import annotations
 
@@ -38,6 +38,16 @@ def test_readme_pyproject_is_the_tested_example():
 def test_config_example_loads_to_the_defaults():
     loaded = config.load(os.path.join(ROOT, "config.toml.example"))
     assert loaded.to_toml_dict() == config.Config().to_toml_dict()
+
+
+def test_readme_links_only_to_files_in_the_repository():
+    targets = re.findall(r"\]\(([^)\s]+)\)", _read("README.md"))
+    assert targets, "the README links to its docs"
+    for target in targets:
+        assert "://" not in target, f"README links outside the repository: {target}"
+        path = os.path.normpath(os.path.join(ROOT, target.split("#")[0]))
+        assert path.startswith(ROOT + os.sep) and os.path.exists(path), f"README links to a missing file: {target}"
+    assert "docs/architecture.md" in targets
 
 
 def test_readme_shows_the_two_commands():

@@ -15,8 +15,9 @@ import pytest
 from google.protobuf import any_pb2
 
 from pycontainerd.api.events import namespace_pb2
-from pycontainerd.core import errdefs, events
+from pycontainerd.core import events
 from pycontainerd.core.events import Envelope, Exchange, pack, validate_topic
+from pycontainerd.pkg import errdefs
 
 CREATE = "/namespaces/create"
 DELETE = "/namespaces/delete"

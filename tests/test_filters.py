@@ -12,8 +12,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from pycontainerd.core import errdefs
 from pycontainerd.core import goregexp
+from pycontainerd.pkg import errdefs, errgrpc
 from pycontainerd.core.filters import (
     ALWAYS,
     OP_EQUAL,
@@ -500,7 +500,7 @@ def test_parse_all_error_is_invalid_argument():
     assert str(err) == "filters: parse error: [labels.]: expected field or quoted: invalid argument"
     assert isinstance(err, FilterSyntaxError) and isinstance(err, ValueError)
     assert isinstance(err, errdefs.InvalidArgument)
-    assert errdefs.to_grpc(err) == (
+    assert errgrpc.to_grpc(err) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "filters: parse error: [labels.]: expected field or quoted: invalid argument",
     )

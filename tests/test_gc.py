@@ -18,8 +18,8 @@ import pytest
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
 from pycontainerd.client.leases import Leases
-from pycontainerd.core import errdefs, goduration
 from pycontainerd.core.registry import PluginType
+from pycontainerd.pkg import errdefs, goduration
 from pycontainerd.plugins.gc.scheduler import Config, Scheduler
 from pycontainerd.plugins.metadata import gc
 from pycontainerd.plugins.metadata.gc import CONTENT, INGEST, LEASE, SNAPSHOT, Collector

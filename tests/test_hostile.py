@@ -10,7 +10,7 @@ import errno
 import grpc
 import pytest
 
-from pycontainerd.core import errdefs
+from pycontainerd.pkg import errdefs
 from pycontainerd.core.service import MAX_ERROR_MESSAGE, answer_for, bounded_message, validate_identifier
 from pycontainerd.plugins.metadata.sqlite import MAX_LABELS, MAX_LABELS_BYTES, check_label_limits, validate_labels
 

@@ -14,7 +14,7 @@ import pytest
 from pycontainerd.api.services.leases.v1 import leases_pb2 as pb
 from pycontainerd.client.commands.leases import rfc3339_local
 from pycontainerd.client.leases import Leases
-from pycontainerd.core import errdefs
+from pycontainerd.pkg import errdefs
 from pycontainerd.plugins.metadata.leases import Resource, parse_resource, random_id
 from pycontainerd.testing import InProcessDaemon
 

@@ -15,13 +15,12 @@ import tempfile
 
 import pytest
 
-from pycontainerd.core import errdefs
-from pycontainerd.plugins.snapshotters import mount as mnt
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg import mount as mnt
+from pycontainerd.pkg.snapshots import KIND_ACTIVE, KIND_COMMITTED, KIND_VIEW, Info, Mount, Usage
 from pycontainerd.plugins.snapshotters.native import NativeSnapshotter
 from pycontainerd.plugins.snapshotters.overlayfs import OverlaySnapshotter, check_supported
-from pycontainerd.plugins.snapshotters.storage import (
-    KIND_ACTIVE, KIND_COMMITTED, KIND_VIEW, Info, MetaStore, Mount, Usage,
-)
+from pycontainerd.plugins.snapshotters.storage import MetaStore
 
 ROOT = os.geteuid() == 0
 
@@ -133,7 +132,8 @@ def test_storage_rolls_back_a_failed_transaction(tmp):
 
 CRASHER = r"""
 import os, sys
-from pycontainerd.plugins.snapshotters.storage import MetaStore, KIND_ACTIVE, Usage
+from pycontainerd.pkg.snapshots import KIND_ACTIVE, Usage
+from pycontainerd.plugins.snapshotters.storage import MetaStore
 ms = MetaStore(sys.argv[1])
 with ms.transaction(True) as tx:
     tx.create_snapshot(KIND_ACTIVE, "committed-before")

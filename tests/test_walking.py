@@ -94,7 +94,7 @@ def test_diff_id_covers_trailing_data():
     tar = layer() + b"\0" * 4096 + b"trailing"
     root = tempfile.mkdtemp(prefix="pycd-wk-", dir="/tmp")
     try:
-        d = W.WalkingDiff(lambda: None)
+        d = W.WalkingDiff(None)
         desc = d._apply_sync(W.Descriptor(W.MEDIA_TYPE_LAYER_GZIP, "", 0), [
             W.Mount("bind", root, ["rbind", "rw"])], FakeRA(gzip.compress(tar)), lambda: False)
         assert desc.digest == "sha256:" + hashlib.sha256(tar).hexdigest()

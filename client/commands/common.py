@@ -5,24 +5,22 @@ from __future__ import annotations
 
 import argparse
 
+from pycontainerd.pkg import goduration
+
 
 class CommandError(Exception):
     """A failure worded by the command itself, printed as `pyctr: <msg>`."""
 
 
 def _parse_duration(text: str) -> float:
-    """Go-style durations as ctr takes them: 10s, 500ms, 1m, or seconds."""
-    units = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-    for suffix in sorted(units, key=len, reverse=True):
-        if text.endswith(suffix):
-            try:
-                return float(text[: -len(suffix)]) * units[suffix]
-            except ValueError:
-                break
+    """Go durations as ctr takes them (10s, 500ms, 1m30s), or bare seconds; in seconds."""
     try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}") from None
+        return goduration.parse(text) / goduration.SECOND
+    except goduration.DurationError as exc:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid duration {text!r}") from None
 
 
 def _labels(args: list[str]) -> tuple[str, dict[str, str]]:

@@ -11,8 +11,8 @@ import time
 from pycontainerd.client.client import Client
 from pycontainerd.client.content import ContentClient
 from pycontainerd.client.tabwriter import TabWriter
-from pycontainerd.core import errdefs
-from pycontainerd.plugins.content.local import digest_error
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.digest import digest_error
 
 from .common import CommandError, _labels
 

@@ -15,7 +15,7 @@ import sys
 from pycontainerd.client.client import Client
 from pycontainerd.client.leases import LABEL_EXPIRE, Leases
 from pycontainerd.client.tabwriter import TabWriter
-from pycontainerd.core import errdefs, goduration
+from pycontainerd.pkg import errdefs, goduration
 
 from .common import CommandError
 

@@ -7,7 +7,7 @@ import sys
 
 from pycontainerd.client.client import Client
 from pycontainerd.client.tabwriter import TabWriter
-from pycontainerd.core import errdefs
+from pycontainerd.pkg import errdefs
 
 from .common import CommandError, _labels
 

@@ -29,164 +29,30 @@ All file I/O runs in threads.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
 import os
 import random
-import re
 import shutil
 import stat
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Iterable
 
 import structlog
 
-from pycontainerd.core import errdefs, filters
+from pycontainerd.core import filters
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.pkg import errdefs, goduration
+from pycontainerd.pkg.content import Info, Status, adapt_info, adapt_status
+from pycontainerd.pkg.digest import ALGORITHMS, digest_error, validate_digest
+from pycontainerd.pkg.timestamps import format_rfc3339nano, go_string, parse_rfc3339nano
 
 log = structlog.get_logger(__name__)
-
-# -- digests (go-digest's rules and wording) -----------------------------------
-
-_ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
-_DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
-_HEX_RE = re.compile(r"^[a-f0-9]+$")
-
-
-def digest_error(dgst: str) -> str | None:
-    """go-digest's Validate: None when `dgst` is valid, else its message."""
-    alg, sep, hexpart = dgst.partition(":")
-    if not sep or not hexpart:
-        return "invalid checksum digest format"
-    size = _ALGORITHMS.get(alg)
-    if size is None:
-        return "invalid checksum digest format" if not _DIGEST_RE.match(dgst) else "unsupported digest algorithm"
-    if len(hexpart) != size:
-        return "invalid checksum digest length"
-    if not _HEX_RE.match(hexpart):
-        return "invalid checksum digest format"
-    return None
-
-
-def validate_digest(dgst: str) -> None:
-    err = digest_error(dgst)
-    if err is not None:
-        raise errdefs.InvalidArgument(f"cannot calculate blob path from invalid digest: {err}")
 
 
 def digest_of_string(s: str) -> str:
     return hashlib.sha256(s.encode()).hexdigest()
-
-
-# -- Go time formatting, as containerd writes its timestamp files ---------------
-
-_TS_RE = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
-
-
-def format_rfc3339nano(ns: int) -> str:
-    """Go's time.MarshalText in UTC: fraction without trailing zeros."""
-    secs, frac = divmod(ns, 1_000_000_000)
-    text = datetime.datetime.fromtimestamp(secs, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    if frac:
-        text += "." + f"{frac:09d}".rstrip("0")
-    return text + "Z"
-
-
-def parse_rfc3339nano(text: str) -> int:
-    m = _TS_RE.match(text.strip())
-    if not m:
-        raise ValueError(f"bad timestamp {text!r}")
-    y, mo, d, h, mi, s, frac, zone = m.groups()
-    tz = datetime.timezone.utc
-    if zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        tz = datetime.timezone(sign * datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
-    dt = datetime.datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=tz)
-    return int(dt.timestamp()) * 1_000_000_000 + int((frac or "0").ljust(9, "0"))
-
-
-def go_duration(seconds: float) -> str:
-    """Go's time.Duration.String(), for the lock error's wording."""
-    ns = int(seconds * 1e9)
-    if ns < 1000:
-        return f"{ns}ns"
-    if ns < 1_000_000:
-        return f"{ns / 1e3:g}µs"
-    if ns < 1_000_000_000:
-        return f"{ns / 1e6:.6f}".rstrip("0").rstrip(".") + "ms"
-    h, rest = divmod(ns, 3600 * 10**9)
-    m, rest = divmod(rest, 60 * 10**9)
-    s = f"{rest / 1e9:.9f}".rstrip("0").rstrip(".") + "s"
-    return (f"{h}h" if h else "") + (f"{m}m" if h or m else "") + s
-
-
-def go_time(ns: int) -> str:
-    """Go's time.Time.String() in UTC (without the monotonic reading)."""
-    secs, frac = divmod(ns, 1_000_000_000)
-    base = datetime.datetime.fromtimestamp(secs, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    if frac:
-        base += "." + f"{frac:09d}".rstrip("0")
-    return base + " +0000 UTC"
-
-
-# -- what the store hands out ---------------------------------------------------
-
-
-@dataclass
-class Info:
-    """A committed blob: digest, size, times, labels."""
-
-    digest: str
-    size: int
-    created_at: int = 0  # ns since the epoch
-    updated_at: int = 0
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Status:
-    """An ingest in progress, as `ctr content active` lists it."""
-
-    ref: str
-    offset: int = 0
-    total: int = 0
-    expected: str = ""
-    started_at: int = 0
-    updated_at: int = 0
-
-
-def adapt_info(info: Info) -> filters.Adaptor:
-    """containerd's content.AdaptInfo, plus `size` (decimal bytes), which
-    containerd 1.6 leaves as a TODO (there it never matches)."""
-
-    def field_(path: list[str]) -> tuple[str, bool]:
-        if not path:
-            return "", False
-        head = path[0]
-        if head == "digest":
-            return info.digest, True
-        if head == "size":
-            return str(info.size), True
-        if head == "labels":
-            if not info.labels:
-                return "", False
-            key = ".".join(path[1:])
-            return (info.labels[key], True) if key in info.labels else ("", False)
-        return "", False
-
-    return field_
-
-
-def adapt_status(st: Status) -> filters.Adaptor:
-    def field_(path: list[str]) -> tuple[str, bool]:
-        if path and path[0] == "ref":
-            return st.ref, True
-        return "", False
-
-    return field_
 
 
 # -- in-process ref locks (containerd's content/local/locks.go) ------------------
@@ -200,7 +66,7 @@ def _try_lock(key: str, ref: str) -> None:
         since = _locks.get(key)
         if since is not None:
             now = time.time_ns()
-            raise errdefs.Unavailable(f"ref {ref} locked for {go_duration((now - since) / 1e9)} (since {go_time(since)})")
+            raise errdefs.Unavailable(f"ref {ref} locked for {goduration.format(now - since)} (since {go_string(since)})")
         _locks[key] = time.time_ns()
 
 
@@ -330,6 +196,11 @@ class LocalStore:
     async def info(self, dgst: str) -> Info:
         return await asyncio.to_thread(self._info_sync, dgst)
 
+    async def update(self, info: Info, paths: list[str] | tuple[str, ...] = ()) -> Info:
+        """A bare store keeps no labels (the metadata layer does), so it
+        refuses, with containerd's wording for a store without a label store."""
+        raise errdefs.FailedPrecondition("update not supported on immutable content store")
+
     def exists(self, dgst: str) -> bool:
         try:
             return os.path.exists(self.blob_path(dgst))
@@ -363,7 +234,7 @@ class LocalStore:
         out = []
         blobs = os.path.join(self.root, "blobs")
         for alg in sorted(os.listdir(blobs)):
-            if alg not in _ALGORITHMS:
+            if alg not in ALGORITHMS:
                 continue
             with os.scandir(os.path.join(blobs, alg)) as it:
                 for entry in sorted(it, key=lambda e: e.name):

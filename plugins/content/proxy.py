@@ -1,6 +1,8 @@
 """A remote content store (`[proxy_plugins.<name>] type = "content"`) seen
-through the API the local store offers (plugins/content/local.py), so the
-metadata layer, the content service, the differ and GC use it unchanged.
+through the content store contract (pkg/content.py) the local store
+offers, so the metadata layer, the content service, the differ and GC use
+it unchanged. `new_client` is the proxy plugin's instance (the factory
+plugins/builtins.py names for the core).
 
 This is containerd's content/proxy: the remote is a raw store served over
 containerd.services.content.v1.Content (containerd's contentserver over a
@@ -12,8 +14,8 @@ first asks Info for the size), Status, ListStatuses, Update, Abort, and a
 Write stream that opens with a STAT carrying the ref and expected total,
 then WRITE at the tracked offset, and COMMIT with the total and digest.
 
-The daemon talks to the remote on its event loop (the proxy plugin's
-grpc.aio channel). The metadata layer also makes a few blocking calls from
+The daemon talks to the remote on its event loop (the client's grpc.aio
+channel). The metadata layer also makes a few blocking calls from
 worker threads (`_info_sync` inside its database transaction, as
 containerd asks its store inside the bolt transaction; `read_at_sync` and
 `write_sync` while copying or unpacking); those run the same coroutines on
@@ -45,11 +47,9 @@ from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.services.content.v1 import content_pb2 as pb
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
-from pycontainerd.core import errdefs
-from pycontainerd.core.proxy import ProxyPlugin
-from pycontainerd.core.registry import PluginType
-
-from .local import Info, Status
+from pycontainerd.pkg import errdefs, errgrpc
+from pycontainerd.pkg.content import Info, Status, info_from_pb, status_from_pb
+from pycontainerd.pkg.timestamps import from_pb, to_pb
 
 T = TypeVar("T")
 
@@ -57,27 +57,8 @@ READ_AHEAD = 1 << 20  # a reader asks for at least this much per Read stream
 SYNC_TIMEOUT = 300.0  # a blocking call that waits longer than this is stuck
 
 
-def _ns(ts: Any) -> int:
-    return ts.seconds * 1_000_000_000 + ts.nanos
-
-
-def _ts(ns: int) -> Any:
-    from google.protobuf import timestamp_pb2
-
-    return timestamp_pb2.Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
-
-
-def from_pb_info(p: Any) -> Info:
-    return Info(p.digest, p.size, _ns(p.created_at), _ns(p.updated_at), dict(p.labels))
-
-
-def from_pb_status(p: Any) -> Status:
-    return Status(ref=p.ref, offset=p.offset, total=p.total, expected=p.expected,
-                  started_at=_ns(p.started_at), updated_at=_ns(p.updated_at))
-
-
 def _error(exc: grpc.RpcError) -> errdefs.ContainerdError:
-    return errdefs.from_grpc(exc.code(), exc.details())
+    return errgrpc.from_grpc(exc.code(), exc.details())
 
 
 class _Loop:
@@ -109,9 +90,13 @@ class _Loop:
 class ProxyContentStore:
     """containerd's proxy content store over one channel."""
 
-    def __init__(self, name: str, address: str, channel: Any):
+    remote = True
+
+    def __init__(self, name: str, address: str, channel: Any, owns_channel: bool = False):
         self.name = name
         self.address = address
+        self.channel = channel
+        self._owns_channel = owns_channel
         self.stub = pb_grpc.ContentStub(channel)
         self._loop = _Loop()
         try:
@@ -127,7 +112,7 @@ class ProxyContentStore:
             r = await self.stub.Info(pb.InfoRequest(digest=dgst))
         except grpc.RpcError as exc:
             raise _error(exc) from None
-        return from_pb_info(r.info)
+        return info_from_pb(r.info)
 
     def _info_sync(self, dgst: str) -> Info:
         """For the metadata layer's database thread (the shared-blob check)."""
@@ -138,21 +123,21 @@ class ProxyContentStore:
         never calls this. A raw local store refuses it, as containerd's does."""
         self._loop.bind()
         req = pb.UpdateRequest(
-            info=pb.Info(digest=info.digest, size=info.size, created_at=_ts(info.created_at),
-                         updated_at=_ts(info.updated_at), labels=info.labels),
+            info=pb.Info(digest=info.digest, size=info.size, created_at=to_pb(info.created_at),
+                         updated_at=to_pb(info.updated_at), labels=info.labels),
             update_mask=field_mask_pb2.FieldMask(paths=list(paths)))
         try:
             r = await self.stub.Update(req)
         except grpc.RpcError as exc:
             raise _error(exc) from None
-        return from_pb_info(r.info)
+        return info_from_pb(r.info)
 
     async def walk(self, *filter_strings: str) -> list[Info]:
         self._loop.bind()
         out = []
         try:
             async for r in self.stub.List(pb.ListContentRequest(filters=list(filter_strings))):
-                out.extend(from_pb_info(i) for i in r.info)
+                out.extend(info_from_pb(i) for i in r.info)
         except grpc.RpcError as exc:
             raise _error(exc) from None
         return out
@@ -178,7 +163,7 @@ class ProxyContentStore:
             r = await self.stub.Status(pb.StatusRequest(ref=ref))
         except grpc.RpcError as exc:
             raise _error(exc) from None
-        return from_pb_status(r.status)
+        return status_from_pb(r.status)
 
     async def list_statuses(self, *filter_strings: str) -> list[Status]:
         self._loop.bind()
@@ -186,7 +171,7 @@ class ProxyContentStore:
             r = await self.stub.ListStatuses(pb.ListStatusesRequest(filters=list(filter_strings)))
         except grpc.RpcError as exc:
             raise _error(exc) from None
-        return [from_pb_status(s) for s in r.statuses]
+        return [status_from_pb(s) for s in r.statuses]
 
     async def walk_status_refs(self) -> list[str]:
         """Every ingest's ref, for GC. The API has no cheaper call for it, so
@@ -217,12 +202,14 @@ class ProxyContentStore:
             raise
         w.offset = r.offset
         w.total = r.total
-        w.started_at = _ns(r.started_at)
-        w.updated_at = _ns(r.updated_at)
+        w.started_at = from_pb(r.started_at)
+        w.updated_at = from_pb(r.updated_at)
         return w
 
-    def close(self) -> None:
-        """The channel belongs to the proxy plugin, which closes it."""
+    async def close(self) -> None:
+        """Close the channel, when this client made it."""
+        if self._owns_channel:
+            await self.channel.close()
 
 
 class ProxyReaderAt:
@@ -315,7 +302,7 @@ class ProxyWriter:
         if r is grpc.aio.EOF:
             code = await self.call.code()
             if code != grpc.StatusCode.OK:
-                raise errdefs.from_grpc(code, await self.call.details())
+                raise errgrpc.from_grpc(code, await self.call.details())
             raise errdefs.Unavailable(f"content proxy {self.store.name}: write stream for {self.ref} ended early")
         if r.digest:
             self._digest = r.digest
@@ -393,22 +380,8 @@ class ProxyWriter:
         await asyncio.wait_for(drain(), 30)
 
 
-def store_of(plugin: Any) -> Any:
-    """The store a content plugin instance stands for: a local store as it
-    is, a proxy plugin as its client (one per plugin, so the content
-    service, the differ and GC share it)."""
-    if isinstance(plugin, ProxyPlugin):
-        client = getattr(plugin, "content_store", None)
-        if client is None:
-            client = ProxyContentStore(plugin.name, plugin.address, plugin.channel)
-            plugin.content_store = client  # type: ignore[attr-defined]
-        return client
-    return plugin
-
-
-def backend_of(ic: Any) -> Any:
-    """The content store under the metadata layer: as in containerd, the
-    first content plugin loaded. With `io.containerd.content.v1.content`
-    disabled and a `[proxy_plugins.<name>] type = "content"` configured,
-    that is the remote store."""
-    return store_of(ic.get(PluginType.CONTENT))
+def new_client(name: str, address: str) -> ProxyContentStore:
+    """The instance of a `type = "content"` proxy plugin: a client on its
+    own grpc.aio channel (connected on first use)."""
+    target = address if address.startswith("unix:") else "unix:" + address
+    return ProxyContentStore(name, address, grpc.aio.insecure_channel(target), owns_channel=True)

@@ -24,12 +24,15 @@ from types import SimpleNamespace
 import structlog
 
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
-from pycontainerd.core import errdefs, filters
+from pycontainerd.core import filters
 from pycontainerd.core.service import serve_standalone
+from pycontainerd.pkg import errdefs
 from pycontainerd.plugins.services.content import Service
 
+from pycontainerd.pkg.content import Info, Status, adapt_info
+
 from .labels import FileLabelStore
-from .local import Info, LocalStore, Status, adapt_info
+from .local import LocalStore
 
 log = structlog.get_logger(__name__)
 
@@ -144,12 +147,18 @@ async def serve(address: str, root: str) -> None:
     )
 
 
-def main(args) -> int:
-    """Entry for `pycontainerd content serve` (args: serve_address, serve_root)."""
+def main(argv: list[str]) -> int:
+    """`pycontainerd content serve` (plugins/builtins.py wires it)."""
+    import argparse
     import sys
 
+    p = argparse.ArgumentParser(prog="pycontainerd content serve",
+                                description="serve a local content store over containerd's Content API")
+    p.add_argument("--address", required=True, help="UNIX socket to serve on")
+    p.add_argument("--root", required=True, help="the content store's root directory")
+    args = p.parse_args(argv)
     try:
-        asyncio.run(serve(args.serve_address, args.serve_root))
+        asyncio.run(serve(args.address, args.root))
     except OSError as exc:
         print(f"pycontainerd: {exc}", file=sys.stderr)
         return 1

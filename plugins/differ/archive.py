@@ -45,7 +45,7 @@ from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 import structlog
 
-from pycontainerd.core import errdefs
+from pycontainerd.pkg import errdefs
 
 log = structlog.get_logger(__name__)
 
@@ -73,7 +73,7 @@ class ArchiveError(errdefs.ContainerdError):
     crosses the API as is (code Unknown, as containerd's ToGRPC sends an
     error of no known class)."""
 
-    sentinel, code = "", errdefs.Unknown.code
+    sentinel = ""
 
 
 def describe(e: BaseException) -> str:

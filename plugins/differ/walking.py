@@ -33,16 +33,17 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import structlog
 
-from pycontainerd.core import errdefs
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.plugins.snapshotters import mount as mountlib
-from pycontainerd.plugins.snapshotters.storage import Mount
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg import mount as mountlib
+from pycontainerd.pkg import platforms
+from pycontainerd.pkg.mount import Mount
+from pycontainerd.pkg.oci.descriptor import Descriptor
 
 
 log = structlog.get_logger(__name__)
@@ -60,16 +61,6 @@ UNCOMPRESSED_LABEL = "containerd.io/uncompressed"
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b\x08"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-@dataclass
-class Descriptor:
-    """An OCI descriptor: what Apply and Diff return."""
-
-    media_type: str
-    digest: str
-    size: int
-    annotations: dict[str, str] = field(default_factory=dict)
 
 
 # -- media types and compression ----------------------------------------------------
@@ -333,13 +324,9 @@ async def _in_thread(fn: Callable[[Callable[[], bool]], Any]) -> Any:
 class WalkingDiff:
     """Applier and Comparer over a namespaced content store."""
 
-    def __init__(self, store: Callable[[], Any], tmp_dir: str | None = None):
-        self._store = store
+    def __init__(self, store: Any, tmp_dir: str | None = None):
+        self.store = store  # the metadata plugin's namespaced content store
         self.tmp_dir = tmp_dir
-
-    @property
-    def store(self) -> Any:
-        return self._store()
 
     async def apply(self, namespace: str, desc: Descriptor, mounts: list[Mount],
                     payloads: dict[str, Any] | None = None) -> Descriptor:
@@ -459,35 +446,13 @@ class WalkingDiff:
 # -- plugin ----------------------------------------------------------------------------------
 
 
-def _content_store(ic: InitContext) -> Callable[[], Any]:
-    """The namespaced content store the content service owns (one instance,
-    so its lock is the one GC takes). It is looked up on first use: the
-    diff service sits on top of this plugin, so the differ cannot require
-    service plugins. Without a content service, a private view over the
-    same database and blobs is used."""
-    cached: list[Any] = []
-
-    def get() -> Any:
-        if not cached:
-            try:
-                cached.append(ic.get(PluginType.SERVICE, "content-service").store)
-            except errdefs.ContainerdError:
-                from pycontainerd.plugins.content.proxy import backend_of
-                from pycontainerd.plugins.metadata.content import ContentStore
-
-                cached.append(ContentStore(ic.get(PluginType.METADATA), backend_of(ic)))
-        return cached[0]
-
-    return get
-
-
 async def init(ic: InitContext) -> WalkingDiff:
-    from pycontainerd.plugins.snapshotters.base import platform_string
-
-    ic.meta.platforms.append(platform_string())
+    ic.meta.platforms.append(platforms.default_string())
     tmp = os.path.join(ic.state, "mounts")
     os.makedirs(tmp, mode=0o700, exist_ok=True)
-    return WalkingDiff(_content_store(ic), tmp)
+    # the namespaced content store the metadata plugin owns (the one the
+    # content service serves and whose lock GC takes)
+    return WalkingDiff(ic.get(PluginType.METADATA).content_store, tmp)
 
 
 @hookimpl

@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 import structlog
 
-from pycontainerd.core import config as configmod, errdefs, goduration
+from pycontainerd.core import config as configmod
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.pkg import errdefs, goduration
 
 log = structlog.get_logger(__name__)
 
@@ -101,8 +102,13 @@ class Scheduler:
             "ScheduleDelay": goduration.format(round(self.schedule_delay * 1e9)),
         }
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="gc-scheduler")
+    def start(self, spawn: Callable[[str, Any], asyncio.Task] | None = None) -> None:
+        """Start the loop; `spawn` makes it one of the daemon's background
+        tasks (InitContext.spawn), cancelled when the daemon stops."""
+        if spawn is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="gc-scheduler")
+        else:
+            self._task = spawn("scheduler", self._run())
 
     async def close(self) -> None:
         if self._task is not None:
@@ -229,40 +235,22 @@ class Scheduler:
                 getter.cancel()
 
 
-def _content_lock(ic: InitContext):
-    """The namespaced content store's lock, looked up when a collection
-    needs it: the content service starts after this plugin."""
-
-    def lookup():
-        try:
-            local = ic.get(PluginType.SERVICE, "content-service")
-        except errdefs.ContainerdError:
-            return None
-        return getattr(getattr(local, "store", None), "lock", None)
-
-    return lookup
-
-
 async def init(ic: InitContext) -> Scheduler:
     from pycontainerd.plugins.metadata.content import backend_ref
     from pycontainerd.plugins.metadata.gc import Collector
 
     db = ic.get(PluginType.METADATA)
-    content = None
-    from pycontainerd.plugins.content.proxy import store_of
-
-    for store in map(store_of, ic.get_all(PluginType.CONTENT).values()):
-        if hasattr(store, "walk") and hasattr(store, "delete"):
-            content = store  # the local store, as containerd's metadata uses its one content store
-            break
-    snapshotters = {
-        name: sn for name, sn in ic.get_all(PluginType.SNAPSHOT).items() if hasattr(sn, "walk") and hasattr(sn, "remove")
-    }
-    collector = Collector(db, content, snapshotters, ingest_ref=backend_ref, content_lock=_content_lock(ic))
+    # the stores under the metadata plugin's views, proxy ones included, and
+    # the lock of its one namespaced content store
+    store = db.content_store
+    content = store.backend if store is not None else None
+    snapshotters = {name: view.backend for name, view in db.snapshotters.items()}
+    collector = Collector(db, content, snapshotters, ingest_ref=backend_ref,
+                          content_lock=lambda: store.lock if store is not None else None)
     await collector.start()
     scheduler = Scheduler(collector, ic.config)
     ic.meta.exports.update(scheduler.exports())
-    scheduler.start()
+    scheduler.start(ic.spawn)
     return scheduler
 
 

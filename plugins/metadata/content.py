@@ -31,8 +31,11 @@ import sqlite3
 import time
 from typing import AsyncIterator
 
-from pycontainerd.core import errdefs, filters
-from pycontainerd.plugins.content.local import Info, LocalStore, Status, adapt_info, adapt_status, validate_digest
+from pycontainerd.core import filters
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.content import Info, Status, adapt_info, adapt_status
+from pycontainerd.pkg.digest import validate_digest
+from pycontainerd.plugins.content.local import LocalStore
 from pycontainerd.plugins.metadata.sqlite import (
     DB,
     check_label_limits,

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import sqlite3
 import threading
 import time
@@ -88,7 +87,7 @@ def snapshot_label_object(snapshotter: str, key: str) -> str:
 
 
 def _parse_expire(text: str) -> int | None:
-    from pycontainerd.plugins.content.local import parse_rfc3339nano
+    from pycontainerd.pkg.timestamps import parse_rfc3339nano
 
     try:
         return parse_rfc3339nano(text)
@@ -492,7 +491,7 @@ class Collector:
     async def _delete_blob_if_unheld(self, dgst: str) -> None:
         """Delete a blob unless a record for it appeared since the walk began;
         the check and the delete happen with the database held."""
-        from pycontainerd.core import errdefs
+        from pycontainerd.pkg import errdefs
 
         def held(conn: sqlite3.Connection) -> bool:
             return conn.execute(
@@ -509,7 +508,7 @@ class Collector:
             pass
 
     async def _abort_if_unknown(self, ref: str) -> None:
-        from pycontainerd.core import errdefs
+        from pycontainerd.pkg import errdefs
 
         try:
             await self.content.abort(ref)
@@ -519,17 +518,10 @@ class Collector:
 
     async def cleanup_snapshotter(self, name: str) -> None:
         """Remove the snapshots of `name` that no namespace holds, children
-        first, then let the snapshotter clean up its leftovers."""
+        first, then let the snapshotter clean up its leftovers. Snapshotters
+        block (pkg/snapshots.py), remote ones included: this runs on the
+        database thread, as the metadata layer's own calls do."""
         sn = self.snapshotters[name]
-        if inspect.iscoroutinefunction(getattr(sn, "walk", None)):
-            # a remote or asynchronous snapshotter: walk and remove outside
-            # the database thread
-            keys = await self.db.view(lambda conn: _backend_keys(conn, name))
-            for key in _prune_order(await sn.walk(), keys):
-                await sn.remove(key)
-            if hasattr(sn, "cleanup"):
-                await sn.cleanup()
-            return
 
         def prune(conn: sqlite3.Connection) -> None:
             keys = _backend_keys(conn, name)

@@ -21,9 +21,10 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
-from pycontainerd.core import errdefs, filters
+from pycontainerd.core import filters
 from pycontainerd.core.filters import _go_quote
-from pycontainerd.plugins.content.local import digest_error
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.digest import digest_error
 
 from .sqlite import DB, ensure_namespace, get_labels, validate_labels
 

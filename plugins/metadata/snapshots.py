@@ -30,7 +30,9 @@ from typing import Any
 
 import structlog
 
-from pycontainerd.core import errdefs, failpoint, filters
+from pycontainerd.core import failpoint, filters
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.snapshots import KIND_COMMITTED, Info, Mount, Usage, adapt_info
 from pycontainerd.plugins.metadata.sqlite import (
     check_label_limits,
     ensure_namespace,
@@ -39,8 +41,6 @@ from pycontainerd.plugins.metadata.sqlite import (
     put_labels,
     validate_labels,
 )
-from pycontainerd.plugins.snapshotters.base import adapt_info
-from pycontainerd.plugins.snapshotters.storage import KIND_COMMITTED, Info, Mount, Usage
 
 log = structlog.get_logger(__name__)
 
@@ -294,7 +294,9 @@ class NamespacedSnapshotter:
         return await asyncio.to_thread(select)
 
     async def cleanup(self) -> None:
-        await asyncio.to_thread(self.backend.cleanup)
+        cleanup = getattr(self.backend, "cleanup", None)  # optional (pkg.snapshots.Cleaner)
+        if cleanup is not None:
+            await asyncio.to_thread(cleanup)
 
     # -- start-up -------------------------------------------------------------
 
@@ -365,7 +367,9 @@ class NamespacedSnapshotter:
                     log.warning("orphan remove failed", snapshotter=self.name, key=b, error=str(exc))
                 left.discard(b)
                 binfos.pop(b, None)
+        cleanup = getattr(self.backend, "cleanup", None)  # optional (pkg.snapshots.Cleaner)
         try:
-            self.backend.cleanup()
+            if cleanup is not None:
+                cleanup()
         except Exception as exc:
             log.warning("cleanup failed", snapshotter=self.name, error=str(exc))

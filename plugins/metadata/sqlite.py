@@ -8,6 +8,13 @@ images, containers, leases, content and snapshot references without
 touching existing data.
 
 All sqlite work runs on one dedicated thread, never on the event loop.
+
+Like containerd's metadata.DB, the plugin's instance also hands out the
+namespaced views of the stores below it: `content_store` (the namespaced
+content store over the first content plugin, a proxy one included) and
+`snapshotters` (a namespaced view of every loaded snapshotter, proxy ones
+included). The services, the differ and GC share these objects (one
+content lock, one view per snapshotter) instead of building their own.
 """
 
 from __future__ import annotations
@@ -17,12 +24,16 @@ import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
-from pycontainerd.core import errdefs
+import structlog
+
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import validate_identifier
+from pycontainerd.pkg import errdefs
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -199,6 +210,9 @@ class DB:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata")
         self._conn: sqlite3.Connection | None = None
+        # the namespaced views, set by the plugin's init (see the module doc)
+        self.content_store: Any = None
+        self.snapshotters: dict[str, Any] = {}
 
     def _open(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -372,7 +386,29 @@ async def init(ic: InitContext) -> DB:
     db = DB(os.path.join(ic.root, "meta.db"))
     await db.open()
     ic.meta.exports["schema_version"] = str(db.schema_version)
+    await _attach_views(ic, db)
     return db
+
+
+async def _attach_views(ic: InitContext, db: DB) -> None:
+    """The namespaced content store and snapshotters, over the plugins
+    loaded before this one (every one passed its contract check)."""
+    from pycontainerd.plugins.metadata.content import ContentStore
+    from pycontainerd.plugins.metadata.snapshots import NamespacedSnapshotter
+
+    try:
+        # as in containerd, the first content plugin loaded; with the local
+        # one disabled and a [proxy_plugins] one configured, the remote store
+        db.content_store = ContentStore(db, ic.get(PluginType.CONTENT))
+    except errdefs.ContainerdError as exc:
+        log.warning("no content store: content is unavailable", error=str(exc))
+    db.snapshotters = {name: NamespacedSnapshotter(db, name, sn) for name, sn in ic.get_all(PluginType.SNAPSHOT).items()}
+    # settle what a crash may have left between the metadata and the local
+    # snapshotters (a remote one keeps its own house)
+    local = [s for s in db.snapshotters.values() if not getattr(s.backend, "remote", False)]
+    for sn, result in zip(local, await asyncio.gather(*(s.recover() for s in local), return_exceptions=True)):
+        if isinstance(result, Exception):
+            log.error("snapshot recovery failed", snapshotter=sn.name, error=str(result))
 
 
 @hookimpl

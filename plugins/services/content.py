@@ -1,9 +1,10 @@
 """The content service: containerd.services.content.v1.Content.
 
-`io.containerd.service.v1.content-service` is the namespaced content store
-(plugins/metadata/content.py over the local store) that also publishes
-`/content/delete`; other plugins (GC, images, the differ) reach the store
-through its `store` attribute. `io.containerd.grpc.v1.content` serves it
+`io.containerd.service.v1.content-service` wraps the namespaced content
+store the metadata plugin hands out (plugins/metadata/content.py, over the
+local store or a proxy one) and also publishes `/content/delete`; other
+plugins (GC, the differ, images next) share the same store through the
+metadata plugin. `io.containerd.grpc.v1.content` serves it
 over gRPC the way containerd's contentserver does, including the Write
 stream's STAT / WRITE / COMMIT protocol: the first message names the ref
 (and maybe the expected size and digest), every answer carries the current
@@ -17,47 +18,32 @@ from __future__ import annotations
 from typing import Iterable
 
 import grpc
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 
 from pycontainerd.api.events import content_pb2 as events_pb
 from pycontainerd.api.services.content.v1 import content_pb2 as pb
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
-from pycontainerd.core import errdefs
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core.service import namespace
-from pycontainerd.plugins.content.local import Info, Status, digest_error
+from pycontainerd.core.service import lease_of, namespace, service_pair
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.content import Info, Status
+from pycontainerd.pkg.digest import digest_error
+from pycontainerd.pkg.timestamps import to_pb
 from pycontainerd.plugins.metadata.content import ContentStore
 
 SERVICE_ID = "content-service"
-LEASE_HEADER = "containerd-lease"
 LIST_BLOCK = 100  # infos per List message, as containerd sends them
 READ_CHUNK = 1 << 20
 
 
-def lease_of(context) -> str:
-    """The lease the request carries (containerd's leases.FromContext)."""
-    for key, value in context.invocation_metadata() or ():
-        if key == LEASE_HEADER:
-            return value
-    return ""
-
-
-def ts(ns: int) -> timestamp_pb2.Timestamp:
-    return timestamp_pb2.Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
-
-
-def ns_of(t: timestamp_pb2.Timestamp) -> int:
-    return t.seconds * 1_000_000_000 + t.nanos
-
-
 def info_to_pb(info: Info) -> pb.Info:
-    return pb.Info(digest=info.digest, size=info.size, created_at=ts(info.created_at),
-                   updated_at=ts(info.updated_at), labels=info.labels)
+    return pb.Info(digest=info.digest, size=info.size, created_at=to_pb(info.created_at),
+                   updated_at=to_pb(info.updated_at), labels=info.labels)
 
 
 def status_to_pb(st: Status) -> pb.Status:
-    return pb.Status(started_at=ts(st.started_at), updated_at=ts(st.updated_at), ref=st.ref,
+    return pb.Status(started_at=to_pb(st.started_at), updated_at=to_pb(st.updated_at), ref=st.ref,
                      offset=st.offset, total=st.total, expected=st.expected)
 
 
@@ -211,8 +197,8 @@ class Service(pb_grpc.ContentServicer):
                     total = req.total
                 if req.action == pb.STAT:
                     msg.digest = wr.digest()
-                    msg.started_at.CopyFrom(ts(ws.started_at))
-                    msg.updated_at.CopyFrom(ts(ws.updated_at))
+                    msg.started_at.CopyFrom(to_pb(ws.started_at))
+                    msg.updated_at.CopyFrom(to_pb(ws.updated_at))
                     msg.total = total
                 elif req.action in (pb.WRITE, pb.COMMIT):
                     if req.offset > 0 and req.offset != ws.offset:
@@ -244,25 +230,12 @@ class Service(pb_grpc.ContentServicer):
 
 
 async def init_local(ic: InitContext) -> Local:
-    db = ic.get(PluginType.METADATA)
-    from pycontainerd.plugins.content.proxy import backend_of
-
-    backend = backend_of(ic)  # the first content plugin; a [proxy_plugins] one through its client
-    return Local(ContentStore(db, backend), ic.get(PluginType.EVENT))
-
-
-async def init_grpc(ic: InitContext) -> Service:
-    return Service(ic.get(PluginType.SERVICE, SERVICE_ID))
+    store = ic.get(PluginType.METADATA).content_store
+    if store is None:
+        raise errdefs.NotFound("no content store loaded")
+    return Local(store, ic.get(PluginType.EVENT))
 
 
 @hookimpl
 def pycontainerd_plugins() -> Iterable[Registration]:
-    return [
-        Registration(
-            type=PluginType.SERVICE,
-            id=SERVICE_ID,
-            requires=(PluginType.EVENT, PluginType.METADATA),
-            init=init_local,
-        ),
-        Registration(type=PluginType.GRPC, id="content", requires=(PluginType.SERVICE,), init=init_grpc),
-    ]
+    return service_pair(SERVICE_ID, "content", init_local, Service, requires=(PluginType.EVENT, PluginType.METADATA))

@@ -17,13 +17,14 @@ from typing import Any, Iterable
 from pycontainerd.api.services.diff.v1 import diff_pb2 as pb
 from pycontainerd.api.services.diff.v1 import diff_pb2_grpc as pb_grpc
 from pycontainerd.api.types import descriptor_pb2
-from pycontainerd.core import errdefs
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core.service import namespace
+from pycontainerd.core.service import lease_of, namespace, service_pair
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.mount import Mount
+from pycontainerd.pkg.oci.descriptor import Descriptor
 
 SERVICE_ID = "diff-service"
-LEASE_HEADER = "containerd-lease"
 
 
 @dataclass
@@ -35,22 +36,11 @@ class Config:
     default: list[str] = field(default_factory=lambda: ["walking"])
 
 
-def lease_of(context) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == LEASE_HEADER:
-            return value
-    return ""
-
-
 def to_mounts(mounts) -> list[Any]:
-    from pycontainerd.plugins.differ.walking import Mount
-
     return [Mount(m.type, m.source, list(m.options), m.target) for m in mounts]
 
 
 def to_descriptor(d: descriptor_pb2.Descriptor):
-    from pycontainerd.plugins.differ.walking import Descriptor
-
     return Descriptor(d.media_type, d.digest, d.size, dict(d.annotations))
 
 
@@ -108,21 +98,10 @@ async def init_local(ic: InitContext) -> Local:
     for name in ic.config.default:
         if name not in differs:
             raise RuntimeError(f"needed differ not loaded: {name}")
-        d = differs[name]
-        if not (hasattr(d, "apply") and hasattr(d, "compare")):
-            raise RuntimeError(f"differ does not implement Comparer and Applier interface: {name}")
-        ordered.append(d)
+        ordered.append(differs[name])  # each passed the differ contract at load
     return Local(ordered)
-
-
-async def init_grpc(ic: InitContext) -> Service:
-    return Service(ic.get(PluginType.SERVICE, SERVICE_ID))
 
 
 @hookimpl
 def pycontainerd_plugins() -> Iterable[Registration]:
-    return [
-        Registration(type=PluginType.SERVICE, id=SERVICE_ID, requires=(PluginType.DIFF,), config=Config,
-                     init=init_local),
-        Registration(type=PluginType.GRPC, id="diff", requires=(PluginType.SERVICE,), init=init_grpc),
-    ]
+    return service_pair(SERVICE_ID, "diff", init_local, Service, requires=(PluginType.DIFF,), config=Config)

@@ -12,11 +12,11 @@ from google.protobuf import empty_pb2, timestamp_pb2
 
 from pycontainerd.api.services.events.v1 import events_pb2 as pb
 from pycontainerd.api.services.events.v1 import events_pb2_grpc as pb_grpc
-from pycontainerd.core import errdefs
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.events import Envelope, validate_envelope
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import DecodeFailure, namespace
+from pycontainerd.pkg import errdefs
 
 
 _ZERO_TIME = datetime.datetime(1, 1, 1, tzinfo=datetime.timezone.utc)  # Go's zero time: "not set"

@@ -24,9 +24,11 @@ from google.rpc import status_pb2
 from pycontainerd.api.services.introspection.v1 import introspection_pb2 as pb
 from pycontainerd.api.services.introspection.v1 import introspection_pb2_grpc as pb_grpc
 from pycontainerd.api.types import platform_pb2
-from pycontainerd.core import errdefs, filters
+from pycontainerd.core import filters
 from pycontainerd.core.context import InitContext, Plugin, PluginSet
-from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.core.registry import Registration, hookimpl
+from pycontainerd.core.service import service_pair
+from pycontainerd.pkg import errgrpc
 
 SERVICE_ID = "introspection-service"
 DURATIONS_KEY = "pycontainerd-init-durations"
@@ -49,7 +51,7 @@ def plugin_to_pb(p: Plugin) -> pb.Plugin:
         capabilities=p.meta.capabilities,
     )
     if p.error is not None:
-        code, message = errdefs.to_grpc(p.error)
+        code, message = errgrpc.to_grpc(p.error)
         msg.init_err.CopyFrom(status_pb2.Status(code=code.value[0], message=message))
     return msg
 
@@ -120,13 +122,6 @@ async def init_local(ic: InitContext) -> Local:
     return local
 
 
-async def init_grpc(ic: InitContext) -> Service:
-    return Service(ic.get(PluginType.SERVICE, SERVICE_ID))
-
-
 @hookimpl
 def pycontainerd_plugins() -> Iterable[Registration]:
-    return [
-        Registration(type=PluginType.SERVICE, id=SERVICE_ID, init=init_local),
-        Registration(type=PluginType.GRPC, id="introspection", requires=(PluginType.SERVICE,), init=init_grpc),
-    ]
+    return service_pair(SERVICE_ID, "introspection", init_local, Service)

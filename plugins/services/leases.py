@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 
 from pycontainerd.api.services.leases.v1 import leases_pb2 as pb
 from pycontainerd.api.services.leases.v1 import leases_pb2_grpc as pb_grpc
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core import errdefs
 from pycontainerd.core.filters import _go_quote
-from pycontainerd.core.service import namespace
+from pycontainerd.core.service import namespace, service_pair
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.timestamps import to_pb
 from pycontainerd.plugins.metadata.leases import Lease, LeaseManager, Resource, random_id
 
 SERVICE_ID = "leases-service"
@@ -55,9 +56,7 @@ class Local:
 
 
 def lease_to_pb(lease: Lease) -> pb.Lease:
-    created = timestamp_pb2.Timestamp()
-    created.FromNanoseconds(lease.created_at)
-    return pb.Lease(id=lease.id, created_at=created, labels=lease.labels)
+    return pb.Lease(id=lease.id, created_at=to_pb(lease.created_at), labels=lease.labels)
 
 
 MAX_LEASE_ID = 255  # bytes
@@ -116,15 +115,6 @@ async def init_local(ic: InitContext) -> Local:
     return Local(LeaseManager(ic.get(PluginType.METADATA)), ic.get(PluginType.GC))
 
 
-async def init_grpc(ic: InitContext) -> Service:
-    return Service(ic.get(PluginType.SERVICE, SERVICE_ID))
-
-
 @hookimpl
 def pycontainerd_plugins() -> Iterable[Registration]:
-    return [
-        Registration(
-            type=PluginType.SERVICE, id=SERVICE_ID, requires=(PluginType.METADATA, PluginType.GC), init=init_local
-        ),
-        Registration(type=PluginType.GRPC, id="leases", requires=(PluginType.SERVICE,), init=init_grpc),
-    ]
+    return service_pair(SERVICE_ID, "leases", init_local, Service, requires=(PluginType.METADATA, PluginType.GC))

@@ -17,10 +17,11 @@ from google.protobuf import empty_pb2
 from pycontainerd.api.events import namespace_pb2 as events_pb
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2 as pb
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2_grpc as pb_grpc
-from pycontainerd.core import errdefs, filters
+from pycontainerd.core import filters
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core.service import NAMESPACE_HEADER
+from pycontainerd.core.service import NAMESPACE_HEADER, service_pair
+from pycontainerd.pkg import errdefs
 from pycontainerd.plugins.metadata.sqlite import check_label_limits
 
 SERVICE_ID = "namespaces-service"
@@ -110,15 +111,7 @@ async def init_local(ic: InitContext) -> Local:
     return Local(ic.get(PluginType.METADATA), ic.get(PluginType.EVENT))
 
 
-async def init_grpc(ic: InitContext) -> Service:
-    return Service(ic.get(PluginType.SERVICE, SERVICE_ID))
-
-
 @hookimpl
 def pycontainerd_plugins() -> Iterable[Registration]:
-    return [
-        Registration(
-            type=PluginType.SERVICE, id=SERVICE_ID, requires=(PluginType.EVENT, PluginType.METADATA), init=init_local
-        ),
-        Registration(type=PluginType.GRPC, id="namespaces", requires=(PluginType.SERVICE,), init=init_grpc),
-    ]
+    return service_pair(SERVICE_ID, "namespaces", init_local, Service,
+                        requires=(PluginType.EVENT, PluginType.METADATA))

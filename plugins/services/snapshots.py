@@ -1,7 +1,8 @@
 """The snapshots service: every snapshotter, namespaced, over gRPC.
 
-`io.containerd.service.v1.snapshots-service` wraps each loaded snapshotter
-in its namespaced view (plugins/metadata/snapshots.py), publishes
+`io.containerd.service.v1.snapshots-service` serves the namespaced view of
+each loaded snapshotter the metadata plugin hands out
+(plugins/metadata/snapshots.py), publishes
 `/snapshot/prepare|commit|remove`, and picks the snapshotter a request
 names. A request with an empty name gets the namespace's default (its label
 `containerd.io/defaults/snapshotter`) or else the service's configured
@@ -11,41 +12,37 @@ config.toml edit:
     [plugins."io.containerd.service.v1.snapshots-service"]
       default = "native"
 
-Proxy snapshotters (`[proxy_plugins.<name>] type = "snapshot"`) are served
-the same way through a client of their socket (plugins/snapshotters/proxy.py).
+Proxy snapshotters (`[proxy_plugins.<name>] type = "snapshot"`) are among
+them: their plugin's instance is a client of their socket
+(plugins/snapshotters/proxy.py).
 
 `io.containerd.grpc.v1.snapshots` serves containerd.services.snapshots.v1.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Iterable
 
 import structlog
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 
 from pycontainerd.api.events import snapshot_pb2 as events_pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from pycontainerd.api.types import mount_pb2
-from pycontainerd.core import errdefs
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core.service import namespace
-from pycontainerd.core.proxy import ProxyPlugin
+from pycontainerd.core.service import lease_of, namespace, service_pair
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.snapshots import Info, Mount
+from pycontainerd.pkg.timestamps import to_pb
 from pycontainerd.plugins.metadata.snapshots import NamespacedSnapshotter
-from pycontainerd.plugins.snapshotters.proxy import ProxySnapshotter
-from pycontainerd.plugins.snapshotters.storage import Info, Mount
 
 log = structlog.get_logger(__name__)
 
 SERVICE_ID = "snapshots-service"
-# what a snapshotter plugin's instance must offer to be served
-SNAPSHOTTER_API = ("stat", "update", "usage", "mounts", "prepare", "view", "commit", "remove", "walk", "cleanup")
 DEFAULT_LABEL = "containerd.io/defaults/snapshotter"
-LEASE_HEADER = "containerd-lease"
 
 
 @dataclass
@@ -63,12 +60,6 @@ class Local:
         self.events = events
         self.snapshotters = snapshotters
         self.default = default
-
-    def close(self) -> None:
-        """Close the clients of proxy snapshotters (local ones close as plugins)."""
-        for sn in self.snapshotters.values():
-            if isinstance(sn.backend, ProxySnapshotter):
-                sn.backend.close()
 
     async def get(self, ns: str, name: str) -> NamespacedSnapshotter:
         if not name:
@@ -109,24 +100,13 @@ class Local:
         self.events.publish(ns, "/snapshot/remove", events_pb.SnapshotRemove(key=key))
 
 
-def _ts(ns_time: int) -> timestamp_pb2.Timestamp:
-    return timestamp_pb2.Timestamp(seconds=ns_time // 1_000_000_000, nanos=ns_time % 1_000_000_000)
-
-
 def to_pb_info(info: Info) -> pb.Info:
-    return pb.Info(name=info.name, parent=info.parent, kind=info.kind, created_at=_ts(info.created),
-                   updated_at=_ts(info.updated), labels=info.labels)
+    return pb.Info(name=info.name, parent=info.parent, kind=info.kind, created_at=to_pb(info.created),
+                   updated_at=to_pb(info.updated), labels=info.labels)
 
 
 def to_pb_mounts(mounts: list[Mount]) -> list[mount_pb2.Mount]:
     return [mount_pb2.Mount(type=m.type, source=m.source, target=m.target, options=m.options) for m in mounts]
-
-
-def _lease(context) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == LEASE_HEADER:
-            return value
-    return ""
 
 
 class Service(pb_grpc.SnapshotsServicer):
@@ -139,13 +119,13 @@ class Service(pb_grpc.SnapshotsServicer):
     async def Prepare(self, request, context):
         ns = namespace(context)
         mounts = await self.local.prepare(ns, request.snapshotter, request.key, request.parent,
-                                          dict(request.labels), _lease(context))
+                                          dict(request.labels), lease_of(context))
         return pb.PrepareSnapshotResponse(mounts=to_pb_mounts(mounts))
 
     async def View(self, request, context):
         ns = namespace(context)
         mounts = await self.local.view(ns, request.snapshotter, request.key, request.parent,
-                                       dict(request.labels), _lease(context))
+                                       dict(request.labels), lease_of(context))
         return pb.ViewSnapshotResponse(mounts=to_pb_mounts(mounts))
 
     async def Mounts(self, request, context):
@@ -156,12 +136,12 @@ class Service(pb_grpc.SnapshotsServicer):
     async def Commit(self, request, context):
         ns = namespace(context)
         await self.local.commit(ns, request.snapshotter, request.name, request.key, dict(request.labels),
-                                _lease(context))
+                                lease_of(context))
         return empty_pb2.Empty()
 
     async def Remove(self, request, context):
         ns = namespace(context)
-        await self.local.remove(ns, request.snapshotter, request.key, _lease(context))
+        await self.local.remove(ns, request.snapshotter, request.key, lease_of(context))
         return empty_pb2.Empty()
 
     async def Stat(self, request, context):
@@ -199,40 +179,12 @@ class Service(pb_grpc.SnapshotsServicer):
 
 async def init_local(ic: InitContext) -> Local:
     db = ic.get(PluginType.METADATA)
-    backends = {}
-    local = {}
-    for name, sn in ic.get_all(PluginType.SNAPSHOT).items():
-        if isinstance(sn, ProxyPlugin):  # [proxy_plugins.<name>] type = "snapshot"
-            backends[name] = NamespacedSnapshotter(db, name, ProxySnapshotter(name, sn.address))
-            continue
-        if not all(callable(getattr(sn, m, None)) for m in SNAPSHOTTER_API):
-            log.info("not a snapshotter the service can use", snapshotter=name)
-            continue
-        backends[name] = local[name] = NamespacedSnapshotter(db, name, sn)
-    # settle what a crash may have left between the metadata and the local
-    # backends (a remote snapshotter keeps its own house)
-    for name, result in zip(local, await asyncio.gather(*(s.recover() for s in local.values()),
-                                                           return_exceptions=True)):
-        if isinstance(result, Exception):
-            log.error("snapshot recovery failed", snapshotter=name, error=str(result))
     config = ic.config or Config()
     ic.meta.exports["default"] = config.default
-    return Local(db, ic.get(PluginType.EVENT), backends, config.default)
-
-
-async def init_grpc(ic: InitContext) -> Service:
-    return Service(ic.get(PluginType.SERVICE, SERVICE_ID))
+    return Local(db, ic.get(PluginType.EVENT), db.snapshotters, config.default)
 
 
 @hookimpl
 def pycontainerd_plugins() -> Iterable[Registration]:
-    return [
-        Registration(
-            type=PluginType.SERVICE,
-            id=SERVICE_ID,
-            requires=(PluginType.EVENT, PluginType.METADATA, PluginType.SNAPSHOT),
-            config=Config,
-            init=init_local,
-        ),
-        Registration(type=PluginType.GRPC, id="snapshots", requires=(PluginType.SERVICE,), init=init_grpc),
-    ]
+    return service_pair(SERVICE_ID, "snapshots", init_local, Service,
+                        requires=(PluginType.EVENT, PluginType.METADATA, PluginType.SNAPSHOT), config=Config)

@@ -14,13 +14,14 @@ from __future__ import annotations
 import abc
 import os
 import shutil
-from typing import Callable, Iterable
+from typing import Iterable
 
 import structlog
 
 from pycontainerd.core import filters
+from pycontainerd.pkg.snapshots import KIND_ACTIVE, KIND_VIEW, Info, Mount, Usage, adapt_info
 
-from .storage import KIND_ACTIVE, KIND_NAMES, KIND_VIEW, Info, MetaStore, Mount, Snapshot, Usage
+from .storage import MetaStore, Snapshot
 
 log = structlog.get_logger(__name__)
 
@@ -44,15 +45,6 @@ def disk_usage(*roots: str) -> Usage:
             for name in dirnames + filenames:
                 account(os.lstat(os.path.join(dirpath, name)))
     return Usage(size=size, inodes=len(seen))
-
-
-def adapt_info(info: Info) -> Callable[[list[str]], tuple[str, bool]]:
-    """containerd's adaptSnapshot: name, parent, kind (lower case), labels."""
-    kind = KIND_NAMES.get(info.kind, "Unknown").lower()
-    return filters.adapt_mapping(
-        {"name": info.name, "parent": info.parent, "kind": None if kind == "unknown" else kind, "labels": info.labels},
-        empty_is_absent=False,
-    )
 
 
 class LocalSnapshotter(abc.ABC):
@@ -147,19 +139,10 @@ class LocalSnapshotter(abc.ABC):
 def wrap(exc: Exception, context: str) -> Exception:
     """The same errdefs class with `context: ` in front, as Go's %w wrapping
     reads on the wire."""
-    from pycontainerd.core import errdefs
+    from pycontainerd.pkg import errdefs
 
     if isinstance(exc, errdefs.ContainerdError):
         inner = exc.message
         return type(exc)(f"{context}: {inner}" if inner else context)
     return exc
 
-
-def platform_string() -> str:
-    """platforms.DefaultSpec() formatted: linux/<GOARCH>."""
-    import platform
-
-    machine = platform.machine().lower()
-    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
-            "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
-    return f"linux/{arch}"

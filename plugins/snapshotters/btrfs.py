@@ -23,12 +23,14 @@ from typing import Iterable
 
 import structlog
 
-from pycontainerd.core import errdefs
 from pycontainerd.core.context import InitContext, SkipPlugin
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.pkg import errdefs, platforms
+from pycontainerd.pkg.snapshots import KIND_ACTIVE, KIND_NAMES, KIND_VIEW, Mount
 
-from .base import LocalSnapshotter, disk_usage, platform_string, wrap
-from .storage import KIND_ACTIVE, KIND_NAMES, KIND_VIEW, MetaStore, Mount, Snapshot
+from .base import LocalSnapshotter, disk_usage, wrap
+from .storage import MetaStore, Snapshot
+
 
 log = structlog.get_logger(__name__)
 
@@ -165,7 +167,7 @@ async def init(ic: InitContext) -> BtrfsSnapshotter:
     import asyncio
 
     root = ic.config.root_path or ic.root
-    ic.meta.platforms.append(platform_string())
+    ic.meta.platforms.append(platforms.default_string())
     _, fstype, source = await asyncio.to_thread(mount_of, root)
     if fstype != "btrfs":
         raise SkipPlugin(f"path {root} ({fstype}) must be a btrfs filesystem to be used with the btrfs snapshotter")

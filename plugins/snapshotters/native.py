@@ -20,9 +20,11 @@ from typing import Iterable
 
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.pkg import platforms
+from pycontainerd.pkg.snapshots import KIND_ACTIVE, KIND_VIEW, Mount, Usage
 
-from .base import LocalSnapshotter, disk_usage, platform_string, wrap
-from .storage import KIND_ACTIVE, KIND_VIEW, Mount, Snapshot, Usage
+from .base import LocalSnapshotter, disk_usage, wrap
+from .storage import Snapshot
 
 
 class NativeSnapshotter(LocalSnapshotter):
@@ -78,7 +80,7 @@ async def init(ic: InitContext) -> NativeSnapshotter:
     import asyncio
 
     root = ic.config.root_path or ic.root
-    ic.meta.platforms.append(platform_string())
+    ic.meta.platforms.append(platforms.default_string())
     ic.meta.exports["root"] = root
     return await asyncio.to_thread(NativeSnapshotter, root)
 

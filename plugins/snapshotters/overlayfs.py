@@ -29,10 +29,12 @@ from typing import Iterable
 
 from pycontainerd.core.context import InitContext, SkipPlugin
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.pkg import mount as mountlib
+from pycontainerd.pkg import platforms
+from pycontainerd.pkg.snapshots import KIND_ACTIVE, KIND_VIEW, Info, Mount
 
-from . import mount as mountlib
-from .base import LocalSnapshotter, disk_usage, platform_string, wrap
-from .storage import KIND_ACTIVE, KIND_VIEW, Info, Mount, Snapshot
+from .base import LocalSnapshotter, disk_usage, wrap
+from .storage import Snapshot
 
 
 def supports_index() -> bool:
@@ -179,7 +181,7 @@ async def init(ic: InitContext) -> OverlaySnapshotter:
     import asyncio
 
     root = ic.config.root_path if ic.config and ic.config.root_path else ic.root
-    ic.meta.platforms.append(platform_string())
+    ic.meta.platforms.append(platforms.default_string())
     try:
         await asyncio.to_thread(check_supported, root)
     except OSError as exc:

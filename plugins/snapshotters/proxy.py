@@ -1,11 +1,12 @@
 """A remote snapshotter (`[proxy_plugins.<name>] type = "snapshot"`) seen
-through the snapshotter API the local ones offer, so the snapshots service
-uses it unchanged.
+through the snapshotter contract (pkg/snapshots.py) the local ones offer,
+so the metadata layer, the services and GC use it unchanged.
 
-The core registers the proxy plugin with its address; this wraps the
-address in a blocking gRPC client of containerd.services.snapshots.v1
-(calls come from the metadata database thread, inside its transaction, as
-with containerd's proxy snapshotter). Requests name the snapshotter by the
+`new_client` is the proxy plugin's instance (plugins/builtins.py names it
+for the core): a blocking gRPC client of containerd.services.snapshots.v1
+on the remote socket, blocking like every snapshotter (calls come from the
+metadata database thread, inside its transaction, as with containerd's
+proxy snapshotter, or from a worker thread). Requests name the snapshotter by the
 proxy's name, as containerd's proxy does; remote errors come back as the
 errdefs class their gRPC code says.
 """
@@ -19,18 +20,14 @@ from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
-from pycontainerd.core import errdefs
-
-from .storage import Info, Mount, Usage
-
-
-def _ns(ts: Any) -> int:
-    return ts.seconds * 1_000_000_000 + ts.nanos
+from pycontainerd.pkg import errdefs, errgrpc
+from pycontainerd.pkg.snapshots import Info, Mount, Usage
+from pycontainerd.pkg.timestamps import from_pb
 
 
 def from_pb_info(p: Any) -> Info:
     return Info(name=p.name, kind=p.kind, parent=p.parent, labels=dict(p.labels),
-                created=_ns(p.created_at), updated=_ns(p.updated_at))
+                created=from_pb(p.created_at), updated=from_pb(p.updated_at))
 
 
 def from_pb_mounts(ms: Iterable[Any]) -> list[Mount]:
@@ -38,6 +35,8 @@ def from_pb_mounts(ms: Iterable[Any]) -> list[Mount]:
 
 
 class ProxySnapshotter:
+    remote = True  # keeps its own house: no crash recovery from this daemon
+
     def __init__(self, name: str, address: str):
         self.name = name
         self.address = address
@@ -49,7 +48,7 @@ class ProxySnapshotter:
         try:
             return method(request)
         except grpc.RpcError as exc:
-            raise errdefs.from_grpc(exc.code(), exc.details()) from None
+            raise errgrpc.from_grpc(exc.code(), exc.details()) from None
 
     def stat(self, key: str) -> Info:
         return from_pb_info(self._call(self.stub.Stat, pb.StatSnapshotRequest(snapshotter=self.name, key=key)).info)
@@ -89,7 +88,7 @@ class ProxySnapshotter:
             stream = self.stub.List(pb.ListSnapshotsRequest(snapshotter=self.name, filters=list(filter_strings)))
             return [from_pb_info(i) for r in stream for i in r.info]
         except grpc.RpcError as exc:
-            raise errdefs.from_grpc(exc.code(), exc.details()) from None
+            raise errgrpc.from_grpc(exc.code(), exc.details()) from None
 
     def cleanup(self) -> None:
         try:
@@ -99,3 +98,8 @@ class ProxySnapshotter:
 
     def close(self) -> None:
         self.channel.close()
+
+
+def new_client(name: str, address: str) -> ProxySnapshotter:
+    """The instance of a `type = "snapshot"` proxy plugin."""
+    return ProxySnapshotter(name, address)

@@ -23,7 +23,7 @@ from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from pycontainerd.core.service import serve_standalone
 
-from .storage import Info
+from pycontainerd.pkg.snapshots import Info
 
 SNAPSHOTTERS = ("overlayfs", "native", "btrfs")
 
@@ -129,14 +129,21 @@ async def serve(snapshotter: str, address: str, root: str) -> None:
         backend.close()
 
 
-def main(args) -> int:
-    """Entry for `pycontainerd snapshotter serve` (args: snapshotter, address, root)."""
+def main(argv: list[str]) -> int:
+    """`pycontainerd snapshotter serve` (plugins/builtins.py wires it)."""
+    import argparse
     import sys
 
     from pycontainerd.core.context import SkipPlugin
 
+    p = argparse.ArgumentParser(prog="pycontainerd snapshotter serve",
+                                description="serve a snapshotter over containerd's Snapshots API")
+    p.add_argument("--snapshotter", required=True, help="overlayfs, native or btrfs")
+    p.add_argument("--address", required=True, help="UNIX socket to serve on")
+    p.add_argument("--root", required=True, help="the snapshotter's root directory")
+    args = p.parse_args(argv)
     try:
-        asyncio.run(serve(args.snapshotter, args.serve_address, args.serve_root))
+        asyncio.run(serve(args.snapshotter, args.address, args.root))
     except (SkipPlugin, ValueError) as exc:
         print(f"pycontainerd: {exc}", file=sys.stderr)
         return 1

@@ -23,38 +23,11 @@ import contextlib
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
-from pycontainerd.core import errdefs
-
-# containerd's snapshots.Kind values (and the API's enum)
-KIND_UNKNOWN, KIND_VIEW, KIND_ACTIVE, KIND_COMMITTED = 0, 1, 2, 3
-KIND_NAMES = {KIND_UNKNOWN: "Unknown", KIND_VIEW: "View", KIND_ACTIVE: "Active", KIND_COMMITTED: "Committed"}
-
-
-def parse_kind(s: str) -> int:
-    return {"view": KIND_VIEW, "active": KIND_ACTIVE, "committed": KIND_COMMITTED}.get(s.lower(), KIND_UNKNOWN)
-
-
-@dataclass
-class Info:
-    """snapshots.Info: created/updated are nanoseconds since the epoch."""
-
-    name: str
-    kind: int = KIND_UNKNOWN
-    parent: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    created: int = 0
-    updated: int = 0
-
-
-@dataclass
-class Usage:
-    """Disk usage of a snapshot: bytes and inodes."""
-
-    size: int = 0
-    inodes: int = 0
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.snapshots import KIND_ACTIVE, KIND_COMMITTED, KIND_NAMES, KIND_VIEW, Info, Usage
 
 
 @dataclass
@@ -65,16 +38,6 @@ class Snapshot:
     id: str
     kind: int
     parent_ids: list[str]
-
-
-@dataclass
-class Mount:
-    """One mount, as containerd's mount.Mount: type, source, options."""
-
-    type: str
-    source: str
-    options: list[str] = field(default_factory=list)
-    target: str = ""
 
 
 SCHEMA = """

@@ -12,6 +12,8 @@ from e2e_support import plugin_blocks, plugin_rows
 pytestmark = pytest.mark.e2e
 
 EXAMPLE = "io.containerd.snapshotter.v1.example"
+INCOMPLETE = "io.containerd.snapshotter.v1.incomplete"
+MISSING = "stat, update, usage, mounts, view, commit, remove, walk"  # all it lacks; it has prepare
 
 
 def _statuses(out: bytes) -> dict[str, str]:
@@ -91,6 +93,7 @@ def test_broken_plugins_are_rows_and_the_daemon_serves(daemon, ctr, pyctr, broke
     assert statuses.pop("io.containerd.internal.v1.broken-import") == "error"
     assert statuses.pop("io.containerd.internal.v1.broken-init") == "error"
     assert statuses.pop("io.containerd.internal.v1.skipper") == "skip"
+    assert statuses.pop(INCOMPLETE) == "error"
     assert statuses.pop(EXAMPLE) == "ok"
     statuses.pop("io.containerd.snapshotter.v1.btrfs")  # skips: the test root is not on btrfs
     assert set(statuses.values()) == {"ok"} and "io.containerd.grpc.v1.namespaces" in statuses
@@ -105,6 +108,35 @@ def test_broken_plugins_are_rows_and_the_daemon_serves(daemon, ctr, pyctr, broke
     # and the daemon serves
     ctr(d.address, "namespaces", "create", "still-serving")
     assert ctr(d.address, "namespaces", "ls", "-q").stdout == b"still-serving\n"
+
+
+def test_incomplete_snapshotter_is_an_error_row_naming_what_it_lacks(daemon, ctr, pyctr, broken_plugin_site):
+    d = daemon(env={"PYTHONPATH": broken_plugin_site})
+    listing = ctr(d.address, "plugins", "ls", f"id=={INCOMPLETE.rsplit('.', 1)[1]}")
+    assert plugin_rows(listing.stdout) == [("io.containerd.snapshotter.v1", "incomplete", "-", "error")]
+    assert pyctr(d.address, "plugins", "ls", f"id=={INCOMPLETE.rsplit('.', 1)[1]}").stdout == listing.stdout
+    detailed = ctr(d.address, "plugins", "ls", "-d")
+    block = " ".join(plugin_blocks(detailed.stdout)[INCOMPLETE])
+    assert f"missing {MISSING}" in block, block
+    # (ctr prints exports in Go's random map order: compare the block, not the whole output)
+    assert plugin_blocks(pyctr(d.address, "plugins", "ls", "-d").stdout)[INCOMPLETE] == plugin_blocks(detailed.stdout)[INCOMPLETE]
+    # and no service hands it out: the snapshots service does not know it
+    failed = ctr(d.address, "snapshots", "--snapshotter", "incomplete", "prepare", "k1", check=False)
+    assert failed.returncode != 0
+    assert b"snapshotter not loaded: incomplete" in failed.stderr, failed.stderr
+    ctr(d.address, "snapshots", "--snapshotter", "native", "prepare", "k1")  # the others still serve
+
+
+def test_example_snapshotter_serves_and_keeps_its_quota(daemon, ctr, example_plugin_site):
+    d = daemon(config={"plugins": {EXAMPLE: {"max_snapshots": 2}}}, env={"PYTHONPATH": example_plugin_site})
+    ctr(d.address, "snapshots", "--snapshotter", "example", "prepare", "k1")
+    ctr(d.address, "snapshots", "--snapshotter", "example", "commit", "c1", "k1")
+    ctr(d.address, "snapshots", "--snapshotter", "example", "prepare", "k2", "c1")
+    out = ctr(d.address, "snapshots", "--snapshotter", "example", "ls").stdout.decode().splitlines()
+    assert sorted(line.split() for line in out[1:]) == [["c1", "Committed"], ["k2", "c1", "Active"]]
+    over = ctr(d.address, "snapshots", "--snapshotter", "example", "prepare", "k3", check=False)
+    assert over.returncode != 0
+    assert b"quota of 2 snapshots reached" in over.stderr, over.stderr
 
 
 @pytest.mark.parametrize(

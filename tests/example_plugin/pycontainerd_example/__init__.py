@@ -1,9 +1,11 @@
-"""A third-party snapshotter-type plugin: a directory per snapshot."""
+"""A third-party snapshotter: native's directories, with a quota."""
 
-import os
+import asyncio
 from dataclasses import dataclass
 
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.pkg import errdefs
+from pycontainerd.plugins.snapshotters.native import NativeSnapshotter
 
 
 @dataclass
@@ -12,21 +14,25 @@ class Config:
     max_snapshots: int = 100
 
 
-class ExampleSnapshotter:
-    def __init__(self, root: str, max_snapshots: int):
-        self.root, self.max_snapshots = root, max_snapshots
+class ExampleSnapshotter(NativeSnapshotter):
+    """The whole Snapshotter contract (pycontainerd.pkg.snapshots) comes from
+    native. Its methods block: the daemon calls them from worker threads."""
 
-    def prepare(self, key: str) -> str:
-        path = os.path.join(self.root, "snapshots", key)
-        os.makedirs(path, exist_ok=False)
-        return path
+    def __init__(self, root: str, max_snapshots: int):
+        super().__init__(root)
+        self.max_snapshots = max_snapshots
+
+    def prepare(self, key, parent="", labels=None):
+        if len(self.walk()) >= self.max_snapshots:
+            raise errdefs.FailedPrecondition(f"quota of {self.max_snapshots} snapshots reached")
+        return super().prepare(key, parent, labels)
 
 
 async def init(ic):
     root = ic.config.root_path or ic.root
     ic.meta.platforms.append("linux/amd64")
     ic.meta.exports.update(root=root, max_snapshots=str(ic.config.max_snapshots))
-    return ExampleSnapshotter(root, ic.config.max_snapshots)
+    return await asyncio.to_thread(ExampleSnapshotter, root, ic.config.max_snapshots)
 
 
 @hookimpl

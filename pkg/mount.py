@@ -19,9 +19,19 @@ import errno
 import os
 import subprocess
 import time
+from dataclasses import dataclass, field
 from typing import Iterable
 
-from .storage import Mount
+
+@dataclass
+class Mount:
+    """One mount, as containerd's mount.Mount: type, source, options."""
+
+    type: str
+    source: str
+    options: list[str] = field(default_factory=list)
+    target: str = ""
+
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_SYNCHRONOUS = 0x1, 0x2, 0x4, 0x8, 0x10
 MS_REMOUNT, MS_MANDLOCK, MS_DIRSYNC, MS_NOATIME, MS_NODIRATIME = 0x20, 0x40, 0x80, 0x400, 0x800

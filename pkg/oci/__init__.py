@@ -1,0 +1,1 @@
+"""The OCI image-spec types pycontainerd handles (descriptors today)."""

@@ -1,0 +1,43 @@
+"""The built-in plugins, as containerd's cmd/containerd/builtins*.go list them.
+
+`MODULES`: the plugin modules, in registration order (which is also the
+order containerd's graph walk starts from). `PROXY_CLIENTS`: for each
+`[proxy_plugins]` type, the plugin type it stands for and the factory of
+its client. `SERVE_COMMANDS`: the `pycontainerd <kind> serve` commands and
+the module that implements each (imported only when that command runs).
+
+Only strings here: the daemon imports this module at every start.
+"""
+
+from __future__ import annotations
+
+MODULES: tuple[str, ...] = (
+    "pycontainerd.plugins.events.exchange",
+    "pycontainerd.plugins.content.local",
+    "pycontainerd.plugins.metadata.sqlite",
+    "pycontainerd.plugins.gc.scheduler",
+    "pycontainerd.plugins.snapshotters.native",
+    "pycontainerd.plugins.snapshotters.overlayfs",
+    "pycontainerd.plugins.snapshotters.btrfs",
+    "pycontainerd.plugins.differ.walking",
+    "pycontainerd.plugins.services.introspection",
+    "pycontainerd.plugins.services.namespaces",
+    "pycontainerd.plugins.services.leases",
+    "pycontainerd.plugins.services.snapshots",
+    "pycontainerd.plugins.services.content",
+    "pycontainerd.plugins.services.diff",
+    "pycontainerd.plugins.services.version",
+    "pycontainerd.plugins.services.events",
+    "pycontainerd.plugins.services.healthcheck",
+)
+
+PROXY_CLIENTS: dict[str, tuple[str, str]] = {
+    "snapshot": ("io.containerd.snapshotter.v1", "pycontainerd.plugins.snapshotters.proxy:new_client"),
+    "content": ("io.containerd.content.v1", "pycontainerd.plugins.content.proxy:new_client"),
+}
+
+# command -> (help, module with `add_arguments(parser)` and `main(args)`)
+SERVE_COMMANDS: dict[str, tuple[str, str]] = {
+    "snapshotter": ("run one snapshotter standalone (for [proxy_plugins])", "pycontainerd.plugins.snapshotters.serve"),
+    "content": ("run a content store standalone (for [proxy_plugins])", "pycontainerd.plugins.content.serve"),
+}
