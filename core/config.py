@@ -45,7 +45,7 @@ MAX_ID = (1 << 32) - 2  # uid/gid: 2^32-1 is "no change" to chown
 
 
 def _check_duration(value: Any) -> str | None:
-    from . import goduration
+    from pycontainerd.pkg import goduration
 
     try:
         goduration.parse(value)
