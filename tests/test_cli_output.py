@@ -234,7 +234,7 @@ def test_tree_puts_each_plugin_under_the_plugins_it_requires():
         "        ├── io.containerd.grpc.v1.containers (ok)",
         "        └── io.containerd.grpc.v1.cri (error) [no plugin for: io.containerd.event.v1]",
         "io.containerd.snapshotter.v1.native (ok)",
-        "└── io.containerd.metadata.v1.bolt (ok) (see above)",
+        "└── io.containerd.metadata.v1.bolt (see above)",
     ]
 
 
@@ -251,7 +251,7 @@ def test_tree_under_every_plugin_of_the_required_type_with_vertical_rules():
         "└── io.containerd.service.v1.snapshots-service (ok)",
         "    └── io.containerd.grpc.v1.snapshots (ok)",
         "io.containerd.snapshotter.v1.overlayfs (skip)",
-        "└── io.containerd.service.v1.snapshots-service (ok) (see above)",
+        "└── io.containerd.service.v1.snapshots-service (see above)",
         "io.containerd.internal.v1.opt (ok)",
     ]
 
@@ -266,7 +266,68 @@ def test_tree_branches_and_a_star_plugin_under_every_other_plugin():
         "io.containerd.content.v1.content (ok)",
         "├── io.containerd.metadata.v1.bolt (ok)",
         "│   └── io.containerd.grpc.v1.introspection (ok)",
+        "└── io.containerd.grpc.v1.introspection (see above)",
+    ]
+
+
+def test_tree_draws_a_plugin_required_by_many_once_and_refers_back_by_type():
+    """The gRPC plugins require every service: drawn under the first, one
+    back-reference line under each of the others; new children come before
+    the back-references, which are grouped per type in brace form."""
+    services = ["namespaces-service", "leases-service", "content-service"]
+    plugins = [
+        info("io.containerd.event.v1", "exchange"),
+        *[info("io.containerd.service.v1", s, requires=["io.containerd.event.v1"]) for s in services],
+        info("io.containerd.grpc.v1", "namespaces", requires=["io.containerd.service.v1"]),
+        info("io.containerd.grpc.v1", "leases", requires=["io.containerd.service.v1"]),
+        info("io.containerd.internal.v1", "restart", requires=["io.containerd.service.v1", "io.containerd.event.v1"]),
+        info("io.containerd.grpc.v1", "events", requires=["io.containerd.event.v1"]),
+    ]
+    assert plugins_tree(plugins) == [
+        "io.containerd.event.v1.exchange (ok)",
+        "├── io.containerd.service.v1.namespaces-service (ok)",
+        "│   ├── io.containerd.grpc.v1.namespaces (ok)",
+        "│   ├── io.containerd.grpc.v1.leases (ok)",
+        "│   └── io.containerd.internal.v1.restart (ok)",
+        "├── io.containerd.service.v1.leases-service (ok)",
+        "│   ├── io.containerd.grpc.v1.{namespaces,leases} (see above)",
+        "│   └── io.containerd.internal.v1.restart (see above)",
+        "├── io.containerd.service.v1.content-service (ok)",
+        "│   ├── io.containerd.grpc.v1.{namespaces,leases} (see above)",
+        "│   └── io.containerd.internal.v1.restart (see above)",
+        "├── io.containerd.grpc.v1.events (ok)",
+        "└── io.containerd.internal.v1.restart (see above)",
+    ]
+
+
+def test_tree_refers_back_to_a_plugin_drawn_inside_an_earlier_siblings_subtree():
+    plugins = [
+        info("io.containerd.event.v1", "exchange"),
+        info("io.containerd.metadata.v1", "bolt", requires=["io.containerd.event.v1"]),
+        info("io.containerd.service.v1", "content-service",
+             requires=["io.containerd.metadata.v1", "io.containerd.event.v1"]),
+    ]
+    # content-service is met first under bolt, so exchange refers back to it
+    assert plugins_tree(plugins) == [
+        "io.containerd.event.v1.exchange (ok)",
+        "├── io.containerd.metadata.v1.bolt (ok)",
+        "│   └── io.containerd.service.v1.content-service (ok)",
+        "└── io.containerd.service.v1.content-service (see above)",
+    ]
+
+
+def test_tree_survives_a_star_requirement_cycle():
+    """containerd's introspection service requires "*", and the gRPC
+    introspection plugin requires every service: a cycle, drawn once."""
+    plugins = [
+        info("io.containerd.service.v1", "introspection-service", requires=["*"]),
+        info("io.containerd.grpc.v1", "introspection", requires=["io.containerd.service.v1"]),
+    ]
+    # nothing requires nothing here: the walk starts at the first plugin listed
+    assert plugins_tree(plugins) == [
+        "io.containerd.service.v1.introspection-service (ok)",
         "└── io.containerd.grpc.v1.introspection (ok)",
+        "    └── io.containerd.service.v1.introspection-service (see above)",
     ]
 
 
