@@ -16,10 +16,16 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
 
 import pytest
 
-from pycontainerd.client.cli import build_parser
+from pycontainerd.client.cli import build_parser, main
 from pycontainerd.client.commands.namespaces import cmd_ns_create, cmd_ns_ls, cmd_ns_rm
 from pycontainerd.client.commands.plugins import (
     _code_name,
@@ -29,6 +35,7 @@ from pycontainerd.client.commands.plugins import (
     print_plugins_detailed,
     print_plugins_table,
 )
+from pycontainerd.client.commands.snapshots import snapshotter_name
 from pycontainerd.client.commands.version import cmd_version
 from pycontainerd.client.client import PluginInfo
 
@@ -478,3 +485,138 @@ def test_namespaces_commands_and_aliases():
     assert parse("ns", "list").fn is cmd_ns_ls
     rm = parse("ns", "rm", "-c", "a", "b")
     assert rm.fn is cmd_ns_rm and rm.cgroup is True and rm.names == ["a", "b"]
+
+
+def test_help_shows_the_defaults_and_the_environment(capsys):
+    """As `ctr --help` does: each global flag's default and the variable it
+    reads, and the environment variables pyctr honours, with their defaults."""
+    with pytest.raises(SystemExit):
+        parse("--help")
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines where it likes
+    assert 'address for containerd\'s GRPC server (default: "/run/pycontainerd/pycontainerd.sock") ' \
+           '[$CONTAINERD_ADDRESS]' in out
+    assert 'namespace to use with commands (default: "default") [$CONTAINERD_NAMESPACE]' in out
+    assert "timeout for connecting to the daemon (default: 10s)" in out
+    environment = out.split("environment (a flag given on the command line wins):", 1)[1]
+    assert "CONTAINERD_ADDRESS the daemon's socket (default: /run/pycontainerd/pycontainerd.sock;" in environment
+    assert "a real containerd listens on /run/containerd/containerd.sock" in environment
+    assert "CONTAINERD_NAMESPACE the namespace (default: default)" in environment
+    assert "CONTAINERD_SNAPSHOTTER the snapshotter of `pyctr snapshots` (default: overlayfs)" in environment
+
+
+def test_snapshots_help_names_the_default_snapshotter_and_its_variable(capsys):
+    with pytest.raises(SystemExit):
+        parse("snapshots", "--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert '--snapshotter NAME snapshotter name (default: "overlayfs") [$CONTAINERD_SNAPSHOTTER]' in out
+
+
+def test_snapshotter_is_the_flag_then_the_environment_then_overlayfs(monkeypatch):
+    """ctr's order (cmd/ctr/commands/snapshots, client.SnapshotService):
+    a real containerd refuses an empty name, so pyctr never sends one."""
+    monkeypatch.delenv("CONTAINERD_SNAPSHOTTER", raising=False)
+    assert snapshotter_name(parse("snapshots", "ls").snapshotter) == "overlayfs"
+    assert snapshotter_name(parse("snapshots", "--snapshotter", "native", "ls").snapshotter) == "native"
+    monkeypatch.setenv("CONTAINERD_SNAPSHOTTER", "btrfs")
+    assert snapshotter_name(parse("snapshots", "ls").snapshotter) == "btrfs"
+    assert snapshotter_name(parse("snapshots", "--snapshotter", "native", "ls").snapshotter) == "native"
+    monkeypatch.setenv("CONTAINERD_SNAPSHOTTER", "")
+    assert snapshotter_name(parse("snapshots", "ls").snapshotter) == "overlayfs"
+
+
+# -- dialing: what is wrong with the address, at once --------------------------------------------
+
+
+@pytest.fixture
+def short_tmp():
+    d = tempfile.mkdtemp(prefix="pyctr-dial-", dir="/tmp")  # sun_path is 107 bytes
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _pyctr(capsys, *argv: str) -> tuple[int, str, float]:
+    started = time.monotonic()
+    rc = main(list(argv))
+    return rc, capsys.readouterr().err, time.monotonic() - started
+
+
+# a bound on "at once" far below the 10 s dial timeout, far above a slow start
+AT_ONCE = 5.0
+
+
+def test_a_missing_socket_fails_at_once_saying_so(capsys, short_tmp):
+    path = os.path.join(short_tmp, "nothing.sock")
+    rc, err, took = _pyctr(capsys, "--address", path, "version")
+    assert (rc, err) == (1, f'pyctr: failed to dial "{path}": the path does not exist (is the daemon running?)\n')
+    assert took < AT_ONCE
+    rc, err, took = _pyctr(capsys, "--address", "unix://" + path, "plugins", "ls")
+    assert (rc, err) == (1, f'pyctr: failed to dial "unix://{path}": the path does not exist '
+                            "(is the daemon running?)\n")
+    assert took < AT_ONCE
+
+
+def test_a_path_that_is_not_a_socket_fails_at_once_saying_what_it_is(capsys, short_tmp):
+    regular = os.path.join(short_tmp, "file")
+    open(regular, "w").close()
+    rc, err, took = _pyctr(capsys, "-a", regular, "version")
+    assert (rc, err) == (1, f'pyctr: failed to dial "{regular}": not a socket (a regular file)\n')
+    assert took < AT_ONCE
+    rc, err, took = _pyctr(capsys, "-a", short_tmp, "namespaces", "ls")
+    assert (rc, err) == (1, f'pyctr: failed to dial "{short_tmp}": not a socket (a directory)\n')
+    assert took < AT_ONCE
+
+
+def test_a_socket_nobody_listens_on_fails_at_once(capsys, short_tmp):
+    """What a daemon killed with SIGKILL leaves behind: the socket file."""
+    path = os.path.join(short_tmp, "stale.sock")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    s.close()
+    rc, err, took = _pyctr(capsys, "-a", path, "version")
+    assert (rc, err) == (1, f'pyctr: failed to dial "{path}": connection refused '
+                            "(a socket file with nobody listening: is the daemon running?)\n")
+    assert took < AT_ONCE
+
+
+def test_a_listening_socket_nobody_accepts_on_still_meets_the_connect_timeout(capsys, short_tmp):
+    path = os.path.join(short_tmp, "deaf.sock")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(path)
+        s.listen(16)  # connections queue, nobody accepts them
+        rc, err, took = _pyctr(capsys, "-a", path, "--connect-timeout", "1s", "version")
+    assert (rc, err) == (1, f'pyctr: failed to dial "{path}": context deadline exceeded (no gRPC answer '
+                            "within 1s: is it a containerd socket? is the daemon stuck?)\n")
+    assert took >= 1.0
+
+
+def test_a_server_that_does_not_speak_grpc_still_meets_the_connect_timeout(capsys, short_tmp):
+    path = os.path.join(short_tmp, "http.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(16)
+    stop = threading.Event()
+
+    def answer_in_http() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except (socket.timeout, OSError):
+                continue
+            with conn:
+                try:
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                except OSError:  # the client already hung up (pyctr's own probe does)
+                    pass
+
+    thread = threading.Thread(target=answer_in_http)
+    thread.start()
+    try:
+        rc, err, took = _pyctr(capsys, "-a", path, "--connect-timeout", "1500ms", "version")
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    assert (rc, err) == (1, f'pyctr: failed to dial "{path}": context deadline exceeded (no gRPC answer '
+                            "within 1.5s: is it a containerd socket? is the daemon stuck?)\n")
+    assert took >= 1.5
