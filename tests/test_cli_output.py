@@ -620,3 +620,12 @@ def test_a_server_that_does_not_speak_grpc_still_meets_the_connect_timeout(capsy
     assert (rc, err) == (1, f'pyctr: failed to dial "{path}": context deadline exceeded (no gRPC answer '
                             "within 1.5s: is it a containerd socket? is the daemon stuck?)\n")
     assert took >= 1.5
+
+
+def test_content_active_timeout_flag_leaves_the_global_timeout_alone():
+    """ctr's `content active -t` (accepted, unused) once replaced the global
+    --timeout with its raw text, and the call then failed on it."""
+    args = parse("--timeout", "5s", "content", "active", "-t", "1m", "ref")
+    assert args.timeout == pytest.approx(5.0)
+    assert args.fetch_timeout == pytest.approx(60.0)
+    assert parse("content", "active").timeout is None
