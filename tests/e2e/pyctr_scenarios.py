@@ -73,20 +73,20 @@ class SideBySide:
     def each(self, *args: str, normalize: Normalize = _identity, rc: int = 0, **kwargs) -> Outcome:
         """A changing command: ctr in its namespace, pyctr in its own;
         `{ns}` in an argument stands for the namespace's name."""
-        outcomes = {}
+        raw, seen = {}, {}
         for tool, ns in NAMESPACES.items():
-            outcome = self.run(tool, *[a.replace("{ns}", ns) for a in args], ns=ns, **kwargs)
+            raw[tool] = self.run(tool, *[a.replace("{ns}", ns) for a in args], ns=ns, **kwargs)
             fold = _fold(ns)
-            outcomes[tool] = outcome.comparable(tool, lambda b, fold=fold: normalize(fold(b)))
-        _assert_alike(args, outcomes["ctr"], outcomes["pyctr"])
-        assert outcomes["pyctr"][0] == rc, (args, outcomes["pyctr"])
-        return outcome
+            seen[tool] = raw[tool].comparable(tool, lambda b, fold=fold: normalize(fold(b)))
+        _assert_alike(args, seen["ctr"], seen["pyctr"])
+        assert raw["pyctr"].rc == rc, (args, raw["pyctr"])
+        return raw["pyctr"]
 
     def both_namespaces_read_alike(self, *args: str, normalize: Normalize = _identity) -> None:
         """What ctr built and what pyctr built read the same, through ctr."""
-        views = [self.run("ctr", *args, ns=ns) for ns in NAMESPACES.values()]
-        assert [normalize(v.out) for v in views][0] == normalize(views[1].out), (args, views)
-        assert views[0].rc == views[1].rc == 0, (args, views)
+        by_ctr, by_pyctr = (self.run("ctr", *args, ns=ns) for ns in NAMESPACES.values())
+        assert normalize(by_ctr.out) == normalize(by_pyctr.out), (args, by_ctr, by_pyctr)
+        assert by_ctr.rc == by_pyctr.rc == 0, (args, by_ctr, by_pyctr)
 
 
 def _fold(ns: str) -> Normalize:
