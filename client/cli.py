@@ -14,22 +14,36 @@ import os
 import sys
 from typing import Any
 
+from pycontainerd.core.config import DEFAULT_ADDRESS
 from pycontainerd.pkg import errdefs
 
-from .client import Client, default_address
+from .client import ADDRESS_ENV, CONNECT_TIMEOUT, DEFAULT_NAMESPACE, NAMESPACE_ENV, Client, default_address
 from .commands import content, leases, namespaces, plugins, snapshots, version
 from .commands.common import CommandError, _parse_duration
 
 # the command groups, in the order `pyctr --help` lists them
 COMMANDS = (version, plugins, content, leases, namespaces, snapshots)
 
+ENVIRONMENT = f"""\
+environment (a flag given on the command line wins):
+  {ADDRESS_ENV:<23} the daemon's socket (default: {DEFAULT_ADDRESS};
+  {"":<23} a real containerd listens on /run/containerd/containerd.sock)
+  {NAMESPACE_ENV:<23} the namespace (default: {DEFAULT_NAMESPACE})
+  {snapshots.SNAPSHOTTER_ENV:<23} the snapshotter of `pyctr snapshots` (default: {snapshots.DEFAULT_SNAPSHOTTER})
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyctr", description="pycontainerd's ctr: drive pycontainerd or containerd")
-    p.add_argument("--address", "-a", default=default_address(), help="address for containerd's GRPC server")
-    p.add_argument("--namespace", "-n", default=None, help="namespace to use with commands")
-    p.add_argument("--timeout", type=_parse_duration, default=None, help="total timeout for ctr commands")
-    p.add_argument("--connect-timeout", type=_parse_duration, default=10.0, help="timeout for connecting")
+    p = argparse.ArgumentParser(prog="pyctr", description="pycontainerd's ctr: drive pycontainerd or containerd",
+                                epilog=ENVIRONMENT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--address", "-a", default=default_address(),
+                   help=f'address for containerd\'s GRPC server (default: "{DEFAULT_ADDRESS}") [${ADDRESS_ENV}]')
+    p.add_argument("--namespace", "-n", default=None,
+                   help=f'namespace to use with commands (default: "{DEFAULT_NAMESPACE}") [${NAMESPACE_ENV}]')
+    p.add_argument("--timeout", type=_parse_duration, default=None,
+                   help="total timeout for ctr commands (default: none)")
+    p.add_argument("--connect-timeout", type=_parse_duration, default=CONNECT_TIMEOUT,
+                   help=f"timeout for connecting to the daemon (default: {CONNECT_TIMEOUT:g}s)")
     p.add_argument("--debug", action="store_true", help="enable debug output in logs")
     sub = p.add_subparsers(dest="command", required=True)
 

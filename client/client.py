@@ -26,12 +26,18 @@ from pycontainerd.api.services.version.v1 import version_pb2_grpc
 from pycontainerd.core.config import DEFAULT_ADDRESS
 from pycontainerd.pkg import errdefs, errgrpc, namespaces
 
+from .dial import DialError, check_socket
+
 NAMESPACE_HEADER = namespaces.GRPC_HEADER
 DURATIONS_KEY = "pycontainerd-init-durations"
+ADDRESS_ENV = "CONTAINERD_ADDRESS"
+NAMESPACE_ENV = "CONTAINERD_NAMESPACE"
+DEFAULT_NAMESPACE = "default"
+CONNECT_TIMEOUT = 10.0  # seconds, containerd's client default
 
 
 def default_address() -> str:
-    return os.environ.get("CONTAINERD_ADDRESS") or DEFAULT_ADDRESS
+    return os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
 
 
 def _errors(fn: Callable) -> Callable:
@@ -81,12 +87,13 @@ def format_platform(p: Any) -> str:
 @dataclass
 class Client:
     address: str = field(default_factory=default_address)
-    namespace: str = field(default_factory=lambda: os.environ.get("CONTAINERD_NAMESPACE") or "default")
+    namespace: str = field(default_factory=lambda: os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE)
     timeout: float | None = None
-    connect_timeout: float = 10.0
+    connect_timeout: float = CONNECT_TIMEOUT
     debug: bool = False  # log each call, its namespace and duration to stderr
 
     def __post_init__(self) -> None:
+        check_socket(self.address)  # a missing path or a non-socket fails now, not after the timeout
         target = self.address if "://" in self.address or self.address.startswith("unix:") else "unix:" + self.address
         self.channel = grpc.insecure_channel(
             target, options=[("grpc.max_receive_message_length", 16 << 20), ("grpc.max_send_message_length", 16 << 20)]
@@ -95,9 +102,9 @@ class Client:
             grpc.channel_ready_future(self.channel).result(timeout=self.connect_timeout)
         except grpc.FutureTimeoutError:
             self.channel.close()
-            raise errdefs.Unavailable(
-                f"failed to dial {self.address!r}: context deadline exceeded (is the daemon running?)"
-            ) from None
+            raise DialError(self.address, f"context deadline exceeded (no gRPC answer within "
+                                          f"{self.connect_timeout:g}s: is it a containerd socket? is the daemon stuck?)"
+                            ) from None
 
     def close(self) -> None:
         self.channel.close()

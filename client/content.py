@@ -25,6 +25,8 @@ from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
 from pycontainerd.pkg import errdefs, errgrpc, leases
 from pycontainerd.pkg.content import Info, Status, info_from_pb, status_from_pb
 
+from .errors import ClientError
+
 CHUNK = 1 << 20
 
 
@@ -135,7 +137,7 @@ class ContentClient:
                 w.write(chunk)
                 copied += len(chunk)
             if size and copied < size - offset:
-                raise errdefs.Unknown("failed to read expected number of bytes: unexpected EOF")
+                raise ClientError("failed to read expected number of bytes: unexpected EOF")
             try:
                 return w.commit(size, expected, labels)
             except errdefs.AlreadyExists:
@@ -156,7 +158,7 @@ def _seek(reader: BinaryIO, offset: int) -> None:
     while left:
         got = reader.read(min(CHUNK, left))
         if not got:
-            raise errdefs.Unknown(f"unable to resume write: short read at {offset - left}")
+            raise ClientError(f"unable to resume write: short read at {offset - left}")
         left -= len(got)
 
 
@@ -191,7 +193,7 @@ class RemoteWriter:
         except grpc.RpcError as exc:
             raise _rpc_error(exc) from None
         except StopIteration:
-            raise errdefs.Unknown("write stream ended early") from None
+            raise ClientError("write stream ended early") from None
         if resp.digest:
             self.digest = resp.digest
         return resp
@@ -208,16 +210,19 @@ class RemoteWriter:
         n = resp.offset - self.offset
         self.offset = resp.offset
         if n < len(data):
-            raise errdefs.Unknown("short write")
+            raise ClientError("short write")
         return n
 
     def commit(self, size: int = 0, expected: str = "", labels: dict[str, str] | None = None) -> str:
-        resp = self._send(pb.WriteContentRequest(action=pb.COMMIT, total=size, offset=self.offset,
-                                                 expected=expected, labels=labels or {}))
+        try:
+            resp = self._send(pb.WriteContentRequest(action=pb.COMMIT, total=size, offset=self.offset,
+                                                     expected=expected, labels=labels or {}))
+        except errdefs.ContainerdError as exc:  # worded as containerd's proxy writer words it
+            raise type(exc)(f"commit failed: {exc.message}") from None
         if size and resp.offset != size:
-            raise errdefs.Unknown(f"unexpected size: {resp.offset} != {size}")
+            raise ClientError(f"unexpected size: {resp.offset} != {size}")
         if expected and resp.digest != expected:
-            raise errdefs.Unknown(f"unexpected digest: {resp.digest} != {expected}")
+            raise ClientError(f"unexpected digest: {resp.digest} != {expected}")
         self.offset = resp.offset
         return resp.digest
 

@@ -16,10 +16,16 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
 
 import pytest
 
-from pycontainerd.client.cli import build_parser
+from pycontainerd.client.cli import build_parser, main
 from pycontainerd.client.commands.namespaces import cmd_ns_create, cmd_ns_ls, cmd_ns_rm
 from pycontainerd.client.commands.plugins import (
     _code_name,
@@ -29,6 +35,7 @@ from pycontainerd.client.commands.plugins import (
     print_plugins_detailed,
     print_plugins_table,
 )
+from pycontainerd.client.commands.snapshots import snapshotter_name
 from pycontainerd.client.commands.version import cmd_version
 from pycontainerd.client.client import PluginInfo
 
@@ -234,7 +241,7 @@ def test_tree_puts_each_plugin_under_the_plugins_it_requires():
         "        ├── io.containerd.grpc.v1.containers (ok)",
         "        └── io.containerd.grpc.v1.cri (error) [no plugin for: io.containerd.event.v1]",
         "io.containerd.snapshotter.v1.native (ok)",
-        "└── io.containerd.metadata.v1.bolt (ok) (see above)",
+        "└── io.containerd.metadata.v1.bolt (see above)",
     ]
 
 
@@ -251,7 +258,7 @@ def test_tree_under_every_plugin_of_the_required_type_with_vertical_rules():
         "└── io.containerd.service.v1.snapshots-service (ok)",
         "    └── io.containerd.grpc.v1.snapshots (ok)",
         "io.containerd.snapshotter.v1.overlayfs (skip)",
-        "└── io.containerd.service.v1.snapshots-service (ok) (see above)",
+        "└── io.containerd.service.v1.snapshots-service (see above)",
         "io.containerd.internal.v1.opt (ok)",
     ]
 
@@ -266,7 +273,68 @@ def test_tree_branches_and_a_star_plugin_under_every_other_plugin():
         "io.containerd.content.v1.content (ok)",
         "├── io.containerd.metadata.v1.bolt (ok)",
         "│   └── io.containerd.grpc.v1.introspection (ok)",
+        "└── io.containerd.grpc.v1.introspection (see above)",
+    ]
+
+
+def test_tree_draws_a_plugin_required_by_many_once_and_refers_back_by_type():
+    """The gRPC plugins require every service: drawn under the first, one
+    back-reference line under each of the others; new children come before
+    the back-references, which are grouped per type in brace form."""
+    services = ["namespaces-service", "leases-service", "content-service"]
+    plugins = [
+        info("io.containerd.event.v1", "exchange"),
+        *[info("io.containerd.service.v1", s, requires=["io.containerd.event.v1"]) for s in services],
+        info("io.containerd.grpc.v1", "namespaces", requires=["io.containerd.service.v1"]),
+        info("io.containerd.grpc.v1", "leases", requires=["io.containerd.service.v1"]),
+        info("io.containerd.internal.v1", "restart", requires=["io.containerd.service.v1", "io.containerd.event.v1"]),
+        info("io.containerd.grpc.v1", "events", requires=["io.containerd.event.v1"]),
+    ]
+    assert plugins_tree(plugins) == [
+        "io.containerd.event.v1.exchange (ok)",
+        "├── io.containerd.service.v1.namespaces-service (ok)",
+        "│   ├── io.containerd.grpc.v1.namespaces (ok)",
+        "│   ├── io.containerd.grpc.v1.leases (ok)",
+        "│   └── io.containerd.internal.v1.restart (ok)",
+        "├── io.containerd.service.v1.leases-service (ok)",
+        "│   ├── io.containerd.grpc.v1.{namespaces,leases} (see above)",
+        "│   └── io.containerd.internal.v1.restart (see above)",
+        "├── io.containerd.service.v1.content-service (ok)",
+        "│   ├── io.containerd.grpc.v1.{namespaces,leases} (see above)",
+        "│   └── io.containerd.internal.v1.restart (see above)",
+        "├── io.containerd.grpc.v1.events (ok)",
+        "└── io.containerd.internal.v1.restart (see above)",
+    ]
+
+
+def test_tree_refers_back_to_a_plugin_drawn_inside_an_earlier_siblings_subtree():
+    plugins = [
+        info("io.containerd.event.v1", "exchange"),
+        info("io.containerd.metadata.v1", "bolt", requires=["io.containerd.event.v1"]),
+        info("io.containerd.service.v1", "content-service",
+             requires=["io.containerd.metadata.v1", "io.containerd.event.v1"]),
+    ]
+    # content-service is met first under bolt, so exchange refers back to it
+    assert plugins_tree(plugins) == [
+        "io.containerd.event.v1.exchange (ok)",
+        "├── io.containerd.metadata.v1.bolt (ok)",
+        "│   └── io.containerd.service.v1.content-service (ok)",
+        "└── io.containerd.service.v1.content-service (see above)",
+    ]
+
+
+def test_tree_survives_a_star_requirement_cycle():
+    """containerd's introspection service requires "*", and the gRPC
+    introspection plugin requires every service: a cycle, drawn once."""
+    plugins = [
+        info("io.containerd.service.v1", "introspection-service", requires=["*"]),
+        info("io.containerd.grpc.v1", "introspection", requires=["io.containerd.service.v1"]),
+    ]
+    # nothing requires nothing here: the walk starts at the first plugin listed
+    assert plugins_tree(plugins) == [
+        "io.containerd.service.v1.introspection-service (ok)",
         "└── io.containerd.grpc.v1.introspection (ok)",
+        "    └── io.containerd.service.v1.introspection-service (see above)",
     ]
 
 
@@ -417,3 +485,147 @@ def test_namespaces_commands_and_aliases():
     assert parse("ns", "list").fn is cmd_ns_ls
     rm = parse("ns", "rm", "-c", "a", "b")
     assert rm.fn is cmd_ns_rm and rm.cgroup is True and rm.names == ["a", "b"]
+
+
+def test_help_shows_the_defaults_and_the_environment(capsys):
+    """As `ctr --help` does: each global flag's default and the variable it
+    reads, and the environment variables pyctr honours, with their defaults."""
+    with pytest.raises(SystemExit):
+        parse("--help")
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines where it likes
+    assert 'address for containerd\'s GRPC server (default: "/run/pycontainerd/pycontainerd.sock") ' \
+           '[$CONTAINERD_ADDRESS]' in out
+    assert 'namespace to use with commands (default: "default") [$CONTAINERD_NAMESPACE]' in out
+    assert "timeout for connecting to the daemon (default: 10s)" in out
+    environment = out.split("environment (a flag given on the command line wins):", 1)[1]
+    assert "CONTAINERD_ADDRESS the daemon's socket (default: /run/pycontainerd/pycontainerd.sock;" in environment
+    assert "a real containerd listens on /run/containerd/containerd.sock" in environment
+    assert "CONTAINERD_NAMESPACE the namespace (default: default)" in environment
+    assert "CONTAINERD_SNAPSHOTTER the snapshotter of `pyctr snapshots` (default: overlayfs)" in environment
+
+
+def test_snapshots_help_names_the_default_snapshotter_and_its_variable(capsys):
+    with pytest.raises(SystemExit):
+        parse("snapshots", "--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert '--snapshotter NAME snapshotter name (default: "overlayfs") [$CONTAINERD_SNAPSHOTTER]' in out
+
+
+def test_snapshotter_is_the_flag_then_the_environment_then_overlayfs(monkeypatch):
+    """ctr's order (cmd/ctr/commands/snapshots, client.SnapshotService):
+    a real containerd refuses an empty name, so pyctr never sends one."""
+    monkeypatch.delenv("CONTAINERD_SNAPSHOTTER", raising=False)
+    assert snapshotter_name(parse("snapshots", "ls").snapshotter) == "overlayfs"
+    assert snapshotter_name(parse("snapshots", "--snapshotter", "native", "ls").snapshotter) == "native"
+    monkeypatch.setenv("CONTAINERD_SNAPSHOTTER", "btrfs")
+    assert snapshotter_name(parse("snapshots", "ls").snapshotter) == "btrfs"
+    assert snapshotter_name(parse("snapshots", "--snapshotter", "native", "ls").snapshotter) == "native"
+    monkeypatch.setenv("CONTAINERD_SNAPSHOTTER", "")
+    assert snapshotter_name(parse("snapshots", "ls").snapshotter) == "overlayfs"
+
+
+# -- dialing: what is wrong with the address, at once --------------------------------------------
+
+
+@pytest.fixture
+def short_tmp():
+    d = tempfile.mkdtemp(prefix="pyctr-dial-", dir="/tmp")  # sun_path is 107 bytes
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _pyctr(capsys, *argv: str) -> tuple[int, str, float]:
+    started = time.monotonic()
+    rc = main(list(argv))
+    return rc, capsys.readouterr().err, time.monotonic() - started
+
+
+# a bound on "at once" far below the 10 s dial timeout, far above a slow start
+AT_ONCE = 5.0
+
+
+def test_a_missing_socket_fails_at_once_saying_so(capsys, short_tmp):
+    path = os.path.join(short_tmp, "nothing.sock")
+    rc, err, took = _pyctr(capsys, "--address", path, "version")
+    assert (rc, err) == (1, f'pyctr: failed to dial "{path}": the path does not exist (is the daemon running?)\n')
+    assert took < AT_ONCE
+    rc, err, took = _pyctr(capsys, "--address", "unix://" + path, "plugins", "ls")
+    assert (rc, err) == (1, f'pyctr: failed to dial "unix://{path}": the path does not exist '
+                            "(is the daemon running?)\n")
+    assert took < AT_ONCE
+
+
+def test_a_path_that_is_not_a_socket_fails_at_once_saying_what_it_is(capsys, short_tmp):
+    regular = os.path.join(short_tmp, "file")
+    open(regular, "w").close()
+    rc, err, took = _pyctr(capsys, "-a", regular, "version")
+    assert (rc, err) == (1, f'pyctr: failed to dial "{regular}": not a socket (a regular file)\n')
+    assert took < AT_ONCE
+    rc, err, took = _pyctr(capsys, "-a", short_tmp, "namespaces", "ls")
+    assert (rc, err) == (1, f'pyctr: failed to dial "{short_tmp}": not a socket (a directory)\n')
+    assert took < AT_ONCE
+
+
+def test_a_socket_nobody_listens_on_fails_at_once(capsys, short_tmp):
+    """What a daemon killed with SIGKILL leaves behind: the socket file."""
+    path = os.path.join(short_tmp, "stale.sock")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    s.close()
+    rc, err, took = _pyctr(capsys, "-a", path, "version")
+    assert (rc, err) == (1, f'pyctr: failed to dial "{path}": connection refused '
+                            "(a socket file with nobody listening: is the daemon running?)\n")
+    assert took < AT_ONCE
+
+
+def test_a_listening_socket_nobody_accepts_on_still_meets_the_connect_timeout(capsys, short_tmp):
+    path = os.path.join(short_tmp, "deaf.sock")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(path)
+        s.listen(16)  # connections queue, nobody accepts them
+        rc, err, took = _pyctr(capsys, "-a", path, "--connect-timeout", "1s", "version")
+    assert (rc, err) == (1, f'pyctr: failed to dial "{path}": context deadline exceeded (no gRPC answer '
+                            "within 1s: is it a containerd socket? is the daemon stuck?)\n")
+    assert took >= 1.0
+
+
+def test_a_server_that_does_not_speak_grpc_still_meets_the_connect_timeout(capsys, short_tmp):
+    path = os.path.join(short_tmp, "http.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(16)
+    stop = threading.Event()
+
+    def answer_in_http() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except (socket.timeout, OSError):
+                continue
+            with conn:
+                try:
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                except OSError:  # the client already hung up (pyctr's own probe does)
+                    pass
+
+    thread = threading.Thread(target=answer_in_http)
+    thread.start()
+    try:
+        rc, err, took = _pyctr(capsys, "-a", path, "--connect-timeout", "1500ms", "version")
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    assert (rc, err) == (1, f'pyctr: failed to dial "{path}": context deadline exceeded (no gRPC answer '
+                            "within 1.5s: is it a containerd socket? is the daemon stuck?)\n")
+    assert took >= 1.5
+
+
+def test_content_active_timeout_flag_leaves_the_global_timeout_alone():
+    """ctr's `content active -t` (accepted, unused) once replaced the global
+    --timeout with its raw text, and the call then failed on it."""
+    args = parse("--timeout", "5s", "content", "active", "-t", "1m", "ref")
+    assert args.timeout == pytest.approx(5.0)
+    assert args.fetch_timeout == pytest.approx(60.0)
+    assert parse("content", "active").timeout is None

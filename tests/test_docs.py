@@ -1,13 +1,21 @@
 """What the README and config.toml.example promise stays true: the plugin
 in the README is the one the suite installs, its links lead to files in the
-repository, and the example config loads to the defaults."""
+repository, the example config loads to the defaults, every pyctr command
+the README shows parses, `make bench` runs the benchmarks the README
+reports, the stop command reads the pid where the daemon writes it.
+(tests/e2e/test_e2e_readme.py runs the README's command blocks against
+real daemons.)"""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 
+from pycontainerd.client.cli import build_parser
+from pycontainerd.client.client import CONNECT_TIMEOUT, DEFAULT_NAMESPACE
 from pycontainerd.core import config
+from pycontainerd.core.daemon import SocketLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,3 +61,85 @@ def test_readme_links_only_to_files_in_the_repository():
 def test_readme_shows_the_two_commands():
     text = _read("README.md")
     assert "make run" in text and "make test" in text
+
+
+# -- the README's commands and claims ------------------------------------------------------------
+
+def _make_recipe(target: str) -> str:
+    """The recipe lines of a Makefile target."""
+    lines = _read("Makefile").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+    recipe = []
+    for line in lines[start + 1:]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line)
+    return "\n".join(recipe)
+
+
+def test_make_bench_runs_every_benchmark_the_readme_cites():
+    cited = set(re.findall(r"bench/(\w+\.py)", _read("README.md")))
+    run = set(re.findall(r"bench/(\w+\.py)", _make_recipe("bench")))
+    assert {"startup.py", "snapshots.py", "ingest.py", "startup_cost.py"} <= cited
+    for script in cited - run:
+        # a helper a benchmark runs itself (floor_server.py, the bare reference server)
+        runners = [r for r in run if script in _read("bench", r)]
+        assert runners, f"the README cites bench/{script}, which `make bench` never runs"
+    assert run <= {name for name in os.listdir(os.path.join(ROOT, "bench"))}
+
+
+def test_readme_benchmark_run_counts_are_what_make_bench_runs():
+    """Each benchmark subsection's "Medians of N ... runs" is the --runs
+    `make bench` gives the script it names."""
+    recipe = _make_recipe("bench")
+    text = _read("README.md").split("## Benchmarks", 1)[1]
+    sections = re.split(r"\n### ", text)[1:]
+    assert sections
+    for section in sections:
+        script = re.search(r"bench/(\w+\.py)", section).group(1)
+        runs = re.search(r"Medians of (\d+)", section).group(1)
+        assert re.search(rf"bench/{re.escape(script)} .*--runs {runs}\b", recipe), (script, runs, recipe)
+
+
+def test_every_make_target_the_readme_names_exists():
+    targets = set(re.findall(r"(?m)^([\w-]+):", _read("Makefile")))
+    named = set(re.findall(r"`make (\w+)", _read("README.md"))) | set(re.findall(r"(?m)^make (\w+)", _read("README.md")))
+    assert {"run", "test", "bench", "install"} <= named
+    assert named <= targets, named - targets
+
+
+def _readme_pyctr_commands() -> list[list[str]]:
+    """Every `.venv/bin/pyctr ...` command in the README's code blocks, as
+    argv after the program name (shell quoting undone, comments dropped)."""
+    commands = []
+    for block in re.findall(r"```\w*\n(.*?)```", _read("README.md"), re.S):
+        for line in block.splitlines():
+            line = line.removeprefix("$ ")
+            for part in re.split(r";|\$\(|\)\"", line):
+                part = re.split(r" [<>] ", part)[0]  # a redirection ends the command
+                words = shlex.split(part, comments=True) if ".venv/bin/pyctr" in part else []
+                if words and words[0] == ".venv/bin/pyctr":
+                    commands.append(words[1:])
+    return commands
+
+
+def test_every_pyctr_command_in_the_readme_parses():
+    commands = _readme_pyctr_commands()
+    assert len(commands) > 30
+    groups = {c[0] if not c[0].startswith("-") else c[2] for c in commands}
+    assert {"version", "plugins", "namespaces", "leases", "content", "snapshots"} <= groups
+    for argv in commands:
+        build_parser().parse_args(argv)  # a usage error exits
+
+
+def test_readme_stop_command_reads_the_pid_where_the_daemon_writes_it():
+    stop = _readme_block("readme-stop")
+    assert stop == f'kill -TERM "$(cat {config.DEFAULT_ADDRESS}.lock)"\n'
+    assert SocketLock(config.DEFAULT_ADDRESS).path == config.DEFAULT_ADDRESS + ".lock"
+
+
+def test_readme_flag_defaults_are_pyctrs():
+    text = " ".join(_read("README.md").split())
+    assert f"default `{config.DEFAULT_ADDRESS}`" in text
+    assert f"`--connect-timeout` (default {CONNECT_TIMEOUT:g}s)" in text
+    assert f"`CONTAINERD_NAMESPACE`, default `{DEFAULT_NAMESPACE}`" in text

@@ -14,7 +14,7 @@ from pycontainerd.client.tabwriter import TabWriter
 from pycontainerd.pkg import errdefs
 from pycontainerd.pkg.digest import digest_error
 
-from .common import CommandError, _labels
+from .common import CommandError, _labels, _parse_duration
 
 
 def human_size(size: float) -> str:
@@ -77,17 +77,18 @@ def cmd_ingest(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
-    infos = ContentClient(client).list(*args.filters)
     if args.quiet:
-        for info in infos:
+        for info in ContentClient(client).list(*args.filters):
             print(info.digest)
         return 0
     w = TabWriter(sys.stdout, 1, 8, 1, "\t", 0)
     w.write("DIGEST\tSIZE\tAGE\tLABELS\n")
-    for info in infos:
-        labels = ",".join(f"{k}={v}" for k, v in info.labels.items()) or "-"
-        w.write(f"{info.digest}\t{human_size(info.size)}\t{human_duration(_since(info.created_at))}\t{labels}\n")
-    w.flush()
+    try:  # as ctr: the header is printed even when the listing fails (a bad filter)
+        for info in ContentClient(client).list(*args.filters):
+            labels = ",".join(f"{k}={v}" for k, v in info.labels.items()) or "-"
+            w.write(f"{info.digest}\t{human_size(info.size)}\t{human_duration(_since(info.created_at))}\t{labels}\n")
+    finally:
+        w.flush()
     return 0
 
 
@@ -172,7 +173,9 @@ def register(sub) -> None:
     lb.set_defaults(fn=cmd_label)
 
     act = csub.add_parser("active", help="display active transfers")
-    act.add_argument("-t", "--timeout", default=None, help="total timeout for fetch")
+    # ctr takes and ignores it; its own dest, or it would replace the global --timeout
+    act.add_argument("-t", "--timeout", dest="fetch_timeout", type=_parse_duration, default=None,
+                     help="total timeout for fetch (accepted, unused, as in ctr)")
     act.add_argument("--root", default="/tmp/content", help="path to content store root")
     act.add_argument("match", nargs="?", default=None, metavar="<regexp>")
     act.set_defaults(fn=cmd_active)

@@ -64,8 +64,15 @@ def _code_name(code: int) -> str:
 
 def plugins_tree(plugins: list[PluginInfo]) -> list[str]:
     """Each plugin under the plugins it requires (the plugins of each
-    required type, or every other plugin for "*"). A plugin met again
-    under another parent is shown once more, without its subtree."""
+    required type, or every other plugin for "*").
+
+    A plugin and its subtree are drawn once, under the first parent a
+    depth-first walk meets it through; every other parent refers back to
+    it, after its own new children, on one line per type:
+    `io.containerd.grpc.v1.{introspection,leases} (see above)`. (Drawn
+    under every parent instead, the gRPC plugins, which require every
+    service, repeated under each service.)
+    """
     children: dict[str, list[PluginInfo]] = {p.uri: [] for p in plugins}
     roots: list[PluginInfo] = []
     for p in plugins:
@@ -74,9 +81,27 @@ def plugins_tree(plugins: list[PluginInfo]) -> list[str]:
             children[q.uri].append(p)
         if not parents:
             roots.append(p)
+
+    # where each plugin is drawn: under the parent the walk first meets it from
+    home: dict[str, str] = {}
+
+    def visit(p: PluginInfo) -> None:
+        for kid in children[p.uri]:
+            if kid.uri not in home:
+                home[kid.uri] = p.uri
+                visit(kid)
+
+    # plugins that require nothing here start the walk; a plugin that is
+    # only reachable through a cycle (a "*" requirement) starts its own
+    tops: list[PluginInfo] = []
+    for top in [*roots, *plugins]:
+        if top.uri not in home:
+            home[top.uri] = ""
+            tops.append(top)
+            visit(top)
+
     types = {p.type for p in plugins}
     lines: list[str] = []
-    shown: set[str] = set()
 
     def label(p: PluginInfo) -> str:
         text = f"{p.uri} ({p.status})"
@@ -85,21 +110,30 @@ def plugins_tree(plugins: list[PluginInfo]) -> list[str]:
             text += " [no plugin for: " + ", ".join(missing) + "]"
         return text
 
-    def walk(p: PluginInfo, prefix: str, last: bool, top: bool) -> None:
-        branch = "" if top else ("└── " if last else "├── ")
-        repeat = p.uri in shown
-        lines.append(prefix + branch + label(p) + (" (see above)" if repeat and children[p.uri] else ""))
-        if repeat:
-            return
-        shown.add(p.uri)
-        kids = children[p.uri]
-        inner = prefix + ("" if top else ("    " if last else "│   "))
-        for i, kid in enumerate(kids):
-            walk(kid, inner, i == len(kids) - 1, False)
+    def draw(p: PluginInfo, prefix: str, branch: str, inner: str) -> None:
+        lines.append(prefix + branch + label(p))
+        drawn = [kid for kid in children[p.uri] if home[kid.uri] == p.uri]
+        entries: list[PluginInfo | str] = [*drawn, *_back_references(
+            [kid for kid in children[p.uri] if home[kid.uri] != p.uri])]
+        for i, entry in enumerate(entries):
+            last = i == len(entries) - 1
+            if isinstance(entry, str):
+                lines.append(prefix + inner + ("└── " if last else "├── ") + entry)
+            else:
+                draw(entry, prefix + inner, "└── " if last else "├── ", "    " if last else "│   ")
 
-    for root in roots:
-        walk(root, "", True, True)
+    for top in tops:
+        draw(top, "", "", "")
     return lines
+
+
+def _back_references(plugins: list[PluginInfo]) -> list[str]:
+    """One `(see above)` line per type, the ids in brace form when several."""
+    by_type: dict[str, list[str]] = {}
+    for p in plugins:
+        by_type.setdefault(p.type, []).append(p.id)
+    return [f"{t}.{ids[0]} (see above)" if len(ids) == 1 else f"{t}.{{{','.join(ids)}}} (see above)"
+            for t, ids in by_type.items()]
 
 
 def plugin_json(p: PluginInfo) -> dict[str, Any]:

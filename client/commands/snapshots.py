@@ -1,8 +1,13 @@
 """`snapshots [--snapshotter S] prepare|view|mounts|commit|ls|tree|usage|info|label|rm`,
 as ctr has them (cmd/ctr/commands/snapshots), with the same output.
 
-Without --snapshotter pyctr sends an empty name and the daemon's default
-applies (ctr itself fills in "overlayfs" or $CONTAINERD_SNAPSHOTTER).
+The snapshotter is named as ctr names it: --snapshotter, else
+$CONTAINERD_SNAPSHOTTER, else "overlayfs" (containerd's Linux default). So a
+real containerd, which rejects an empty name ("snapshotter argument
+missing"), and pycontainerd see the same request from pyctr as from ctr.
+(ctr 1.6 never reaches its namespace-label lookup from these commands: it
+resolves the name without a namespace, fails, and falls back to overlayfs.)
+A client that sends no name gets pycontainerd's configured default.
 """
 
 from __future__ import annotations
@@ -20,10 +25,17 @@ from pycontainerd.client.tabwriter import TabWriter
 from .common import CommandError, _labels
 
 GC_ROOT = "containerd.io/gc.root"
+SNAPSHOTTER_ENV = "CONTAINERD_SNAPSHOTTER"
+DEFAULT_SNAPSHOTTER = "overlayfs"  # containerd's DefaultSnapshotter on Linux
+
+
+def snapshotter_name(flag: str | None) -> str:
+    """ctr's choice: the flag, then the environment, then overlayfs."""
+    return flag or os.environ.get(SNAPSHOTTER_ENV) or DEFAULT_SNAPSHOTTER
 
 
 def _sn(client: Client, args: argparse.Namespace) -> Snapshots:
-    return Snapshots(client, args.snapshotter or "")
+    return Snapshots(client, snapshotter_name(args.snapshotter))
 
 
 def _now_rfc3339() -> str:
@@ -171,7 +183,7 @@ def cmd_diff(client: Client, args: argparse.Namespace) -> int:
 
     labels = dict(label.partition("=")[::2] for label in args.label)
     out = sys.stdout.buffer
-    for chunk in snapshots_diff(client, args.snapshotter, args.id_a, args.id_b, args.media_type,
+    for chunk in snapshots_diff(client, snapshotter_name(args.snapshotter), args.id_a, args.id_b, args.media_type,
                                 args.ref, labels, args.keep):
         out.write(chunk)
     out.flush()
@@ -197,8 +209,8 @@ def cmd_label(client: Client, args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("snapshots", aliases=["snapshot"], help="manage snapshots")
-    p.add_argument("--snapshotter", default=os.environ.get("CONTAINERD_SNAPSHOTTER", ""),
-                   help="snapshotter name (empty: the daemon's default)")
+    p.add_argument("--snapshotter", default="", metavar="NAME",
+                   help=f'snapshotter name (default: "{DEFAULT_SNAPSHOTTER}") [${SNAPSHOTTER_ENV}]')
     s = p.add_subparsers(dest="subcommand", required=True)
 
     c = s.add_parser("commit", help="commit an active snapshot into the provided name")

@@ -1,5 +1,6 @@
 """pyctr against a REAL containerd (Debian's 1.6): it must read containerd's
-answers exactly as ctr does. Deselect with `-m "not containerd"`."""
+answers exactly as ctr does, and drive it as ctr does (every command, with
+and without its flags: pyctr_scenarios.py). Deselect with `-m "not containerd"`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import uuid
 import pytest
 
 from e2e_support import namespace_rows, plugin_rows, run_ctr, run_pyctr, server_section
+from pyctr_scenarios import SCENARIOS, SideBySide, check_tree
 
 pytestmark = [pytest.mark.e2e, pytest.mark.containerd]
 
@@ -87,3 +89,28 @@ def test_json_has_no_init_durations(containerd):
     statuses = {r["status"] for r in rows}
     assert statuses <= {"ok", "skip", "error"} and "ok" in statuses
     assert all((r["error"] is None) == (r["status"] == "ok") for r in rows)
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_pyctr_does_what_ctr_does(containerd, scenario):
+    """Same exit code, output and error line as ctr, command by command,
+    none of them told which snapshotter to use unless the step says so."""
+    SCENARIOS[scenario](SideBySide(containerd.address))
+
+
+def test_snapshots_without_a_snapshotter_use_overlayfs_as_ctr(containerd):
+    """containerd refuses an empty snapshotter name ("snapshotter argument
+    missing"): pyctr, like ctr, names overlayfs."""
+    a = containerd.address
+    assert run_pyctr(a, "snapshots", "prepare", "k").returncode == 0
+    listing = run_pyctr(a, "snapshots", "--snapshotter", "overlayfs", "ls").stdout
+    assert listing == run_ctr(a, "snapshots", "--snapshotter", "overlayfs", "ls").stdout
+    assert listing.split()[3:] == [b"k", b"Active"]
+
+
+def test_tree_draws_each_plugin_once_and_refers_back(containerd):
+    lines = check_tree(containerd.address)
+    plugins = len(plugin_rows(run_ctr(containerd.address, "plugins", "ls").stdout))
+    # ten gRPC plugins require the ten services: once drawn, one line per service after that
+    assert len(lines) < 2 * plugins, "\n".join(lines)
+    assert sum("io.containerd.grpc.v1.{" in line for line in lines) >= 5
