@@ -22,6 +22,7 @@ import asyncio
 import fcntl
 import inspect
 import os
+import socket
 import stat
 import time
 from typing import Any, Iterable
@@ -42,6 +43,7 @@ log = structlog.get_logger(__name__)
 STARTUP_SETTLE_SECONDS = 0.5
 SLOW_INIT_SECONDS = 1.0  # a plugin init taking longer is logged as slow
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes, NUL included
+CONTAINERD_METADATA = "io.containerd.metadata.v1.bolt"  # what marks a root as containerd's
 
 
 class StartError(RuntimeError):
@@ -159,6 +161,28 @@ def _make_dir(path: str, what: str, created: list[str]) -> None:
     created += reversed(missing)
 
 
+def _refuse_live_socket(path: str) -> None:
+    """Refuse a socket some process still listens on. Our lock beside it
+    keeps other pycontainerd daemons off, but a containerd (or anything else)
+    serving the path takes no such lock, and gRPC would silently replace its
+    socket. Only a socket nobody listens on (connection refused) is stale."""
+    if not os.path.exists(path) or not stat.S_ISSOCK(os.lstat(path).st_mode):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)  # connect(2) on a UNIX socket answers at once
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return
+    except BlockingIOError:  # a full backlog: it is listening
+        pass
+    except OSError as exc:
+        raise StartError(f"cannot use socket path {path}: {exc.strerror}") from None
+    finally:
+        probe.close()
+    raise StartError(f"another process is serving {path}; refusing to start (its socket is left as it is)")
+
+
 class Daemon:
     def __init__(
         self,
@@ -198,11 +222,12 @@ class Daemon:
                 _make_dir(path, what, created)
                 if what == "root" or os.path.realpath(path) != os.path.realpath(cfg.root):
                     self._take(DirLock(path, what))
-            sock_dir = os.path.dirname(cfg.grpc.address)
+            sock_dir = os.path.dirname(cfg.grpc.address) or "."  # a bare name is in the working directory
             if not os.path.isdir(sock_dir):
                 _make_dir(sock_dir, "socket", created)
                 os.chmod(sock_dir, 0o711)  # makedirs' mode is filtered by the umask
             self._lock = self._take(SocketLock(cfg.grpc.address))
+            _refuse_live_socket(cfg.grpc.address)  # a process that takes no lock (containerd) may serve it
             await self._init_plugins()
             await self._serve()
         except BaseException:
@@ -249,6 +274,13 @@ class Daemon:
                 raise StartError(f"{what} is empty: it must be a directory path")
             if os.path.exists(where) and not os.path.isdir(where):
                 raise StartError(f"{what} {where} is not a directory")
+        if os.path.isdir(os.path.join(cfg.root, CONTAINERD_METADATA)):
+            # containerd's blobs and snapshots are referenced from its bolt
+            # database, which we do not read: our GC would delete them all
+            raise StartError(
+                f"root {cfg.root} is a containerd root (it holds {CONTAINERD_METADATA}); refusing to start: "
+                "pycontainerd needs a root of its own"
+            )
         disabled = set(cfg.disabled_plugins)
         for reg in self.registrations:
             if reg.config is not None and reg.uri not in disabled:
@@ -356,9 +388,10 @@ class Daemon:
             if p.registration.type == PluginType.GRPC and p.error is None and hasattr(p.instance, "register"):
                 p.instance.register(self.server)
         path = cfg.grpc.address
-        if os.path.exists(path):  # we hold the lock, so this is a stale socket
+        if os.path.exists(path):  # we hold the lock, and nothing listened on it: a stale socket
             if not stat.S_ISSOCK(os.lstat(path).st_mode):  # appeared since _check: never ours to delete
                 raise StartError(f"socket path {path} is not a socket; refusing to start (it is left as it is)")
+            _refuse_live_socket(path)
             os.unlink(path)
         old_umask = os.umask(0o117)  # the socket is born 0660, never wider
         try:

@@ -1,0 +1,108 @@
+"""A careless operator's mistakes, through the real `pycontainerd` binary:
+each is refused with one line on stderr and exit 1 (no traceback), and
+nothing of the user's (or of another daemon's) is touched; or, where
+containerd accepts it, it works."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from e2e_support import (
+    PYCONTAINERD, PYCTR, START_TIMEOUT, STOP_TIMEOUT, answers, clean_env, run_ctr, run_pycontainerd, short_dir,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def _one_line_refusal(*args: str, **kwargs) -> str:
+    proc = run_pycontainerd(*args, **kwargs)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{err}"
+    assert "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    return err.strip()
+
+
+@pytest.fixture
+def tmp() -> str:
+    d = short_dir("pcd-op-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _tree(path: str) -> dict[str, bytes | None]:
+    """Every file (with its bytes) and directory under path."""
+    out: dict[str, bytes | None] = {}
+    for top, dirs, files in os.walk(path):
+        for name in dirs:
+            out[os.path.relpath(os.path.join(top, name), path)] = None
+        for name in files:
+            full = os.path.join(top, name)
+            if os.path.isfile(full) and not os.path.islink(full):
+                with open(full, "rb") as f:
+                    out[os.path.relpath(full, path)] = f.read()
+    return out
+
+
+@pytest.mark.containerd
+def test_a_running_containerds_socket_is_not_taken_over(containerd, tmp):
+    # before: containerd takes no lock beside its socket, so pycontainerd
+    # bound over it (gRPC deletes the file), and on stop removed it: the
+    # running containerd was unreachable from then on
+    line = _one_line_refusal("--root", f"{tmp}/root", "--state", f"{tmp}/state", "--address", containerd.address)
+    assert line == f"pycontainerd: another process is serving {containerd.address}; refusing to start " \
+                   "(its socket is left as it is)", line
+    assert answers(containerd.address)
+    assert run_ctr(containerd.address, "version").returncode == 0
+    assert os.listdir(tmp) == []  # the root and state it made are gone again
+
+
+@pytest.mark.containerd
+def test_a_containerd_root_is_refused_and_left_as_it_is(containerd, tmp):
+    # before: pycontainerd started on it, and its GC, which cannot see
+    # containerd's bolt database, deleted containerd's blobs (a gc.root
+    # labelled one included); its snapshotters wrote sqlite files there
+    blob = b"containerd's own blob\n"
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    run_ctr(containerd.address, "content", "ingest", "--expected-digest", digest, "r1", input=blob)
+    run_ctr(containerd.address, "content", "label", digest, "containerd.io/gc.root=keep")
+    containerd.stop()  # stopped, as an operator reusing its root would have it
+    before = _tree(containerd.root)
+    line = _one_line_refusal("--root", containerd.root, "--state", f"{tmp}/state", "--address", f"{tmp}/s.sock")
+    assert line == (f"pycontainerd: root {containerd.root} is a containerd root (it holds "
+                    "io.containerd.metadata.v1.bolt); refusing to start: pycontainerd needs a root of its own"), line
+    assert _tree(containerd.root) == before
+    assert os.listdir(tmp) == []
+
+
+def test_relative_root_state_and_address_are_the_working_directorys(tmp):
+    # containerd takes them relative to its working directory; before, a
+    # bare socket name failed with "cannot create the socket directory : ..."
+    proc = subprocess.Popen(
+        [PYCONTAINERD, "--root", "r", "--state", "s", "--address", "x.sock"], cwd=tmp,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=clean_env(),
+    )
+    try:
+        sock = os.path.join(tmp, "x.sock")
+        deadline = time.monotonic() + START_TIMEOUT
+        while not answers(sock, timeout=0.5):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "never served"
+            time.sleep(0.05)
+        out = subprocess.run([PYCTR, "--address", "x.sock", "namespaces", "ls"], cwd=tmp, capture_output=True,
+                             env=clean_env(), timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert os.path.isdir(os.path.join(tmp, "r", "io.containerd.metadata.v1.sqlite"))
+        assert os.path.isdir(os.path.join(tmp, "s"))
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(STOP_TIMEOUT) == 0
+    assert not os.path.exists(os.path.join(tmp, "x.sock"))
