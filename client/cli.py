@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         kwargs: dict[str, Any] = {
-            "address": args.address, "timeout": args.timeout, "connect_timeout": args.connect_timeout, "debug": args.debug,
+            "address": args.address, "debug": args.debug,
+            # as ctr: a total timeout of 0 is none, a connect timeout of 0 the default
+            "timeout": args.timeout if args.timeout and args.timeout > 0 else None,
+            "connect_timeout": args.connect_timeout if args.connect_timeout > 0 else CONNECT_TIMEOUT,
         }
         if args.namespace:
             kwargs["namespace"] = args.namespace

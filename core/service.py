@@ -57,7 +57,7 @@ def namespace(context: grpc.aio.ServicerContext) -> str:
     try:
         validate_identifier(value)
     except errdefs.InvalidArgument as exc:
-        raise errdefs.InvalidArgument(f"namespace validation: {exc}") from None
+        raise errdefs.InvalidArgument(f"namespace validation: {exc.message}") from None  # one sentinel
     return value
 
 

@@ -27,6 +27,9 @@ _CODES: dict[type[errdefs.ContainerdError], grpc.StatusCode] = {
     errdefs.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 _CLASSES = {code: cls for cls, code in _CODES.items()}
+# what grpc-python says when the client's own deadline passes or the call is
+# cancelled; grpc-go says the sentinel itself ("context deadline exceeded")
+_CLIENT_SIDE = {grpc.StatusCode.DEADLINE_EXCEEDED: ("Deadline Exceeded",), grpc.StatusCode.CANCELLED: ("Cancelled",)}
 
 
 def code_of(err: BaseException) -> grpc.StatusCode:
@@ -47,6 +50,8 @@ def from_grpc(code: grpc.StatusCode, details: str) -> errdefs.ContainerdError:
     """Rebuild the class from a gRPC status."""
     cls = _CLASSES.get(code, errdefs.Unknown)
     details = details or ""
+    if details in _CLIENT_SIDE.get(code, ()):  # grpc's own wording for what the client itself ran out of
+        details = ""
     suffix = ": " + cls.sentinel
     if details.endswith(suffix):
         details = details[: -len(suffix)]

@@ -106,3 +106,28 @@ def test_relative_root_state_and_address_are_the_working_directorys(tmp):
             os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(STOP_TIMEOUT) == 0
     assert not os.path.exists(os.path.join(tmp, "x.sock"))
+
+
+def test_a_bad_namespace_is_reported_once_as_containerd_words_it(daemon):
+    # before: the sentinel was doubled ("...: invalid argument: invalid argument")
+    d = daemon()
+    expected = ('namespace validation: identifier "bad name!" must match '
+                "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$: invalid argument\n")
+    for tool in (d.ctr, d.pyctr):
+        proc = tool("--namespace", "bad name!", "snapshots", "ls", check=False)
+        assert proc.returncode == 1
+        assert proc.stderr.decode().split(": ", 1)[1] == expected, proc.stderr
+
+
+def test_pyctr_zero_timeouts_mean_what_they_mean_to_ctr(daemon):
+    # ctr: --timeout 0 is no timeout, --connect-timeout 0 the default (10s);
+    # before, `--timeout 0s` failed every call at once and `--connect-timeout 0`
+    # printed a traceback from grpc's polling thread
+    d = daemon()
+    for flags in (["--timeout", "0"], ["--timeout", "0s"], ["--connect-timeout", "0"]):
+        proc = d.pyctr(*flags, "snapshots", "ls", check=False)
+        assert proc.returncode == 0 and proc.stderr == b"", (flags, proc.stderr)
+        assert proc.stdout.startswith(b"KEY"), proc.stdout
+    # a deadline that passes reads as ctr's does
+    proc = d.pyctr("--timeout", "1ns", "snapshots", "ls", check=False)
+    assert (proc.returncode, proc.stderr) == (1, b"pyctr: context deadline exceeded\n")
