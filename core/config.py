@@ -392,7 +392,9 @@ def read_toml(path: str) -> dict[str, Any]:
 
 def _resolve_imports(parent: str, patterns: list[str]) -> list[str]:
     out: list[str] = []
-    for pattern in patterns:
+    for i, pattern in enumerate(patterns):
+        if not pattern:  # would name the importing file's directory
+            raise ConfigError(f"{parent}: imports[{i}] is empty")
         if not os.path.isabs(pattern):
             pattern = os.path.join(os.path.dirname(os.path.abspath(parent)), pattern)
         import glob
@@ -466,15 +468,23 @@ def load(path: str) -> Config:
     merged: dict[str, Any] = {}
     origins: dict[str, str] = {}
     main_version = None
+    importer: dict[str, str] = {}  # file -> the file whose imports named it
     while pending:
         current = pending.pop(0)
         if current in loaded:
             continue
-        raw = read_toml(current)
+        try:
+            raw = read_toml(current)
+        except ConfigError as exc:
+            if current == main:
+                raise
+            raise ConfigError(f"{importer[current]}: imports: {exc}") from None
         _check_file(raw, current)
         version = raw.get("version", 1)
         if main_version is None:
             main_version = version
+            if "version" not in raw:
+                raise ConfigError(f"{current}: no version set (that is version 1): set version = 2")
             if version != CONFIG_VERSION:
                 raise ConfigError(f"{current}: unsupported config version {version}: set version = 2")
         elif version > main_version:
@@ -484,7 +494,9 @@ def load(path: str) -> Config:
         imports = raw.pop("imports", [])
         _merge(merged, raw, origins, current)
         loaded.append(current)
-        pending += _resolve_imports(current, imports)
+        for name in _resolve_imports(current, imports):
+            importer.setdefault(name, current)
+            pending.append(name)
     cfg = decode(Config, {k: v for k, v in merged.items() if k not in ("plugins", *_REPLACED_MAPS)}, main, "")
     cfg.timeouts = {**_default_timeouts(), **merged.get("timeouts", {})}
     cfg.plugins = merged.get("plugins", {})

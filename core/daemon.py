@@ -19,6 +19,7 @@ cancelled newest first, then plugins close in reverse init order.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import fcntl
 import inspect
 import os
@@ -183,6 +184,22 @@ def _refuse_live_socket(path: str) -> None:
     raise StartError(f"another process is serving {path}; refusing to start (its socket is left as it is)")
 
 
+def _check_required(required: list[str], known: set[str], disabled: set[str]) -> None:
+    """A required plugin that is disabled or that no source registers can be
+    refused before anything is created (a typo, most often: say which)."""
+    problems = []
+    for uri in dict.fromkeys(required):
+        if uri in disabled:
+            problems.append(f"required plugin {uri} disabled")
+        elif uri not in known:
+            kind, _, name = uri.rpartition(".")  # the nearest id among the plugins of that type
+            same_kind = {k.rpartition(".")[2]: k for k in sorted(known) if k.rpartition(".")[0] == kind}
+            near = [same_kind[n] for n in difflib.get_close_matches(name, list(same_kind), n=1, cutoff=0.6)]
+            problems.append(f"required plugin {uri} not included" + (f" (did you mean {near[0]}?)" if near else ""))
+    if problems:
+        raise StartError("; ".join(problems))
+
+
 class Daemon:
     def __init__(
         self,
@@ -286,6 +303,7 @@ class Daemon:
             if reg.config is not None and reg.uri not in disabled:
                 configmod.decode_plugin_config(reg.config, cfg, reg.uri)
         known = {r.uri for r in self.registrations}
+        _check_required(cfg.required_plugins, known | {f.uri for f in self.failures}, disabled)
         unknown = sorted(uri for uri in cfg.plugins if uri not in known)
         if unknown:
             log.warning("config for plugins that are not registered is ignored", plugins=unknown)

@@ -167,13 +167,25 @@ def test_error_skip_and_failed_lookups_are_rows_not_crashes():
 def test_required_plugin_that_fails_stops_the_start_naming_it():
     d = InProcessDaemon(
         plugins=[BROKEN],
-        config={"required_plugins": ["io.containerd.internal.v1.fails", "io.containerd.snapshotter.v1.nope"]},
+        config={"required_plugins": ["io.containerd.internal.v1.fails", "io.containerd.internal.v1.skips"]},
     )
     with pytest.raises(StartError) as err:
         d.start()
     d.stop()
     assert "required plugin io.containerd.internal.v1.fails failed to load: out of cheese" in str(err.value)
-    assert "required plugin io.containerd.snapshotter.v1.nope not included" in str(err.value)
+    assert "required plugin io.containerd.internal.v1.skips failed to load" in str(err.value)
+
+
+def test_required_plugin_nobody_registers_is_refused_before_any_init():
+    # a typo needs no plugin to run first; the start creates nothing
+    d = InProcessDaemon(
+        plugins=[BROKEN],
+        config={"required_plugins": ["io.containerd.internal.v1.fails", "io.containerd.snapshotter.v1.nope"]},
+    )
+    with pytest.raises(StartError) as err:
+        d.start()
+    d.stop()
+    assert str(err.value) == "required plugin io.containerd.snapshotter.v1.nope not included"
 
 
 def test_disabled_plugins_are_neither_initialised_nor_listed():

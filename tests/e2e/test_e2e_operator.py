@@ -131,3 +131,40 @@ def test_pyctr_zero_timeouts_mean_what_they_mean_to_ctr(daemon):
     # a deadline that passes reads as ctr's does
     proc = d.pyctr("--timeout", "1ns", "snapshots", "ls", check=False)
     assert (proc.returncode, proc.stderr) == (1, b"pyctr: context deadline exceeded\n")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # the file that names a missing or unreadable import is named too
+        ('imports = ["@/nope.toml"]\n', "@/config.toml: imports: config file @/nope.toml does not exist"),
+        ('imports = ["@"]\n', "@/config.toml: imports: cannot read config file @: Is a directory"),
+        # before: "cannot read config file <dir>: Is a directory"
+        ('imports = [""]\n', "@/config.toml: imports[0] is empty"),
+        # before: "unsupported config version 1", a version the file never names
+        (None, "@/config.toml: no version set (that is version 1): set version = 2"),
+        ('version = 3\n', "@/config.toml: unsupported config version 3: set version = 2"),
+        # before: refused only after every plugin ran, leaving root and state
+        ('required_plugins = ["io.containerd.snapshotter.v1.overlay"]\n',
+         "required plugin io.containerd.snapshotter.v1.overlay not included "
+         "(did you mean io.containerd.snapshotter.v1.overlayfs?)"),
+        ('required_plugins = ["io.containerd.snapshotter.v1.zfs"]\n',
+         "required plugin io.containerd.snapshotter.v1.zfs not included"),
+    ],
+    ids=["import-missing", "import-directory", "import-empty", "no-version", "version-3", "required-typo",
+         "required-unknown"],
+)
+def test_config_mistake_is_one_line_and_creates_nothing(tmp, text, expected):
+    body = f'root = "{tmp}/root"\nstate = "{tmp}/state"\n[grpc]\naddress = "{tmp}/s.sock"\n'
+    if text is None:
+        config = body
+    elif text.startswith("version"):
+        config = text + body
+    else:
+        config = "version = 2\n" + text.replace("@", tmp) + body
+    path = os.path.join(tmp, "config.toml")
+    with open(path, "w") as f:
+        f.write(config)
+    line = _one_line_refusal("--config", path)
+    assert line == "pycontainerd: " + expected.replace("@", tmp), line
+    assert os.listdir(tmp) == ["config.toml"]
