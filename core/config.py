@@ -461,6 +461,20 @@ def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:
             into[key] = value
 
 
+def _apply_aliases(plugins: dict[str, Any], origins: dict[str, str]) -> None:
+    """A section under containerd's name for a plugin we implement under
+    another id (plugins/builtins.py CONFIG_ALIASES) becomes that plugin's
+    section, so its keys are honoured and checked, not ignored; the
+    section under our own name wins key by key."""
+    from pycontainerd.plugins.builtins import CONFIG_ALIASES
+
+    for alias, target in CONFIG_ALIASES.items():
+        if alias in plugins:
+            table = plugins.pop(alias)
+            plugins[target] = {**table, **plugins.get(target, {})}
+            origins.setdefault(target, origins.get(alias, ""))
+
+
 def load(path: str) -> Config:
     """Load `path` and its imports into one validated Config."""
     main = os.path.abspath(path)
@@ -497,6 +511,7 @@ def load(path: str) -> Config:
         for name in _resolve_imports(current, imports):
             importer.setdefault(name, current)
             pending.append(name)
+    _apply_aliases(merged.get("plugins", {}), origins)
     cfg = decode(Config, {k: v for k, v in merged.items() if k not in ("plugins", *_REPLACED_MAPS)}, main, "")
     cfg.timeouts = {**_default_timeouts(), **merged.get("timeouts", {})}
     cfg.plugins = merged.get("plugins", {})

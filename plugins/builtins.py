@@ -3,7 +3,8 @@
 `MODULES`: the plugin modules, in registration order (which is also the
 order containerd's graph walk starts from). `PROXY_CLIENTS`: for each
 `[proxy_plugins]` type, the plugin type it stands for and the factory of
-its client. `SERVE_COMMANDS`: the `pycontainerd <kind> serve` commands and
+its client. `CONFIG_ALIASES`: containerd's section names that a built-in
+plugin reads as its own. `SERVE_COMMANDS`: the `pycontainerd <kind> serve` commands and
 the module that implements each (imported only when that command runs).
 
 Only strings here: the daemon imports this module at every start.
@@ -34,6 +35,12 @@ MODULES: tuple[str, ...] = (
 PROXY_CLIENTS: dict[str, tuple[str, str]] = {
     "snapshot": ("io.containerd.snapshotter.v1", "pycontainerd.plugins.snapshotters.proxy:new_client"),
     "content": ("io.containerd.content.v1", "pycontainerd.plugins.content.proxy:new_client"),
+}
+
+# containerd's name of a plugin section -> the plugin that reads it here:
+# containerd's own config.toml keeps its metadata options under bolt's name
+CONFIG_ALIASES: dict[str, str] = {
+    "io.containerd.metadata.v1.bolt": "io.containerd.metadata.v1.sqlite",
 }
 
 # command -> (help, module with `add_arguments(parser)` and `main(args)`)

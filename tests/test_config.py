@@ -899,10 +899,12 @@ def test_every_containerd_1_6_section_of_a_plugin_we_have_decodes_against_its_re
     cfg = load(str(path))
     configs = plugin_configs()
     ours = sorted(uri for uri in cfg.plugins if uri in configs)
-    # containerd's sections for plugins pycontainerd implements under the same URI
+    # containerd's sections for plugins pycontainerd implements under the same
+    # URI, and its bolt section, read as our metadata plugin's
     assert ours == [
         GC,
         DIFF,
+        "io.containerd.metadata.v1.sqlite",
         "io.containerd.snapshotter.v1.btrfs",
         "io.containerd.snapshotter.v1.native",
         OVERLAY,
@@ -912,6 +914,7 @@ def test_every_containerd_1_6_section_of_a_plugin_we_have_decodes_against_its_re
         GC: {"pause_threshold": 0.02, "deletion_threshold": 0, "mutation_threshold": 100,
              "schedule_delay": "0s", "startup_delay": "100ms"},
         DIFF: {"default": ["walking"]},
+        "io.containerd.metadata.v1.sqlite": {"content_sharing_policy": "shared"},
         "io.containerd.snapshotter.v1.btrfs": {"root_path": ""},
         "io.containerd.snapshotter.v1.native": {"root_path": ""},
         OVERLAY: {"root_path": "", "upperdir_label": False},

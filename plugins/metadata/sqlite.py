@@ -24,10 +24,12 @@ import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
 import structlog
 
+from pycontainerd.core.config import choice
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import validate_identifier
@@ -382,10 +384,19 @@ class NamespaceStore:
         await self.db.update(tx)
 
 
+@dataclass
+class Config:
+    # containerd's bolt plugin key (its section, plugins."io.containerd.metadata.v1.bolt",
+    # is read as this one's): "shared" lets a namespace commit a blob another
+    # namespace already has without sending its data; "isolated" makes it send it
+    content_sharing_policy: str = choice("shared", "shared", "isolated")
+
+
 async def init(ic: InitContext) -> DB:
     db = DB(os.path.join(ic.root, "meta.db"))
     await db.open()
     ic.meta.exports["schema_version"] = str(db.schema_version)
+    ic.meta.exports["policy"] = ic.config.content_sharing_policy
     await _attach_views(ic, db)
     return db
 
@@ -399,7 +410,8 @@ async def _attach_views(ic: InitContext, db: DB) -> None:
     try:
         # as in containerd, the first content plugin loaded; with the local
         # one disabled and a [proxy_plugins] one configured, the remote store
-        db.content_store = ContentStore(db, ic.get(PluginType.CONTENT))
+        shared = ic.config.content_sharing_policy == "shared"
+        db.content_store = ContentStore(db, ic.get(PluginType.CONTENT), shared=shared)
     except errdefs.ContainerdError as exc:
         log.warning("no content store: content is unavailable", error=str(exc))
     db.snapshotters = {name: NamespacedSnapshotter(db, name, sn) for name, sn in ic.get_all(PluginType.SNAPSHOT).items()}
@@ -418,6 +430,7 @@ def pycontainerd_plugins() -> Iterable[Registration]:
             type=PluginType.METADATA,
             id="sqlite",
             requires=(PluginType.CONTENT, PluginType.EVENT, PluginType.SNAPSHOT),
+            config=Config,
             init=init,
         )
     ]

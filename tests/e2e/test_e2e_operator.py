@@ -15,7 +15,8 @@ import time
 import pytest
 
 from e2e_support import (
-    PYCONTAINERD, PYCTR, START_TIMEOUT, STOP_TIMEOUT, answers, clean_env, run_ctr, run_pycontainerd, short_dir,
+    PYCONTAINERD, PYCTR, START_TIMEOUT, STOP_TIMEOUT, answers, clean_env, plugin_blocks, run_ctr, run_pycontainerd,
+    short_dir,
 )
 
 pytestmark = pytest.mark.e2e
@@ -167,4 +168,48 @@ def test_config_mistake_is_one_line_and_creates_nothing(tmp, text, expected):
         f.write(config)
     line = _one_line_refusal("--config", path)
     assert line == "pycontainerd: " + expected.replace("@", tmp), line
+    assert os.listdir(tmp) == ["config.toml"]
+
+
+def _first_write_offset(address: str, namespace: str, blob: bytes) -> int:
+    """The offset the daemon answers to a writer's first STAT that declares
+    the blob's digest and size: the whole size when it shares the blob."""
+    import grpc
+
+    from pycontainerd.api.services.content.v1 import content_pb2 as pb, content_pb2_grpc as pb_grpc
+
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    with grpc.insecure_channel("unix:" + address) as channel:
+        stream = pb_grpc.ContentStub(channel).Write(
+            iter([pb.WriteContentRequest(action=pb.STAT, ref="r-" + namespace, total=len(blob), expected=digest)]),
+            metadata=(("containerd-namespace", namespace),), timeout=30,
+        )
+        return next(iter(stream)).offset
+
+
+@pytest.mark.parametrize("section, policy, offset", [
+    (None, "shared", "all"),
+    ("io.containerd.metadata.v1.bolt", "isolated", 0),  # containerd's section name, as its config.toml has it
+    ("io.containerd.metadata.v1.sqlite", "isolated", 0),
+])
+def test_content_sharing_policy_is_honoured(daemon, section, policy, offset):
+    # before: the bolt section was "not registered, ignored": an operator who
+    # asked for isolated namespaces silently got shared blobs
+    config = {"plugins": {section: {"content_sharing_policy": policy}}} if section else {}
+    d = daemon(config=config)
+    blob = b"one blob, two namespaces\n"
+    d.ctr("--namespace", "a", "content", "ingest", "--expected-digest",
+          "sha256:" + hashlib.sha256(blob).hexdigest(), "r", input=blob)
+    assert _first_write_offset(d.address, "b", blob) == (len(blob) if offset == "all" else offset)
+    exports = plugin_blocks(d.ctr("plugins", "ls", "-d").stdout)["io.containerd.metadata.v1.sqlite"]
+    assert ["policy", policy] in [line.split() for line in exports], exports
+
+
+def test_a_bolt_section_mistake_is_refused(tmp):
+    path = os.path.join(tmp, "config.toml")
+    with open(path, "w") as f:
+        f.write(f'version = 2\nroot = "{tmp}/root"\nstate = "{tmp}/state"\n[grpc]\naddress = "{tmp}/s.sock"\n'
+                '[plugins."io.containerd.metadata.v1.bolt"]\ncontent_sharing_polcy = "isolated"\n')
+    line = _one_line_refusal("--config", path)
+    assert 'unknown key "content_sharing_polcy"' in line and 'did you mean "content_sharing_policy"?' in line, line
     assert os.listdir(tmp) == ["config.toml"]
