@@ -903,8 +903,8 @@ def test_every_containerd_1_6_section_of_a_plugin_we_have_decodes_against_its_re
     # URI, and its bolt section, read as our metadata plugin's
     assert ours == [
         GC,
-        DIFF,
         "io.containerd.metadata.v1.sqlite",
+        DIFF,
         "io.containerd.snapshotter.v1.btrfs",
         "io.containerd.snapshotter.v1.native",
         OVERLAY,
