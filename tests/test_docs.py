@@ -143,3 +143,17 @@ def test_readme_flag_defaults_are_pyctrs():
     assert f"default `{config.DEFAULT_ADDRESS}`" in text
     assert f"`--connect-timeout` (default {CONNECT_TIMEOUT:g}s)" in text
     assert f"`CONTAINERD_NAMESPACE`, default `{DEFAULT_NAMESPACE}`" in text
+
+
+def test_every_module_the_architecture_page_names_exists():
+    import glob
+
+    text = _read("docs", "architecture.md")
+    paths = set(re.findall(r"`((?:api|pkg|core|plugins|client|testing)/[\w/*.{},]+\.py)`", text))
+    assert len(paths) > 30, paths
+    missing = [p for p in sorted(paths) if not glob.glob(os.path.join(ROOT, p))]
+    assert missing == []
+    # and every `module` `NAME` pair it points at (a table, a function) is defined there
+    for path, name in re.findall(r"`((?:core|pkg|plugins)/[\w/]+\.py)` `(\w+)(?:\(\))?`", text):
+        source = _read(path)
+        assert re.search(rf"^(?:def |class |async def )?{name}\b", source, re.M), (path, name)
