@@ -275,7 +275,9 @@ class Daemon:
         if "://" in path:
             raise StartError(f"[grpc] address {path[:80]!r} is not a path: it must be the path of a UNIX socket")
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-            raise StartError(f"{path!r}: unix socket path too long (> {MAX_SOCKET_PATH})")
+            from .filters import _go_quote  # containerd quotes it as Go's %q does
+
+            raise StartError(f"{_go_quote(path)}: unix socket path too long (> {MAX_SOCKET_PATH})")
         try:
             st = os.lstat(path)
         except FileNotFoundError:

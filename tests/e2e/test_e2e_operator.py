@@ -246,3 +246,31 @@ def test_a_bolt_section_mistake_is_refused(tmp):
     line = _one_line_refusal("--config", path)
     assert 'unknown key "content_sharing_polcy"' in line and 'did you mean "content_sharing_policy"?' in line, line
     assert os.listdir(tmp) == ["config.toml"]
+
+
+def test_socket_path_of_107_bytes_serves_and_108_is_refused(tmp):
+    def address(n: int) -> str:
+        head = os.path.join(tmp, "")
+        return head + "a" * (n - len(head) - len(".sock")) + ".sock"
+
+    long = address(108)
+    line = _one_line_refusal("--root", f"{tmp}/root", "--state", f"{tmp}/state", "--address", long)
+    # Go's %q, as containerd words it (before: Python's repr, in single quotes)
+    assert line == f'pycontainerd: "{long}": unix socket path too long (> 107)', line
+    assert os.listdir(tmp) == []
+
+    sock = address(107)
+    proc = subprocess.Popen([PYCONTAINERD, "--root", f"{tmp}/root", "--state", f"{tmp}/state", "--address", sock],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=clean_env())
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not answers(sock, timeout=0.5):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "never served"
+            time.sleep(0.05)
+        assert b"Server:" in run_ctr(sock, "version").stdout
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(STOP_TIMEOUT) == 0
