@@ -24,7 +24,7 @@ from pycontainerd.api.services.introspection.v1 import introspection_pb2, intros
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
 from pycontainerd.core.config import DEFAULT_ADDRESS
-from pycontainerd.pkg import errdefs, errgrpc, namespaces
+from pycontainerd.pkg import errgrpc, namespaces
 
 from .dial import DialError, check_socket
 

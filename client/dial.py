@@ -24,15 +24,10 @@ class DialError(errdefs.Unavailable):
     `failed to dial "<address>": <reason>`."""
 
     def __init__(self, address: str, reason: str):
-        super().__init__(f"failed to dial {go_quote(address)}: {reason}")
+        super().__init__(f"failed to dial {errdefs.go_quote(address)}: {reason}")
 
     def __str__(self) -> str:
         return self.message  # the reason already says it all; no sentinel
-
-
-def go_quote(text: str) -> str:
-    """Go's %q for the plain paths a socket has: double quotes, escaped."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def unix_path(address: str) -> str | None:

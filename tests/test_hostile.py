@@ -11,7 +11,8 @@ import grpc
 import pytest
 
 from pycontainerd.pkg import errdefs
-from pycontainerd.core.service import MAX_ERROR_MESSAGE, answer_for, bounded_message, validate_identifier
+from pycontainerd.core.service import MAX_ERROR_MESSAGE, answer_for, bounded_message
+from pycontainerd.pkg.identifiers import validate as validate_identifier
 from pycontainerd.plugins.metadata.sqlite import MAX_LABELS, MAX_LABELS_BYTES, check_label_limits, validate_labels
 
 

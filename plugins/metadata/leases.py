@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field
 
 from pycontainerd.core import filters
-from pycontainerd.core.filters import _go_quote
 from pycontainerd.pkg import errdefs
 from pycontainerd.pkg.digest import digest_error
 
@@ -80,7 +79,7 @@ def parse_resource(r: Resource) -> Resource:
 
 
 def _not_found(lease_id: str) -> errdefs.NotFound:
-    return errdefs.NotFound(f"lease {_go_quote(errdefs.cut(lease_id))}")
+    return errdefs.NotFound(f"lease {errdefs.quote(lease_id)}")
 
 
 def _exists(conn: sqlite3.Connection, namespace: str, lease_id: str) -> bool:
@@ -121,7 +120,7 @@ class LeaseManager:
         def tx(conn: sqlite3.Connection) -> Lease:
             ensure_namespace(conn, namespace)
             if _exists(conn, namespace, lease_id):
-                raise errdefs.AlreadyExists(f"lease {_go_quote(lease_id)}")
+                raise errdefs.AlreadyExists(f"lease {errdefs.go_quote(lease_id)}")
             now = time.time_ns()
             conn.execute("INSERT INTO leases (namespace, id, created_at) VALUES (?, ?, ?)", (namespace, lease_id, now))
             conn.executemany(

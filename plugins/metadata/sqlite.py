@@ -30,8 +30,7 @@ import structlog
 
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core.service import validate_identifier
-from pycontainerd.pkg import errdefs
+from pycontainerd.pkg import errdefs, identifiers
 
 log = structlog.get_logger(__name__)
 
@@ -311,7 +310,7 @@ class NamespaceStore:
         return conn.execute("SELECT 1 FROM namespaces WHERE name = ?", (name,)).fetchone() is not None
 
     async def create(self, name: str, labels: dict[str, str]) -> None:
-        validate_identifier(name)
+        identifiers.validate(name)
         validate_labels(labels)
 
         def tx(conn: sqlite3.Connection) -> None:
