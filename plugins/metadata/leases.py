@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pycontainerd.core import filters
 from pycontainerd.pkg import errdefs
 from pycontainerd.pkg.digest import digest_error
+from pycontainerd.pkg.labels import validate_labels
 
-from .sqlite import DB, ensure_namespace, get_labels, validate_labels
+from .sqlite import DB, ensure_namespace, get_labels
 
 LABEL_EXPIRE = "containerd.io/gc.expire"
 LABEL_FLAT = "containerd.io/gc.flat"

@@ -32,14 +32,13 @@ import structlog
 
 from pycontainerd.core import failpoint, filters
 from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.labels import check_label_limits, validate_labels
 from pycontainerd.pkg.snapshots import KIND_COMMITTED, Info, Mount, Usage, adapt_info
 from pycontainerd.plugins.metadata.sqlite import (
-    check_label_limits,
     ensure_namespace,
     get_labels,
     labels_after_update,
     put_labels,
-    validate_labels,
 )
 
 log = structlog.get_logger(__name__)

@@ -31,17 +31,11 @@ import structlog
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.pkg import errdefs, identifiers
+from pycontainerd.pkg.labels import validate_labels
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-
-MAX_LABEL_SIZE = 4096  # one label, key and value together, in bytes: containerd's
-# Per object (ours, generous: an image's content carries one GC label per
-# layer or manifest, tens to a few hundred): how many labels, and how many
-# bytes of keys and values in all.
-MAX_LABELS = 4096
-MAX_LABELS_BYTES = 1 << 20
 
 # Each entry migrates the schema from version i to i + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -170,36 +164,6 @@ def ensure_namespace(conn: sqlite3.Connection, namespace: str) -> None:
     """Objects create their namespace implicitly, as in containerd."""
     now = time.time_ns()
     conn.execute("INSERT OR IGNORE INTO namespaces VALUES (?, ?, ?)", (namespace, now, now))
-
-
-def validate_labels(labels: dict[str, str]) -> None:
-    """containerd's labels.Validate on each label (key and value together at
-    most 4096 bytes), after the per-object limits below."""
-    check_label_limits(labels)
-    for k, v in labels.items():
-        kb = k.encode("utf-8", "surrogatepass")
-        if len(kb) + len(v.encode("utf-8", "surrogatepass")) > MAX_LABEL_SIZE:
-            shown = kb[:10].decode("utf-8", "replace")
-            raise errdefs.InvalidArgument(
-                f"label key and value greater than maximum size ({MAX_LABEL_SIZE} bytes), key: {shown}"
-            )
-
-
-def check_label_limits(labels: dict[str, str], paths: list[str] | tuple[str, ...] = ()) -> None:
-    """The per-object limits (ours: containerd has none, and one request
-    with 100k labels held the metadata thread, every namespace, for
-    seconds): at most MAX_LABELS labels and MAX_LABELS_BYTES bytes of keys
-    and values. Cheap, so callers check a request before any metadata work."""
-    if len(labels) > MAX_LABELS or len(paths) > MAX_LABELS:
-        if len(paths) > len(labels):
-            raise errdefs.InvalidArgument(f"too many update paths: {len(paths)} (at most {MAX_LABELS})")
-        raise errdefs.InvalidArgument(f"too many labels: {len(labels)} (at most {MAX_LABELS} per object)")
-    total = sum(len(k.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass"))
-                for k, v in labels.items())
-    if total > MAX_LABELS_BYTES:
-        raise errdefs.InvalidArgument(
-            f"labels too large: {total} bytes of keys and values (at most {MAX_LABELS_BYTES} per object)"
-        )
 
 
 class DB:

@@ -22,7 +22,7 @@ from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import NAMESPACE_HEADER, service_pair
 from pycontainerd.pkg import errdefs
-from pycontainerd.plugins.metadata.sqlite import check_label_limits
+from pycontainerd.pkg.labels import check_label_limits
 
 SERVICE_ID = "namespaces-service"
 
