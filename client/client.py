@@ -23,7 +23,7 @@ from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
-from pycontainerd.core.config import DEFAULT_ADDRESS
+from pycontainerd.pkg.defaults import DEFAULT_ADDRESS
 from pycontainerd.pkg import errgrpc, namespaces
 
 from .dial import DialError, check_socket

@@ -12,11 +12,12 @@ snapshotter's client blocks the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
-
-from pycontainerd.core import filters
+from typing import TYPE_CHECKING, Iterable, Protocol
 
 from .mount import Mount
+
+if TYPE_CHECKING:
+    from pycontainerd.core import filters
 
 __all__ = ["KIND_UNKNOWN", "KIND_VIEW", "KIND_ACTIVE", "KIND_COMMITTED", "KIND_NAMES", "parse_kind",
            "Info", "Usage", "Mount", "Snapshotter", "Cleaner", "SNAPSHOTTER_METHODS", "adapt_info"]
@@ -86,8 +87,10 @@ class Cleaner(Protocol):
 
 def adapt_info(info: Info) -> filters.Adaptor:
     """containerd's adaptSnapshot: name, parent, kind (lower case), labels."""
+    from pycontainerd.core.filters import adapt_mapping  # the filter grammar is the daemon's
+
     kind = KIND_NAMES.get(info.kind, "Unknown").lower()
-    return filters.adapt_mapping(
+    return adapt_mapping(
         {"name": info.name, "parent": info.parent, "kind": None if kind == "unknown" else kind, "labels": info.labels},
         empty_is_absent=False,
     )
