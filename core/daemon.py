@@ -61,13 +61,10 @@ def _release_startup_memory() -> None:
     to the OS: glibc keeps it otherwise, and idle RSS is what users see."""
     import gc
 
-    gc.collect()
-    try:
-        import ctypes
+    from . import memory
 
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+    gc.collect()
+    memory.trim()
 
 
 class FileLock:
