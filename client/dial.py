@@ -17,6 +17,7 @@ import socket
 import stat
 
 from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.socketpath import kind_of, unix_path
 
 
 class DialError(errdefs.Unavailable):
@@ -28,26 +29,6 @@ class DialError(errdefs.Unavailable):
 
     def __str__(self) -> str:
         return self.message  # the reason already says it all; no sentinel
-
-
-def unix_path(address: str) -> str | None:
-    """The filesystem path of a UNIX socket address (a bare path, `unix:P`
-    or `unix://P`), None for any other kind of address."""
-    if address.startswith("unix://"):
-        return address[len("unix://"):]
-    if address.startswith("unix:"):
-        return address[len("unix:"):]
-    return None if "://" in address else address
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISREG(mode):
-        return "a regular file"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    return "not a regular file, directory or socket"
 
 
 def check_socket(address: str) -> None:
@@ -65,7 +46,7 @@ def check_socket(address: str) -> None:
     except OSError as exc:
         raise DialError(address, exc.strerror or str(exc)) from None
     if not stat.S_ISSOCK(mode):
-        raise DialError(address, f"not a socket ({_kind(mode)})")
+        raise DialError(address, f"not a socket ({kind_of(mode)})")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.setblocking(False)  # a full backlog must not block us: gRPC then waits with its timeout
     try:

@@ -223,7 +223,8 @@ class Config:
         return out
 
     def validate(self) -> None:
-        """containerd's ValidateV2: plugin names are full URIs."""
+        """containerd's ValidateV2 (plugin names are full URIs), and what
+        this daemon can serve on: a UNIX socket path, never TCP."""
         if self.version != CONFIG_VERSION:
             raise ConfigError(f"unsupported config version {self.version}: only version = 2 is supported")
         for what, names in (("disabled", self.disabled_plugins), ("required", self.required_plugins)):
