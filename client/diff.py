@@ -23,21 +23,13 @@ from pycontainerd.api.services.diff.v1 import diff_pb2 as pb
 from pycontainerd.api.services.diff.v1 import diff_pb2_grpc as pb_grpc
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as spb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as spb_grpc
-from pycontainerd.api.types import descriptor_pb2, mount_pb2
 from pycontainerd.pkg import errdefs, errgrpc, leases
+from pycontainerd.pkg.mount import mounts_to_pb
+from pycontainerd.pkg.oci import descriptor
 from pycontainerd.pkg.oci.descriptor import Descriptor
 
 MEDIA_TYPE_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 KIND_ACTIVE = 2
-
-
-def _desc(d: Any) -> Descriptor:
-    return Descriptor(d.media_type, d.digest, d.size, dict(d.annotations))
-
-
-def _pb_mounts(mounts: Any) -> list[mount_pb2.Mount]:
-    return [mount_pb2.Mount(type=m.type, source=m.source, options=list(m.options),
-                            target=getattr(m, "target", "")) for m in mounts]
 
 
 class Diff:
@@ -58,16 +50,15 @@ class Diff:
             raise errgrpc.from_grpc(exc.code(), exc.details()) from None
 
     def apply(self, desc: Descriptor, mounts: Any) -> Descriptor:
-        req = pb.ApplyRequest(diff=descriptor_pb2.Descriptor(media_type=desc.media_type, digest=desc.digest,
-                                                             size=desc.size, annotations=desc.annotations),
-                              mounts=_pb_mounts(mounts))
-        return _desc(self._call(self.stub.Apply, req).applied)
+        req = pb.ApplyRequest(diff=descriptor.to_pb(desc),
+                              mounts=mounts_to_pb(mounts))
+        return descriptor.from_pb(self._call(self.stub.Apply, req).applied)
 
     def compare(self, left: Any, right: Any, media_type: str = "", ref: str = "",
                 labels: dict[str, str] | None = None) -> Descriptor:
-        req = pb.DiffRequest(left=_pb_mounts(left), right=_pb_mounts(right), media_type=media_type, ref=ref,
+        req = pb.DiffRequest(left=mounts_to_pb(left), right=mounts_to_pb(right), media_type=media_type, ref=ref,
                              labels=labels or {})
-        return _desc(self._call(self.stub.Diff, req).diff)
+        return descriptor.from_pb(self._call(self.stub.Diff, req).diff)
 
 
 def _unique_part() -> str:
