@@ -113,7 +113,9 @@ def snapshots_diff(client: Any, snapshotter: str, id_a: str, id_b: str = "",
     """ctr's `snapshots diff`: the layer between `id_a` and its parent (or
     `id_b`), written to the content store, yielded as the blob's bytes."""
     from .content import ContentClient
-    from .leases import LABEL_EXPIRE, Leases
+    from pycontainerd.pkg.leases import LABEL_EXPIRE
+
+    from .leases import Leases
 
     if not id_a:
         raise errdefs.InvalidArgument("snapshot id must be provided")

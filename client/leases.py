@@ -15,7 +15,6 @@ from pycontainerd.api.services.leases.v1 import leases_pb2_grpc as pb_grpc
 
 from .client import _errors
 
-LABEL_EXPIRE = "containerd.io/gc.expire"
 
 
 @dataclass

@@ -15,7 +15,8 @@ from pycontainerd.api.services.leases.v1 import leases_pb2 as pb
 from pycontainerd.client.commands.leases import rfc3339_local
 from pycontainerd.client.leases import Leases
 from pycontainerd.pkg import errdefs
-from pycontainerd.plugins.metadata.leases import Resource, parse_resource, random_id
+from pycontainerd.pkg.leases import Resource, random_id
+from pycontainerd.plugins.metadata.leases import parse_resource
 from pycontainerd.testing import InProcessDaemon
 
 DIGEST = "sha256:" + hashlib.sha256(b"x").hexdigest()

@@ -13,7 +13,8 @@ import datetime
 import sys
 
 from pycontainerd.client.client import Client
-from pycontainerd.client.leases import LABEL_EXPIRE, Leases
+from pycontainerd.client.leases import Leases
+from pycontainerd.pkg.leases import LABEL_EXPIRE
 from pycontainerd.client.tabwriter import TabWriter
 from pycontainerd.pkg import errdefs, goduration
 

@@ -15,48 +15,20 @@ we.
 
 from __future__ import annotations
 
-import base64
-import os
 import sqlite3
 import time
-from dataclasses import dataclass, field
 
 from pycontainerd.core import filters
 from pycontainerd.pkg import errdefs
 from pycontainerd.pkg.digest import digest_error
 from pycontainerd.pkg.labels import validate_labels
+from pycontainerd.pkg.leases import Lease, Resource
 
 from .sqlite import DB, ensure_namespace, get_labels
-
-LABEL_EXPIRE = "containerd.io/gc.expire"
-LABEL_FLAT = "containerd.io/gc.flat"
 
 RESOURCE_CONTENT = "content"
 RESOURCE_INGESTS = "ingests"
 RESOURCE_SNAPSHOTS = "snapshots"
-
-
-@dataclass
-class Lease:
-    """A lease: its id, creation time and labels."""
-
-    id: str
-    created_at: int = 0  # nanoseconds since the epoch, UTC
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Resource:
-    """A resource a lease holds: its id and type (content, snapshots/<name>, ingests)."""
-
-    id: str
-    type: str
-
-
-def random_id() -> str:
-    """containerd's WithRandomID: the clock's nanoseconds within the second,
-    a dash, and three random bytes in URL-safe base64."""
-    return f"{time.time_ns() % 1_000_000_000}-{base64.urlsafe_b64encode(os.urandom(3)).decode()}"
 
 
 def parse_resource(r: Resource) -> Resource:

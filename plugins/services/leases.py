@@ -21,7 +21,8 @@ from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import namespace, service_pair
 from pycontainerd.pkg import errdefs
 from pycontainerd.pkg.timestamps import to_pb
-from pycontainerd.plugins.metadata.leases import Lease, LeaseManager, Resource, random_id
+from pycontainerd.pkg.leases import Lease, Resource, random_id
+from pycontainerd.plugins.metadata.leases import LeaseManager
 
 SERVICE_ID = "leases-service"
 
