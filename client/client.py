@@ -24,7 +24,7 @@ from pycontainerd.api.services.introspection.v1 import introspection_pb2, intros
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
 from pycontainerd.pkg.defaults import DEFAULT_ADDRESS
-from pycontainerd.pkg import errgrpc, namespaces
+from pycontainerd.pkg import errgrpc, leases, namespaces
 
 from .dial import DialError, check_socket
 
@@ -119,13 +119,19 @@ class Client:
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return ((NAMESPACE_HEADER, self.namespace),) if self.namespace else ()
 
-    def _call(self, method: Any, request: Any, with_call: bool = False) -> Any:
+    def leased_metadata(self, lease: str) -> tuple[tuple[str, str], ...]:
+        """The request metadata with `lease` (if any): what a request creates
+        is then held by that lease."""
+        return self._metadata + (((leases.GRPC_HEADER, lease),) if lease else ())
+
+    def _call(self, method: Any, request: Any, with_call: bool = False, lease: str = "") -> Any:
         started = time.monotonic()
         outcome = "ok"
+        metadata = self.leased_metadata(lease)
         try:
             if with_call:
-                return method.with_call(request, metadata=self._metadata, timeout=self.timeout)
-            return method(request, metadata=self._metadata, timeout=self.timeout)
+                return method.with_call(request, metadata=metadata, timeout=self.timeout)
+            return method(request, metadata=metadata, timeout=self.timeout)
         except grpc.RpcError as exc:
             outcome = exc.code().name
             raise

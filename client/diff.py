@@ -21,15 +21,14 @@ import grpc
 
 from pycontainerd.api.services.diff.v1 import diff_pb2 as pb
 from pycontainerd.api.services.diff.v1 import diff_pb2_grpc as pb_grpc
-from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as spb
-from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as spb_grpc
-from pycontainerd.pkg import errdefs, errgrpc, leases
+from pycontainerd.pkg import errdefs, errgrpc, snapshots
 from pycontainerd.pkg.mount import mounts_to_pb
 from pycontainerd.pkg.oci import descriptor
 from pycontainerd.pkg.oci.descriptor import Descriptor
 
+from .snapshots import Snapshots
+
 MEDIA_TYPE_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-KIND_ACTIVE = 2
 
 
 class Diff:
@@ -40,8 +39,7 @@ class Diff:
 
     @property
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        md = tuple(self.client._metadata)
-        return md + ((leases.GRPC_HEADER, self.lease),) if self.lease else md
+        return self.client.leased_metadata(self.lease)
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
@@ -66,41 +64,9 @@ def _unique_part() -> str:
     return f"{time.time_ns()}-{base64.urlsafe_b64encode(os.urandom(3)).decode()}"
 
 
-class _LeasedSnapshots:
-    """The few snapshot calls the diff flow needs, under the lease."""
-
-    def __init__(self, client: Any, snapshotter: str, lease: str):
-        self.client = client
-        self.snapshotter = snapshotter
-        self.md = tuple(client._metadata) + ((leases.GRPC_HEADER, lease),)
-        self.stub = spb_grpc.SnapshotsStub(client.channel)
-
-    def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return method(request, metadata=self.md, timeout=self.client.timeout)
-        except grpc.RpcError as exc:
-            raise errgrpc.from_grpc(exc.code(), exc.details()) from None
-
-    def stat(self, key: str) -> Any:
-        return self._call(self.stub.Stat, spb.StatSnapshotRequest(snapshotter=self.snapshotter, key=key)).info
-
-    def mounts(self, key: str) -> list[Any]:
-        return list(self._call(self.stub.Mounts, spb.MountsRequest(snapshotter=self.snapshotter, key=key)).mounts)
-
-    def view(self, key: str, parent: str) -> list[Any]:
-        return list(self._call(self.stub.View, spb.ViewSnapshotRequest(
-            snapshotter=self.snapshotter, key=key, parent=parent)).mounts)
-
-    def remove(self, key: str) -> None:
-        try:
-            self._call(self.stub.Remove, spb.RemoveSnapshotRequest(snapshotter=self.snapshotter, key=key))
-        except errdefs.ContainerdError:
-            pass  # best effort, as containerd's deferred Remove
-
-
-def _mounts_of(sn: _LeasedSnapshots, key: str, view_key: str, cleanup: list[str]) -> list[Any]:
+def _mounts_of(sn: Snapshots, key: str, view_key: str, cleanup: list[str]) -> list[Any]:
     """An active snapshot's own mounts, else a temporary view of it."""
-    if sn.stat(key).kind == KIND_ACTIVE:
+    if sn.stat(key).kind == snapshots.KIND_ACTIVE:
         return sn.mounts(key)
     mounts = sn.view(view_key, key)
     cleanup.append(view_key)
@@ -127,7 +93,7 @@ def snapshots_diff(client: Any, snapshotter: str, id_a: str, id_b: str = "",
     lease = leases.create(base64.urlsafe_b64encode(os.urandom(12)).decode().rstrip("="),
                           {LABEL_EXPIRE: expire}).id
     try:
-        sn = _LeasedSnapshots(client, snapshotter, lease)
+        sn = Snapshots(client, snapshotter, lease)
         differ = Diff(client, lease)
         cleanup: list[str] = []
         try:
@@ -143,7 +109,10 @@ def snapshots_diff(client: Any, snapshotter: str, id_a: str, id_b: str = "",
             desc = differ.compare(lower, upper, media_type, ref, labels)
         finally:
             for key in reversed(cleanup):
-                sn.remove(key)
+                try:
+                    sn.remove(key)
+                except errdefs.ContainerdError:
+                    pass  # best effort, as containerd's deferred Remove
         yield from ContentClient(client, lease).read(desc.digest)
     finally:
         try:
