@@ -98,10 +98,23 @@ class Client:
         self.channel = grpc.insecure_channel(
             target, options=[("grpc.max_receive_message_length", 16 << 20), ("grpc.max_send_message_length", 16 << 20)]
         )
+        self._wait_until_served()
+
+    def _wait_until_served(self) -> None:
+        """Block, as containerd's client dials, until a gRPC server answers
+        (any answer will do) or the connect timeout passes. One Version call
+        that waits for the connection does it: grpc.channel_ready_future
+        would too, but leaves a connectivity poller that holds up close()
+        by 200 ms, which every pyctr command paid."""
         try:
-            grpc.channel_ready_future(self.channel).result(timeout=self.connect_timeout)
-        except grpc.FutureTimeoutError:
+            version_pb2_grpc.VersionStub(self.channel).Version(
+                empty_pb2.Empty(), timeout=self.connect_timeout, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            if exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                return  # a gRPC server answered
             self.channel.close()
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:  # connected, then dropped
+                raise DialError(self.address, (exc.details() or "unavailable").lower()[:200]) from None
             raise DialError(self.address, f"context deadline exceeded (no gRPC answer within "
                                           f"{self.connect_timeout:g}s: is it a containerd socket? is the daemon stuck?)"
                             ) from None
