@@ -143,3 +143,22 @@ def test_readme_flag_defaults_are_pyctrs():
     assert f"default `{config.DEFAULT_ADDRESS}`" in text
     assert f"`--connect-timeout` (default {CONNECT_TIMEOUT:g}s)" in text
     assert f"`CONTAINERD_NAMESPACE`, default `{DEFAULT_NAMESPACE}`" in text
+
+
+def test_config_example_shows_every_builtin_plugin_option():
+    """Each built-in plugin's config section, and every key of it, appears
+    (commented) in config.toml.example, as its first lines promise."""
+    import dataclasses
+    import tomllib
+
+    from pycontainerd.core import registry
+
+    commented = []
+    for line in _read("config.toml.example").splitlines():
+        m = re.match(r"# {0,3}(\[plugins\..*|[a-z_]+ = .*)$", line)
+        if m:
+            commented.append(m.group(1))
+    shown = tomllib.loads("\n".join(commented))["plugins"]
+    regs, _ = registry.discover(entry_points=False)
+    wanted = {r.uri: {f.name for f in dataclasses.fields(r.config)} for r in regs if r.config is not None}
+    assert {uri: set(shown.get(uri, {})) for uri in wanted} == wanted
