@@ -43,3 +43,23 @@ def check_label_limits(labels: dict[str, str], paths: list[str] | tuple[str, ...
         raise errdefs.InvalidArgument(
             f"labels too large: {total} bytes of keys and values (at most {MAX_LABELS_BYTES} per object)"
         )
+
+
+def update_by_paths(current: dict[str, str], new: dict[str, str], paths: list[str] | tuple[str, ...],
+                    what: str) -> dict[str, str]:
+    """containerd's label update by field paths, for any object: `labels`
+    replaces them all, `labels.<k>` sets (or, empty, removes) one; no paths
+    means replace. Empty values are dropped. `what` names the object in the
+    error for any other path, e.g. 'snapshot "k1"'."""
+    labels = dict(current)
+    if not paths:
+        labels = dict(new)
+    for path in paths:
+        if path.startswith("labels."):
+            key = path[len("labels."):]
+            labels[key] = new.get(key, "")
+        elif path == "labels":
+            labels = dict(new)
+        else:
+            raise errdefs.InvalidArgument(f"cannot update {errdefs.quote(path)} field on {what}")
+    return {k: v for k, v in labels.items() if v}

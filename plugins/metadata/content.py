@@ -152,7 +152,7 @@ class ContentStore:
             current = _read_info(conn, namespace, dgst)
             if current is None:
                 raise errdefs.NotFound(f"content digest {errdefs.cut(dgst)}")
-            labels = labels_after_update(current.labels, info.labels, paths, f'content info "{dgst}"')
+            labels = labels_after_update(current.labels, info.labels, paths, f"content info {errdefs.go_quote(dgst)}")
             put_labels(conn, namespace, KIND, dgst, labels, replace=True)
             now = time.time_ns()
             conn.execute("UPDATE blobs SET updated_at = ? WHERE namespace = ? AND digest = ?", (now, namespace, dgst))

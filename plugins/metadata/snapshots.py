@@ -139,7 +139,7 @@ class NamespacedSnapshotter:
         def tx(conn: sqlite3.Connection) -> Info:
             row = self._must_row(conn, ns, info.name)
             current = get_labels(conn, ns, LABEL_KIND, self._object(info.name))
-            labels = labels_after_update(current, info.labels, paths, f'snapshot "{info.name}"')
+            labels = labels_after_update(current, info.labels, paths, f"snapshot {errdefs.quote(info.name)}")
             now = time.time_ns()
             put_labels(conn, ns, LABEL_KIND, self._object(info.name), labels, replace=True)
             conn.execute(

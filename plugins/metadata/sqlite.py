@@ -31,7 +31,7 @@ import structlog
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.pkg import errdefs, identifiers
-from pycontainerd.pkg.labels import validate_labels
+from pycontainerd.pkg.labels import update_by_paths, validate_labels
 
 log = structlog.get_logger(__name__)
 
@@ -137,22 +137,9 @@ def put_labels(
 
 
 def labels_after_update(current: dict[str, str], new: dict[str, str], paths: list[str], what: str) -> dict[str, str]:
-    """containerd's label update by field paths, for any object: `labels`
-    replaces them all, `labels.<k>` sets (or, empty, removes) one; no paths
-    means replace. `what` names the object in the error, e.g.
-    'content info "sha256:..."' or 'snapshot "k1"'."""
-    labels = dict(current)
-    if not paths:
-        labels = dict(new)
-    for path in paths:
-        if path.startswith("labels."):
-            key = path[len("labels."):]
-            labels[key] = new.get(key, "")
-        elif path == "labels":
-            labels = dict(new)
-        else:
-            raise errdefs.InvalidArgument(f'cannot update "{errdefs.cut(path)}" field on {what}')
-    labels = {k: v for k, v in labels.items() if v}
+    """pkg.labels.update_by_paths, then the label rules (a metadata row
+    holds only valid labels)."""
+    labels = update_by_paths(current, new, paths, what)
     try:
         validate_labels(labels)
     except errdefs.InvalidArgument as exc:

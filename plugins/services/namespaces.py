@@ -65,7 +65,7 @@ class Local:
             changes = {}
             for path in paths:
                 if not path.startswith("labels."):
-                    raise errdefs.InvalidArgument(f'cannot update "{errdefs.cut(path)}" field')
+                    raise errdefs.InvalidArgument(f"cannot update {errdefs.quote(path)} field")
                 key = path[len("labels."):]
                 changes[key] = ns.labels.get(key, "")
             labels = await self.store.set_labels(ns.name, changes)
