@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from pycontainerd.core.config import DEFAULT_ADDRESS
+from pycontainerd.pkg.defaults import DEFAULT_ADDRESS
 from pycontainerd.pkg import errdefs
 
 from .client import ADDRESS_ENV, CONNECT_TIMEOUT, DEFAULT_NAMESPACE, NAMESPACE_ENV, Client, default_address

@@ -22,7 +22,7 @@ from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.services.content.v1 import content_pb2 as pb
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
-from pycontainerd.pkg import errdefs, errgrpc, leases
+from pycontainerd.pkg import errdefs, errgrpc
 from pycontainerd.pkg.content import Info, Status, info_from_pb, status_from_pb
 
 from .errors import ClientError
@@ -49,8 +49,7 @@ class ContentClient:
 
     @property
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        md = tuple(self.client._metadata)
-        return md + ((leases.GRPC_HEADER, self.lease),) if self.lease else md
+        return self.client.leased_metadata(self.lease)
 
     def _unary(self, method, request):
         try:

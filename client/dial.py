@@ -17,6 +17,7 @@ import socket
 import stat
 
 from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.socketpath import kind_of, unix_path
 
 
 class DialError(errdefs.Unavailable):
@@ -24,35 +25,10 @@ class DialError(errdefs.Unavailable):
     `failed to dial "<address>": <reason>`."""
 
     def __init__(self, address: str, reason: str):
-        super().__init__(f"failed to dial {go_quote(address)}: {reason}")
+        super().__init__(f"failed to dial {errdefs.go_quote(address)}: {reason}")
 
     def __str__(self) -> str:
         return self.message  # the reason already says it all; no sentinel
-
-
-def go_quote(text: str) -> str:
-    """Go's %q for the plain paths a socket has: double quotes, escaped."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def unix_path(address: str) -> str | None:
-    """The filesystem path of a UNIX socket address (a bare path, `unix:P`
-    or `unix://P`), None for any other kind of address."""
-    if address.startswith("unix://"):
-        return address[len("unix://"):]
-    if address.startswith("unix:"):
-        return address[len("unix:"):]
-    return None if "://" in address else address
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISREG(mode):
-        return "a regular file"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    return "not a regular file, directory or socket"
 
 
 def check_socket(address: str) -> None:
@@ -70,7 +46,7 @@ def check_socket(address: str) -> None:
     except OSError as exc:
         raise DialError(address, exc.strerror or str(exc)) from None
     if not stat.S_ISSOCK(mode):
-        raise DialError(address, f"not a socket ({_kind(mode)})")
+        raise DialError(address, f"not a socket ({kind_of(mode)})")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.setblocking(False)  # a full backlog must not block us: gRPC then waits with its timeout
     try:

@@ -21,23 +21,14 @@ import grpc
 
 from pycontainerd.api.services.diff.v1 import diff_pb2 as pb
 from pycontainerd.api.services.diff.v1 import diff_pb2_grpc as pb_grpc
-from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as spb
-from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as spb_grpc
-from pycontainerd.api.types import descriptor_pb2, mount_pb2
-from pycontainerd.pkg import errdefs, errgrpc, leases
+from pycontainerd.pkg import errdefs, errgrpc, snapshots
+from pycontainerd.pkg.mount import mounts_to_pb
+from pycontainerd.pkg.oci import descriptor
 from pycontainerd.pkg.oci.descriptor import Descriptor
 
+from .snapshots import Snapshots
+
 MEDIA_TYPE_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-KIND_ACTIVE = 2
-
-
-def _desc(d: Any) -> Descriptor:
-    return Descriptor(d.media_type, d.digest, d.size, dict(d.annotations))
-
-
-def _pb_mounts(mounts: Any) -> list[mount_pb2.Mount]:
-    return [mount_pb2.Mount(type=m.type, source=m.source, options=list(m.options),
-                            target=getattr(m, "target", "")) for m in mounts]
 
 
 class Diff:
@@ -48,8 +39,7 @@ class Diff:
 
     @property
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        md = tuple(self.client._metadata)
-        return md + ((leases.GRPC_HEADER, self.lease),) if self.lease else md
+        return self.client.leased_metadata(self.lease)
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
@@ -58,16 +48,15 @@ class Diff:
             raise errgrpc.from_grpc(exc.code(), exc.details()) from None
 
     def apply(self, desc: Descriptor, mounts: Any) -> Descriptor:
-        req = pb.ApplyRequest(diff=descriptor_pb2.Descriptor(media_type=desc.media_type, digest=desc.digest,
-                                                             size=desc.size, annotations=desc.annotations),
-                              mounts=_pb_mounts(mounts))
-        return _desc(self._call(self.stub.Apply, req).applied)
+        req = pb.ApplyRequest(diff=descriptor.to_pb(desc),
+                              mounts=mounts_to_pb(mounts))
+        return descriptor.from_pb(self._call(self.stub.Apply, req).applied)
 
     def compare(self, left: Any, right: Any, media_type: str = "", ref: str = "",
                 labels: dict[str, str] | None = None) -> Descriptor:
-        req = pb.DiffRequest(left=_pb_mounts(left), right=_pb_mounts(right), media_type=media_type, ref=ref,
+        req = pb.DiffRequest(left=mounts_to_pb(left), right=mounts_to_pb(right), media_type=media_type, ref=ref,
                              labels=labels or {})
-        return _desc(self._call(self.stub.Diff, req).diff)
+        return descriptor.from_pb(self._call(self.stub.Diff, req).diff)
 
 
 def _unique_part() -> str:
@@ -75,41 +64,9 @@ def _unique_part() -> str:
     return f"{time.time_ns()}-{base64.urlsafe_b64encode(os.urandom(3)).decode()}"
 
 
-class _LeasedSnapshots:
-    """The few snapshot calls the diff flow needs, under the lease."""
-
-    def __init__(self, client: Any, snapshotter: str, lease: str):
-        self.client = client
-        self.snapshotter = snapshotter
-        self.md = tuple(client._metadata) + ((leases.GRPC_HEADER, lease),)
-        self.stub = spb_grpc.SnapshotsStub(client.channel)
-
-    def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return method(request, metadata=self.md, timeout=self.client.timeout)
-        except grpc.RpcError as exc:
-            raise errgrpc.from_grpc(exc.code(), exc.details()) from None
-
-    def stat(self, key: str) -> Any:
-        return self._call(self.stub.Stat, spb.StatSnapshotRequest(snapshotter=self.snapshotter, key=key)).info
-
-    def mounts(self, key: str) -> list[Any]:
-        return list(self._call(self.stub.Mounts, spb.MountsRequest(snapshotter=self.snapshotter, key=key)).mounts)
-
-    def view(self, key: str, parent: str) -> list[Any]:
-        return list(self._call(self.stub.View, spb.ViewSnapshotRequest(
-            snapshotter=self.snapshotter, key=key, parent=parent)).mounts)
-
-    def remove(self, key: str) -> None:
-        try:
-            self._call(self.stub.Remove, spb.RemoveSnapshotRequest(snapshotter=self.snapshotter, key=key))
-        except errdefs.ContainerdError:
-            pass  # best effort, as containerd's deferred Remove
-
-
-def _mounts_of(sn: _LeasedSnapshots, key: str, view_key: str, cleanup: list[str]) -> list[Any]:
+def _mounts_of(sn: Snapshots, key: str, view_key: str, cleanup: list[str]) -> list[Any]:
     """An active snapshot's own mounts, else a temporary view of it."""
-    if sn.stat(key).kind == KIND_ACTIVE:
+    if sn.stat(key).kind == snapshots.KIND_ACTIVE:
         return sn.mounts(key)
     mounts = sn.view(view_key, key)
     cleanup.append(view_key)
@@ -122,7 +79,9 @@ def snapshots_diff(client: Any, snapshotter: str, id_a: str, id_b: str = "",
     """ctr's `snapshots diff`: the layer between `id_a` and its parent (or
     `id_b`), written to the content store, yielded as the blob's bytes."""
     from .content import ContentClient
-    from .leases import LABEL_EXPIRE, Leases
+    from pycontainerd.pkg.leases import LABEL_EXPIRE
+
+    from .leases import Leases
 
     if not id_a:
         raise errdefs.InvalidArgument("snapshot id must be provided")
@@ -134,7 +93,7 @@ def snapshots_diff(client: Any, snapshotter: str, id_a: str, id_b: str = "",
     lease = leases.create(base64.urlsafe_b64encode(os.urandom(12)).decode().rstrip("="),
                           {LABEL_EXPIRE: expire}).id
     try:
-        sn = _LeasedSnapshots(client, snapshotter, lease)
+        sn = Snapshots(client, snapshotter, lease)
         differ = Diff(client, lease)
         cleanup: list[str] = []
         try:
@@ -150,7 +109,10 @@ def snapshots_diff(client: Any, snapshotter: str, id_a: str, id_b: str = "",
             desc = differ.compare(lower, upper, media_type, ref, labels)
         finally:
             for key in reversed(cleanup):
-                sn.remove(key)
+                try:
+                    sn.remove(key)
+                except errdefs.ContainerdError:
+                    pass  # best effort, as containerd's deferred Remove
         yield from ContentClient(client, lease).read(desc.digest)
     finally:
         try:

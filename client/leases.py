@@ -7,26 +7,18 @@ server pick one. Errors come back as errdefs classes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from pycontainerd.api.services.leases.v1 import leases_pb2 as pb
 from pycontainerd.api.services.leases.v1 import leases_pb2_grpc as pb_grpc
+from pycontainerd.pkg import timestamps
+from pycontainerd.pkg.leases import Lease
 
 from .client import _errors
 
-LABEL_EXPIRE = "containerd.io/gc.expire"
 
-
-@dataclass
-class LeaseInfo:
-    id: str
-    created_at: tuple[int, int] = (0, 0)  # (seconds, nanos) since the epoch, UTC
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-def _lease(p: Any) -> LeaseInfo:
-    return LeaseInfo(p.id, (p.created_at.seconds, p.created_at.nanos), dict(p.labels))
+def _lease(p: Any) -> Lease:
+    return Lease(p.id, timestamps.from_pb(p.created_at), dict(p.labels))
 
 
 class Leases:
@@ -35,7 +27,7 @@ class Leases:
         self.stub = pb_grpc.LeasesStub(client.channel)
 
     @_errors
-    def create(self, lease_id: str = "", labels: dict[str, str] | None = None) -> LeaseInfo:
+    def create(self, lease_id: str = "", labels: dict[str, str] | None = None) -> Lease:
         r = self.client._call(self.stub.Create, pb.CreateRequest(id=lease_id, labels=labels or {}))
         return _lease(r.lease)
 
@@ -44,7 +36,7 @@ class Leases:
         self.client._call(self.stub.Delete, pb.DeleteRequest(id=lease_id, sync=sync))
 
     @_errors
-    def list(self, *filters: str) -> list[LeaseInfo]:
+    def list(self, *filters: str) -> list[Lease]:
         r = self.client._call(self.stub.List, pb.ListRequest(filters=list(filters)))
         return [_lease(p) for p in r.leases]
 

@@ -8,7 +8,6 @@ classes, as everywhere in the client.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import grpc
@@ -16,62 +15,36 @@ from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
-from pycontainerd.pkg import errgrpc, timestamps
-
-KINDS = {0: "Unknown", 1: "View", 2: "Active", 3: "Committed"}
-
-
-@dataclass
-class SnapshotInfo:
-    name: str
-    parent: str
-    kind: str  # "Active", "View", "Committed"
-    labels: dict[str, str] = field(default_factory=dict)
-    created: tuple[int, int] = (0, 0)  # (seconds, nanos) since the epoch, UTC
-    updated: tuple[int, int] = (0, 0)
-
-
-@dataclass
-class MountInfo:
-    type: str
-    source: str
-    options: list[str]
-
-
-def _info(p: Any) -> SnapshotInfo:
-    return SnapshotInfo(p.name, p.parent, KINDS.get(p.kind, "Unknown"), dict(p.labels),
-                        (p.created_at.seconds, p.created_at.nanos), (p.updated_at.seconds, p.updated_at.nanos))
-
-
-def _mounts(ms: Any) -> list[MountInfo]:
-    return [MountInfo(m.type, m.source, list(m.options)) for m in ms]
-
+from pycontainerd.pkg import errgrpc
+from pycontainerd.pkg.mount import Mount, mounts_from_pb
+from pycontainerd.pkg.snapshots import Info, info_from_pb
 
 class Snapshots:
-    def __init__(self, client: Any, snapshotter: str = ""):
+    def __init__(self, client: Any, snapshotter: str = "", lease: str = ""):
         self.client = client
         self.snapshotter = snapshotter
+        self.lease = lease  # held by what this client prepares and views
         self.stub = pb_grpc.SnapshotsStub(client.channel)
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
-            return self.client._call(method, request)
+            return self.client._call(method, request, lease=self.lease)
         except grpc.RpcError as exc:
             raise errgrpc.from_grpc(exc.code(), exc.details()) from None
 
-    def prepare(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[MountInfo]:
+    def prepare(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[Mount]:
         r = self._call(self.stub.Prepare, pb.PrepareSnapshotRequest(
             snapshotter=self.snapshotter, key=key, parent=parent, labels=labels or {}))
-        return _mounts(r.mounts)
+        return mounts_from_pb(r.mounts)
 
-    def view(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[MountInfo]:
+    def view(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[Mount]:
         r = self._call(self.stub.View, pb.ViewSnapshotRequest(
             snapshotter=self.snapshotter, key=key, parent=parent, labels=labels or {}))
-        return _mounts(r.mounts)
+        return mounts_from_pb(r.mounts)
 
-    def mounts(self, key: str) -> list[MountInfo]:
+    def mounts(self, key: str) -> list[Mount]:
         r = self._call(self.stub.Mounts, pb.MountsRequest(snapshotter=self.snapshotter, key=key))
-        return _mounts(r.mounts)
+        return mounts_from_pb(r.mounts)
 
     def commit(self, name: str, key: str, labels: dict[str, str] | None = None) -> None:
         self._call(self.stub.Commit, pb.CommitSnapshotRequest(
@@ -80,15 +53,15 @@ class Snapshots:
     def remove(self, key: str) -> None:
         self._call(self.stub.Remove, pb.RemoveSnapshotRequest(snapshotter=self.snapshotter, key=key))
 
-    def stat(self, key: str) -> SnapshotInfo:
+    def stat(self, key: str) -> Info:
         r = self._call(self.stub.Stat, pb.StatSnapshotRequest(snapshotter=self.snapshotter, key=key))
-        return _info(r.info)
+        return info_from_pb(r.info)
 
-    def update(self, key: str, labels: dict[str, str], paths: list[str]) -> SnapshotInfo:
+    def update(self, key: str, labels: dict[str, str], paths: list[str]) -> Info:
         r = self._call(self.stub.Update, pb.UpdateSnapshotRequest(
             snapshotter=self.snapshotter, info=pb.Info(name=key, labels=labels),
             update_mask=field_mask_pb2.FieldMask(paths=paths)))
-        return _info(r.info)
+        return info_from_pb(r.info)
 
     def usage(self, key: str) -> tuple[int, int]:
         """(size in bytes, inodes)."""
@@ -98,19 +71,12 @@ class Snapshots:
     def cleanup(self) -> None:
         self._call(self.stub.Cleanup, pb.CleanupRequest(snapshotter=self.snapshotter))
 
-    def list(self, *filters: str) -> Iterator[SnapshotInfo]:
+    def list(self, *filters: str) -> Iterator[Info]:
         stream = self.stub.List(pb.ListSnapshotsRequest(snapshotter=self.snapshotter, filters=list(filters)),
-                                metadata=self.client._metadata, timeout=self.client.timeout)
+                                metadata=self.client.leased_metadata(self.lease), timeout=self.client.timeout)
         try:
             for r in stream:
                 for i in r.info:
-                    yield _info(i)
+                    yield info_from_pb(i)
         except grpc.RpcError as exc:
             raise errgrpc.from_grpc(exc.code(), exc.details()) from None
-
-
-def go_time(sec_nanos: tuple[int, int]) -> str:
-    """Go's time.Time JSON form (RFC 3339 with up to 9 fractional digits,
-    trailing zeros dropped), in UTC."""
-    sec, nanos = sec_nanos
-    return timestamps.format_rfc3339nano(sec * timestamps.NS_PER_SECOND + nanos)

@@ -21,11 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-DEFAULT_ROOT = "/var/lib/pycontainerd"
-DEFAULT_STATE = "/run/pycontainerd"
-DEFAULT_ADDRESS = "/run/pycontainerd/pycontainerd.sock"
-DEFAULT_CONFIG_PATH = "/etc/pycontainerd/config.toml"
-DEFAULT_MAX_MESSAGE_SIZE = 16 << 20
+from pycontainerd.pkg.defaults import (  # noqa: F401 (the config's defaults, re-exported)
+    DEFAULT_ADDRESS,
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_ROOT,
+    DEFAULT_STATE,
+)
+
 CONFIG_VERSION = 2
 
 
@@ -220,7 +223,8 @@ class Config:
         return out
 
     def validate(self) -> None:
-        """containerd's ValidateV2: plugin names are full URIs."""
+        """containerd's ValidateV2 (plugin names are full URIs), and what
+        this daemon can serve on: a UNIX socket path, never TCP."""
         if self.version != CONFIG_VERSION:
             raise ConfigError(f"unsupported config version {self.version}: only version = 2 is supported")
         for what, names in (("disabled", self.disabled_plugins), ("required", self.required_plugins)):

@@ -64,13 +64,16 @@ def _release_startup_memory() -> None:
     to the OS: glibc keeps it otherwise, and idle RSS is what users see."""
     import gc
 
-    gc.collect()
-    try:
-        import ctypes
+    from . import memory
 
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+    gc.collect()
+    memory.trim()
+
+
+def _not_a_socket(path: str, mode: int) -> StartError:
+    from pycontainerd.pkg.socketpath import kind_of
+
+    return StartError(f"socket path {path} is not a socket ({kind_of(mode)}); refusing to start (it is left as it is)")
 
 
 class FileLock:
@@ -269,11 +272,8 @@ class Daemon:
         the socket path and what is there, root and state, every plugin's
         config. Then the warnings about what the config sets in vain."""
         cfg = self.config
+        cfg.validate()  # loading did, but a Config may also be built in code
         path = cfg.grpc.address
-        if not path:
-            raise StartError("[grpc] address is empty: it must be the path of the UNIX socket to serve on")
-        if "://" in path:
-            raise StartError(f"[grpc] address {path[:80]!r} is not a path: it must be the path of a UNIX socket")
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             from .filters import _go_quote  # containerd quotes it as Go's %q does
 
@@ -286,8 +286,7 @@ class Daemon:
             raise StartError(f"cannot use socket path {path}: {exc.strerror}") from None
         else:
             if not stat.S_ISSOCK(st.st_mode):
-                kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a socket"
-                raise StartError(f"socket path {path} is {kind}; refusing to start (it is left as it is)")
+                raise _not_a_socket(path, st.st_mode)
         for where, what in ((cfg.root, "root"), (cfg.state, "state")):
             if not where:
                 raise StartError(f"{what} is empty: it must be a directory path")
@@ -409,8 +408,9 @@ class Daemon:
                 p.instance.register(self.server)
         path = cfg.grpc.address
         if os.path.exists(path):  # we hold the lock, and nothing listened on it: a stale socket
-            if not stat.S_ISSOCK(os.lstat(path).st_mode):  # appeared since _check: never ours to delete
-                raise StartError(f"socket path {path} is not a socket; refusing to start (it is left as it is)")
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISSOCK(mode):  # appeared since _check: never ours to delete
+                raise _not_a_socket(path, mode)
             _refuse_live_socket(path)
             os.unlink(path)
         old_umask = os.umask(0o117)  # the socket is born 0660, never wider

@@ -18,7 +18,7 @@ import structlog
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from pycontainerd.pkg import errdefs
+from pycontainerd.pkg import errdefs, identifiers
 
 from . import filters
 
@@ -84,8 +84,6 @@ def _event_field(event: any_pb2.Any, path: list[str]) -> tuple[str, bool]:
 def validate_topic(topic: str) -> None:
     """containerd's validateTopic: '/' then '/'-separated components, each
     a valid identifier (so at most 76 bytes of [A-Za-z0-9._-])."""
-    from .service import validate_identifier
-
     if not topic:
         raise errdefs.InvalidArgument("must not be empty")
     if topic[0] != "/":
@@ -94,10 +92,10 @@ def validate_topic(topic: str) -> None:
         raise errdefs.InvalidArgument("must have at least one component")
     for component in topic[1:].split("/"):
         try:
-            validate_identifier(component)
+            identifiers.validate(component)
         except errdefs.InvalidArgument as exc:
             raise errdefs.InvalidArgument(
-                f"failed validation on component {_quote(component)}: {exc.message}"
+                f"failed validation on component {errdefs.quote(component)}: {exc.message}"
             ) from None
 
 
@@ -105,20 +103,14 @@ def _check_topic(topic: str) -> None:
     try:
         validate_topic(topic)
     except errdefs.InvalidArgument as exc:
-        raise errdefs.InvalidArgument(f"envelope topic {_quote(topic)}: {exc.message}") from None
-
-
-def _quote(text: str) -> str:
-    return filters._go_quote(errdefs.cut(text))
+        raise errdefs.InvalidArgument(f"envelope topic {errdefs.quote(topic)}: {exc.message}") from None
 
 
 def validate_envelope(envelope: "Envelope") -> None:
     """containerd's validateEnvelope, for Forward: the envelope's own
     namespace must be an identifier, its topic valid."""
-    from .service import validate_identifier
-
     try:
-        validate_identifier(envelope.namespace)
+        identifiers.validate(envelope.namespace)
     except errdefs.InvalidArgument as exc:
         raise errdefs.InvalidArgument(f"event envelope has invalid namespace: {exc.message}") from None
     _check_topic(envelope.topic)

@@ -455,7 +455,7 @@ class Selector(Filter):
                 self._re = goregexp.compile(self.value)
             except ValueError as exc:
                 # as containerd: logged, and the selector matches nothing
-                log.error("error compiling regexp", pattern=_go_quote(self.value[:256]), error=str(exc)[:256])
+                log.error("error compiling regexp", pattern=errdefs.go_quote(self.value[:256]), error=str(exc)[:256])
                 self._re = _BAD_PATTERN
         if self._re is _BAD_PATTERN:
             return False
@@ -474,27 +474,6 @@ class Selector(Filter):
         )
 
     __hash__ = None  # type: ignore[assignment]
-
-
-def _go_quote(s: str) -> str:
-    """Go's %q, near enough for log lines and operators."""
-    out = []
-    for ch in s:
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}" if ord(ch) > 0xFF else f"\\x{ord(ch):02x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    return '"' + "".join(out) + '"'
 
 
 # ---------------------------------------------------------------------------
@@ -556,7 +535,7 @@ class _Parser:
         if kind == T_OPERATOR:
             if text in (OP_EQUAL, OP_NOT_EQUAL, OP_MATCHES):
                 return text
-            raise self.error(pos, f"unsupported operator {_go_quote(text)}")
+            raise self.error(pos, f"unsupported operator {errdefs.go_quote(text)}")
         if kind == T_ILLEGAL:
             raise self.error(pos, self.sc.err)
         raise self.error(pos, 'expected an operator ("=="|"!="|"~=")')

@@ -128,11 +128,9 @@ async def _run(daemon: Daemon) -> None:
         await daemon.start()
     finally:
         gc.enable()  # off since main() started
-    settler = memory.Settler()
-    settler.start()
+    daemon.tasks.spawn("memory-settle", memory.Settler().run())
     await stop_requested.wait()
     structlog.get_logger(__name__).info("stop requested")
-    await settler.close()
     await daemon.stop()
 
 

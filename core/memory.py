@@ -20,16 +20,17 @@ Two remedies, both glibc's own knobs (nothing happens on another libc):
   which also stops it from moving: large buffers are always mmapped and go
   back to the kernel the moment they are freed. An explicit
   MALLOC_MMAP_THRESHOLD_ in the environment wins.
-- `Settler` watches the RSS once a second; when it has stopped growing and
-  sits well above what it was after the last trim, it calls malloc_trim(0)
-  (in a thread), which hands every free page of every arena back, not only
-  the heaps' tops.
+- `Settler` (a background task of the daemon) watches the RSS once a second;
+  when it has stopped growing and sits well above what it was after the last
+  trim, it calls malloc_trim(0) (in a thread), which hands every free page
+  of every arena back, not only the heaps' tops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import os
 
 import structlog
@@ -43,6 +44,7 @@ SETTLE_SLACK = 8 << 20  # growth over the last settled RSS worth a trim
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+@functools.cache
 def _glibc():
     """The process's glibc, or None (musl and others have no malloc_trim)."""
     try:
@@ -67,38 +69,34 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * _PAGE
 
 
+def trim() -> None:
+    """Hand every free page of malloc's heaps and arenas back to the OS
+    (glibc's malloc_trim); nothing on another libc. Blocking: a few ms."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 class Settler:
-    """Trims malloc's free memory after activity stops. `start()` on the
-    loop, `close()` at shutdown."""
+    """Trims malloc's free memory after activity stops: `run()` is the
+    loop, spawned as one of the daemon's background tasks (cancelled when
+    the daemon stops)."""
 
     def __init__(self, interval: float = SETTLE_INTERVAL, slack: int = SETTLE_SLACK):
         self.interval = interval
         self.slack = slack
         self.trims = 0
-        self._libc = _glibc()
-        self._task: asyncio.Task | None = None
 
-    def start(self) -> None:
-        if self._libc is not None and os.path.exists("/proc/self/statm"):
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="memory-settle")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        if _glibc() is None or not os.path.exists("/proc/self/statm"):
+            return
         settled = previous = rss_bytes()
         while True:
             await asyncio.sleep(self.interval)
             now = rss_bytes()
             if now <= previous and now > settled + self.slack:
                 # no longer growing, and well above the last quiet level
-                await asyncio.to_thread(self._libc.malloc_trim, 0)
+                await asyncio.to_thread(trim)
                 self.trims += 1
                 after = rss_bytes()
                 log.debug("returned free memory to the system", rss_before=now, rss_after=after)

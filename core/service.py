@@ -13,39 +13,18 @@ request metadata under `containerd-namespace`, the lease under
 from __future__ import annotations
 
 import inspect
-import re
 from typing import Any, Awaitable, Callable
 
 import grpc
 import structlog
 
-from pycontainerd.pkg import errdefs, errgrpc, leases, namespaces
+from pycontainerd.pkg import errdefs, errgrpc, identifiers, leases, namespaces
 
 from .registry import PluginType, Registration
 
 log = structlog.get_logger(__name__)
 
 NAMESPACE_HEADER = namespaces.GRPC_HEADER
-IDENTIFIER_PATTERN = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"  # as containerd prints it
-_IDENTIFIER = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*\Z")
-MAX_IDENTIFIER = 76
-
-
-def validate_identifier(s: str) -> None:
-    """containerd's identifiers.Validate, with its wording (lengths in
-    bytes, as Go counts them); a long identifier is quoted cut."""
-    from .filters import _go_quote
-
-    if not s:
-        raise errdefs.InvalidArgument("identifier must not be empty")
-    if len(s.encode("utf-8", "surrogatepass")) > MAX_IDENTIFIER:
-        raise errdefs.InvalidArgument(
-            f"identifier {_go_quote(errdefs.cut(s))} greater than maximum length ({MAX_IDENTIFIER} characters)"
-        )
-    if not _IDENTIFIER.match(s):
-        raise errdefs.InvalidArgument(f"identifier {_go_quote(s)} must match {IDENTIFIER_PATTERN}")
-
-
 def namespace(context: grpc.aio.ServicerContext) -> str:
     """The request's namespace; containerd's NamespaceRequired."""
     value = ""
@@ -55,7 +34,7 @@ def namespace(context: grpc.aio.ServicerContext) -> str:
     if not value:
         raise errdefs.FailedPrecondition("namespace is required")
     try:
-        validate_identifier(value)
+        identifiers.validate(value)
     except errdefs.InvalidArgument as exc:
         raise errdefs.InvalidArgument(f"namespace validation: {exc.message}") from None  # one sentinel
     return value

@@ -11,11 +11,12 @@ are for callers that already run on a worker thread, such as the differ).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from pycontainerd.core import filters
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .timestamps import from_pb
+
+if TYPE_CHECKING:
+    from pycontainerd.core import filters
 
 # what the daemon checks on an io.containerd.content.v1 instance
 STORE_METHODS = ("info", "update", "walk", "delete", "reader_at", "status", "list_statuses", "abort", "writer")

@@ -79,3 +79,31 @@ def cut(text: str, limit: int = MAX_QUOTED) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}...({len(text) - limit} more characters)"
+
+
+def go_quote(text: str) -> str:
+    """Go's %q of `text` (double quotes, backslash escapes for quotes,
+    control and unprintable characters), as containerd's messages quote
+    names and inputs."""
+    out = []
+    for ch in text:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) > 0xFF else f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return '"' + "".join(out) + '"'
+
+
+def quote(text: str) -> str:
+    """A caller's input as an error quotes it: cut, then Go-quoted."""
+    return go_quote(cut(text))

@@ -20,7 +20,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 
 @dataclass
@@ -31,6 +31,20 @@ class Mount:
     source: str
     options: list[str] = field(default_factory=list)
     target: str = ""
+
+
+def mounts_from_pb(ms: Iterable[Any]) -> list[Mount]:
+    """Mounts from containerd.types.Mount messages."""
+    return [Mount(m.type, m.source, list(m.options), m.target) for m in ms]
+
+
+def mounts_to_pb(mounts: Iterable[Any]) -> list[Any]:
+    """containerd.types.Mount messages for mounts (anything with type,
+    source, options and, optionally, target)."""
+    from pycontainerd.api.types import mount_pb2
+
+    return [mount_pb2.Mount(type=m.type, source=m.source, options=list(m.options), target=getattr(m, "target", ""))
+            for m in mounts]
 
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_SYNCHRONOUS = 0x1, 0x2, 0x4, 0x8, 0x10

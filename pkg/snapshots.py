@@ -12,14 +12,16 @@ snapshotter's client blocks the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
-
-from pycontainerd.core import filters
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from .mount import Mount
 
+if TYPE_CHECKING:
+    from pycontainerd.core import filters
+
 __all__ = ["KIND_UNKNOWN", "KIND_VIEW", "KIND_ACTIVE", "KIND_COMMITTED", "KIND_NAMES", "parse_kind",
-           "Info", "Usage", "Mount", "Snapshotter", "Cleaner", "SNAPSHOTTER_METHODS", "adapt_info"]
+           "Info", "Usage", "Mount", "Snapshotter", "Cleaner", "SNAPSHOTTER_METHODS", "adapt_info",
+           "info_from_pb", "info_to_pb"]
 
 # containerd's snapshots.Kind values (and the API's enum)
 KIND_UNKNOWN, KIND_VIEW, KIND_ACTIVE, KIND_COMMITTED = 0, 1, 2, 3
@@ -84,10 +86,30 @@ class Cleaner(Protocol):
     def cleanup(self) -> None: ...
 
 
+def info_from_pb(p: Any) -> Info:
+    """An Info from a containerd.services.snapshots.v1.Info message."""
+    from .timestamps import from_pb
+
+    return Info(name=p.name, kind=p.kind, parent=p.parent, labels=dict(p.labels),
+                created=from_pb(p.created_at), updated=from_pb(p.updated_at))
+
+
+def info_to_pb(info: Info) -> Any:
+    """The containerd.services.snapshots.v1.Info message of `info`."""
+    from pycontainerd.api.services.snapshots.v1 import snapshots_pb2
+
+    from .timestamps import to_pb
+
+    return snapshots_pb2.Info(name=info.name, parent=info.parent, kind=info.kind, created_at=to_pb(info.created),
+                              updated_at=to_pb(info.updated), labels=info.labels)
+
+
 def adapt_info(info: Info) -> filters.Adaptor:
     """containerd's adaptSnapshot: name, parent, kind (lower case), labels."""
+    from pycontainerd.core.filters import adapt_mapping  # the filter grammar is the daemon's
+
     kind = KIND_NAMES.get(info.kind, "Unknown").lower()
-    return filters.adapt_mapping(
+    return adapt_mapping(
         {"name": info.name, "parent": info.parent, "kind": None if kind == "unknown" else kind, "labels": info.labels},
         empty_is_absent=False,
     )

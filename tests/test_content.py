@@ -19,7 +19,7 @@ from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
 from pycontainerd.client.commands.content import human_duration, human_size
 from pycontainerd.client.content import ContentClient
 from pycontainerd.pkg import errdefs
-from pycontainerd.pkg.content import Info
+from pycontainerd.pkg.content import STORE_METHODS, Info
 from pycontainerd.pkg.digest import digest_error
 from pycontainerd.pkg.timestamps import format_rfc3339nano, parse_rfc3339nano
 from pycontainerd.plugins.content.local import LocalStore
@@ -245,6 +245,36 @@ def test_namespaces_see_only_what_they_ingested_and_share_one_file(tmp):
             await cs.delete("a", dg(data))
         await cs.delete("b", dg(data))
         assert blob_files(tmp) == []
+        db.close()
+
+    run(main())
+
+
+class ContractOnly:
+    """A content store that offers the Store contract and nothing more (a
+    third-party plugin, say): the local store behind pkg.content's methods."""
+
+    def __init__(self, store: LocalStore):
+        self._store = store
+
+    def __getattr__(self, name: str):
+        if name not in STORE_METHODS:
+            raise AttributeError(name)
+        return getattr(self._store, name)
+
+
+def test_a_contract_only_backend_shares_a_blob_across_namespaces(tmp):
+    data = b"shared through the contract"
+
+    async def main():
+        db = DB(os.path.join(tmp, "meta.db"))
+        await db.open()
+        cs = ContentStore(db, ContractOnly(LocalStore(os.path.join(tmp, "content"))))
+        await ingest(cs, "a", "r", data, dg(data))
+        w = await cs.writer("b", "r", 0, dg(data))  # asks the backend's info(), nothing private
+        assert w.w is None and w.status().offset == len(data)
+        assert await w.commit(len(data), dg(data)) == dg(data)
+        assert (await cs.info("b", dg(data))).size == len(data)
         db.close()
 
     run(main())

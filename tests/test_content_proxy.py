@@ -148,8 +148,11 @@ def test_metadata_layer_over_a_proxy_store(tmp):
             await proxy.delete(dg(data))
 
         # a blocking call on the loop itself would deadlock: refused
+        w = await proxy.writer("on-the-loop")
         with pytest.raises(RuntimeError):
-            proxy._info_sync(dg(data))
+            w.write_sync(b"x")
+        await w.close()
+        await proxy.abort("on-the-loop")
 
     asyncio.run(_with_proxy(tmp, body))
 

@@ -157,3 +157,22 @@ def test_every_module_the_architecture_page_names_exists():
     for path, name in re.findall(r"`((?:core|pkg|plugins)/[\w/]+\.py)` `(\w+)(?:\(\))?`", text):
         source = _read(path)
         assert re.search(rf"^(?:def |class |async def )?{name}\b", source, re.M), (path, name)
+
+
+def test_config_example_shows_every_builtin_plugin_option():
+    """Each built-in plugin's config section, and every key of it, appears
+    (commented) in config.toml.example, as its first lines promise."""
+    import dataclasses
+    import tomllib
+
+    from pycontainerd.core import registry
+
+    commented = []
+    for line in _read("config.toml.example").splitlines():
+        m = re.match(r"# {0,3}(\[plugins\..*|[a-z_]+ = .*)$", line)
+        if m:
+            commented.append(m.group(1))
+    shown = tomllib.loads("\n".join(commented))["plugins"]
+    regs, _ = registry.discover(entry_points=False)
+    wanted = {r.uri: {f.name for f in dataclasses.fields(r.config)} for r in regs if r.config is not None}
+    assert {uri: set(shown.get(uri, {})) for uri in wanted} == wanted

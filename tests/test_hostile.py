@@ -11,8 +11,9 @@ import grpc
 import pytest
 
 from pycontainerd.pkg import errdefs
-from pycontainerd.core.service import MAX_ERROR_MESSAGE, answer_for, bounded_message, validate_identifier
-from pycontainerd.plugins.metadata.sqlite import MAX_LABELS, MAX_LABELS_BYTES, check_label_limits, validate_labels
+from pycontainerd.core.service import MAX_ERROR_MESSAGE, answer_for, bounded_message
+from pycontainerd.pkg.identifiers import validate as validate_identifier
+from pycontainerd.pkg.labels import MAX_LABELS, MAX_LABELS_BYTES, check_label_limits, validate_labels
 
 
 def wire_size(text: str) -> int:

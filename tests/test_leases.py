@@ -15,7 +15,8 @@ from pycontainerd.api.services.leases.v1 import leases_pb2 as pb
 from pycontainerd.client.commands.leases import rfc3339_local
 from pycontainerd.client.leases import Leases
 from pycontainerd.pkg import errdefs
-from pycontainerd.plugins.metadata.leases import Resource, parse_resource, random_id
+from pycontainerd.pkg.leases import Resource, random_id
+from pycontainerd.plugins.metadata.leases import parse_resource
 from pycontainerd.testing import InProcessDaemon
 
 DIGEST = "sha256:" + hashlib.sha256(b"x").hexdigest()
@@ -47,7 +48,7 @@ def test_create_with_id_and_labels_then_list(leases):
     lease = leases.create("l1", {"a": "b", "empty": ""})
     assert lease.id == "l1"
     assert lease.labels == {"a": "b"}  # an empty value is not stored, as containerd does
-    assert before - 1 <= lease.created_at[0] <= time.time() + 1
+    assert before - 1 <= lease.created_at / 1e9 <= time.time() + 1
     listed = leases.list()
     assert [(x.id, x.labels, x.created_at) for x in listed] == [("l1", {"a": "b"}, lease.created_at)]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import types
 
-import pytest
 from structlog.testing import capture_logs
 
 from pycontainerd.core import daemon as daemonmod

@@ -13,9 +13,10 @@ import datetime
 import sys
 
 from pycontainerd.client.client import Client
-from pycontainerd.client.leases import LABEL_EXPIRE, Leases
+from pycontainerd.client.leases import Leases
 from pycontainerd.client.tabwriter import TabWriter
-from pycontainerd.pkg import errdefs, goduration
+from pycontainerd.pkg import errdefs, goduration, timestamps
+from pycontainerd.pkg.leases import LABEL_EXPIRE
 
 from .common import CommandError
 
@@ -53,7 +54,7 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     w.write("ID\tCREATED AT\tLABELS\t\n")
     for lease in leases:
         labels = ",".join(sorted(f"{k}={v}" for k, v in lease.labels.items())) or "-"
-        w.write(f"{lease.id}\t{rfc3339_local(lease.created_at[0])}\t{labels}\t\n")
+        w.write(f"{lease.id}\t{rfc3339_local(lease.created_at // timestamps.NS_PER_SECOND)}\t{labels}\t\n")
     w.flush()
     return 0
 

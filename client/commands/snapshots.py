@@ -19,7 +19,10 @@ import sys
 import time
 
 from pycontainerd.client.client import Client
-from pycontainerd.client.snapshots import MountInfo, SnapshotInfo, Snapshots, go_time
+from pycontainerd.client.snapshots import Snapshots
+from pycontainerd.pkg.mount import Mount
+from pycontainerd.pkg.snapshots import KIND_NAMES, Info
+from pycontainerd.pkg.timestamps import format_rfc3339nano
 from pycontainerd.client.tabwriter import TabWriter
 
 from .common import CommandError, _labels
@@ -60,23 +63,23 @@ def go_json(obj) -> str:
     return text
 
 
-def info_json(info: SnapshotInfo) -> str:
-    obj: dict = {"Kind": info.kind, "Name": info.name}
+def info_json(info: Info) -> str:
+    obj: dict = {"Kind": KIND_NAMES.get(info.kind, "Unknown"), "Name": info.name}
     if info.parent:
         obj["Parent"] = info.parent
     if info.labels:
         obj["Labels"] = dict(sorted(info.labels.items()))
-    obj["Created"] = go_time(info.created)
-    obj["Updated"] = go_time(info.updated)
+    obj["Created"] = format_rfc3339nano(info.created)
+    obj["Updated"] = format_rfc3339nano(info.updated)
     return go_json(obj)
 
 
-def print_mounts(target: str, mounts: list[MountInfo]) -> None:
+def print_mounts(target: str, mounts: list[Mount]) -> None:
     for m in mounts:
         print(f"mount -t {m.type} {m.source} {target} -o {','.join(m.options)}")
 
 
-def _mounts_json(mounts: list[MountInfo]) -> str:
+def _mounts_json(mounts: list[Mount]) -> str:
     return go_json([{"Type": m.type, "Source": m.source, "Options": m.options or None} for m in mounts])
 
 
@@ -84,7 +87,7 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     w = TabWriter(sys.stdout, 1, 8, 1, " ", 0)
     w.write("KEY\tPARENT\tKIND\t\n")
     for info in _sn(client, args).list():
-        w.write(f"{info.name}\t{info.parent}\t{info.kind}\t\n")
+        w.write(f"{info.name}\t{info.parent}\t{KIND_NAMES.get(info.kind, 'Unknown')}\t\n")
     w.flush()
     return 0
 

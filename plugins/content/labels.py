@@ -19,7 +19,9 @@ import json
 import os
 import threading
 
-from .local import _fsync_dir, validate_digest
+from pycontainerd.pkg.digest import validate_digest
+
+from .local import fsync_dir, write_atomic
 
 
 class FileLabelStore:
@@ -75,10 +77,5 @@ class FileLabelStore:
             return
         parent = os.path.dirname(path)
         os.makedirs(parent, 0o755, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(json.dumps(labels, sort_keys=True).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-        _fsync_dir(parent)
+        write_atomic(path, json.dumps(labels, sort_keys=True).encode())
+        fsync_dir(parent)

@@ -83,7 +83,7 @@ def _read_text(path: str) -> str:
         return f.read().decode()
 
 
-def _write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes) -> None:
     """Temp name, O_SYNC write, rename: containerd's writeToCompletion."""
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_SYNC | os.O_CLOEXEC, 0o666)
@@ -94,7 +94,8 @@ def _write_atomic(path: str, data: bytes) -> None:
     os.rename(tmp, path)
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a rename in `path` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -379,11 +380,11 @@ class LocalStore:
         try:
             if not resumed:
                 started = updated = time.time_ns()
-                _write_atomic(os.path.join(path, "ref"), ref.encode())
-                _write_atomic(os.path.join(path, "startedat"), format_rfc3339nano(started).encode())
-                _write_atomic(os.path.join(path, "updatedat"), format_rfc3339nano(started).encode())
+                write_atomic(os.path.join(path, "ref"), ref.encode())
+                write_atomic(os.path.join(path, "startedat"), format_rfc3339nano(started).encode())
+                write_atomic(os.path.join(path, "updatedat"), format_rfc3339nano(started).encode())
                 if total > 0:
-                    _write_atomic(os.path.join(path, "total"), str(total).encode())
+                    write_atomic(os.path.join(path, "total"), str(total).encode())
                 else:  # a stale one from an ingest that could not be resumed
                     try:
                         os.unlink(os.path.join(path, "total"))
@@ -589,7 +590,7 @@ class Writer:
             shutil.rmtree(self.path, ignore_errors=True)
             raise errdefs.AlreadyExists(f"content {dgst}")
         os.rename(os.path.join(self.path, "data"), target)
-        _fsync_dir(parent)
+        fsync_dir(parent)
         now = time.time_ns()
         try:
             os.utime(target, ns=(now, now))
@@ -620,7 +621,7 @@ class Writer:
             finally:
                 os.close(fd)
             try:
-                _write_atomic(os.path.join(path, "updatedat"), format_rfc3339nano(updated).encode())
+                write_atomic(os.path.join(path, "updatedat"), format_rfc3339nano(updated).encode())
             except OSError:  # aborted meanwhile
                 pass
 

@@ -15,11 +15,9 @@ Write stream that opens with a STAT carrying the ref and expected total,
 then WRITE at the tracked offset, and COMMIT with the total and digest.
 
 The daemon talks to the remote on its event loop (the client's grpc.aio
-channel). The metadata layer also makes a few blocking calls from
-worker threads (`_info_sync` inside its database transaction, as
-containerd asks its store inside the bolt transaction; `read_at_sync` and
-`write_sync` while copying or unpacking); those run the same coroutines on
-the loop and wait for them.
+channel). Callers on worker threads (the differ, copying or unpacking)
+use `read_at_sync` and `write_sync`, which run the same coroutines on the
+loop and wait for them.
 
 Remote errors come back as the errdefs class their gRPC code says.
 
@@ -113,10 +111,6 @@ class ProxyContentStore:
         except grpc.RpcError as exc:
             raise _error(exc) from None
         return info_from_pb(r.info)
-
-    def _info_sync(self, dgst: str) -> Info:
-        """For the metadata layer's database thread (the shared-blob check)."""
-        return self._loop.run(self.info(dgst))
 
     async def update(self, info: Info, paths: list[str] | tuple[str, ...] = ()) -> Info:
         """Labels on the remote itself; the metadata layer keeps its own and

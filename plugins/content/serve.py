@@ -66,7 +66,8 @@ class RawStore:
             elif path == "labels":
                 replace = True
             else:
-                raise errdefs.InvalidArgument(f'cannot update "{path}" field on content info "{dgst}"')
+                raise errdefs.InvalidArgument(
+                    f"cannot update {errdefs.quote(path)} field on content info {errdefs.go_quote(dgst)}")
         if replace:
             labels = {k: v for k, v in info.labels.items() if v}
             labels.update({k: v for k, v in changes.items() if v})

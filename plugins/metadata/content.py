@@ -33,17 +33,15 @@ from typing import AsyncIterator
 
 from pycontainerd.core import filters
 from pycontainerd.pkg import errdefs
-from pycontainerd.pkg.content import Info, Status, adapt_info, adapt_status
+from pycontainerd.pkg.labels import check_label_limits, validate_labels
+from pycontainerd.pkg.content import Info, Status, Store, adapt_info, adapt_status
 from pycontainerd.pkg.digest import validate_digest
-from pycontainerd.plugins.content.local import LocalStore
 from pycontainerd.plugins.metadata.sqlite import (
     DB,
-    check_label_limits,
     ensure_namespace,
     get_labels,
     labels_after_update,
     put_labels,
-    validate_labels,
 )
 
 KIND = "content"
@@ -126,7 +124,7 @@ class ContentStore:
     """The namespaced content store. Every call names its namespace (and,
     optionally, the lease the request carries)."""
 
-    def __init__(self, db: DB, backend: LocalStore, shared: bool = True, delete_unreferenced: bool = True):
+    def __init__(self, db: DB, backend: Store, shared: bool = True, delete_unreferenced: bool = True):
         self.db = db
         self.backend = backend
         self.shared = shared
@@ -154,7 +152,7 @@ class ContentStore:
             current = _read_info(conn, namespace, dgst)
             if current is None:
                 raise errdefs.NotFound(f"content digest {errdefs.cut(dgst)}")
-            labels = labels_after_update(current.labels, info.labels, paths, f'content info "{dgst}"')
+            labels = labels_after_update(current.labels, info.labels, paths, f"content info {errdefs.go_quote(dgst)}")
             put_labels(conn, namespace, KIND, dgst, labels, replace=True)
             now = time.time_ns()
             conn.execute("UPDATE blobs SET updated_at = ? WHERE namespace = ? AND digest = ?", (now, namespace, dgst))
@@ -272,7 +270,7 @@ class ContentStore:
             raise errdefs.InvalidArgument("ref must not be empty")
         if expected:
             validate_digest(expected)
-        backend = self.backend
+        existing = None  # the backend's blob, which a shared store lets this namespace take
 
         def tx(conn: sqlite3.Connection) -> tuple[bool, bool, int, bool]:
             ensure_namespace(conn, namespace)
@@ -288,13 +286,8 @@ class ContentStore:
                         except errdefs.NotFound as exc:
                             raise errdefs.NotFound(f"unable to lease content: {exc.message}") from None
                     return True, False, size, False
-                if self.shared:
-                    try:
-                        st = backend._info_sync(expected)
-                    except errdefs.NotFound:
-                        st = None
-                    if st is not None and (size == 0 or size == st.size):
-                        shared, size = True, st.size
+                if existing is not None and (size == 0 or size == existing.size):
+                    shared, size = True, existing.size
             created = conn.execute(
                 "INSERT OR IGNORE INTO ingests (namespace, ref) VALUES (?, ?)", (namespace, ref)
             ).rowcount == 1
@@ -315,7 +308,12 @@ class ContentStore:
                 )
             return False, shared, size, created
 
-        async with self.lock.shared():
+        async with self.lock.shared():  # GC, which deletes blobs, waits for it
+            if expected and self.shared:
+                try:
+                    existing = await self.backend.info(expected)
+                except errdefs.NotFound:
+                    pass
             exists, shared, size, created = await self.db.update(tx)
             if exists:
                 raise errdefs.AlreadyExists(f"content {expected}")
@@ -326,7 +324,7 @@ class ContentStore:
                     # the expected digest is checked against this namespace
                     # above; the backend must not refuse a blob another
                     # namespace has
-                    w = await backend.writer(bref, total, "")
+                    w = await self.backend.writer(bref, total, "")
                 except BaseException:
                     if created:
                         await self.db.update(

@@ -48,8 +48,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 import structlog
 
-from .leases import LABEL_EXPIRE, LABEL_FLAT, RESOURCE_CONTENT, RESOURCE_INGESTS, RESOURCE_SNAPSHOTS
-from .leases import delete_lease_rows
+from pycontainerd.pkg.leases import LABEL_EXPIRE, LABEL_FLAT
+
+from .leases import RESOURCE_CONTENT, RESOURCE_INGESTS, RESOURCE_SNAPSHOTS, delete_lease_rows
 from .sqlite import DB
 
 log = structlog.get_logger(__name__)

@@ -15,48 +15,20 @@ we.
 
 from __future__ import annotations
 
-import base64
-import os
 import sqlite3
 import time
-from dataclasses import dataclass, field
 
 from pycontainerd.core import filters
-from pycontainerd.core.filters import _go_quote
 from pycontainerd.pkg import errdefs
 from pycontainerd.pkg.digest import digest_error
+from pycontainerd.pkg.labels import validate_labels
+from pycontainerd.pkg.leases import Lease, Resource
 
-from .sqlite import DB, ensure_namespace, get_labels, validate_labels
-
-LABEL_EXPIRE = "containerd.io/gc.expire"
-LABEL_FLAT = "containerd.io/gc.flat"
+from .sqlite import DB, ensure_namespace, get_labels
 
 RESOURCE_CONTENT = "content"
 RESOURCE_INGESTS = "ingests"
 RESOURCE_SNAPSHOTS = "snapshots"
-
-
-@dataclass
-class Lease:
-    """A lease: its id, creation time and labels."""
-
-    id: str
-    created_at: int = 0  # nanoseconds since the epoch, UTC
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Resource:
-    """A resource a lease holds: its id and type (content, snapshots/<name>, ingests)."""
-
-    id: str
-    type: str
-
-
-def random_id() -> str:
-    """containerd's WithRandomID: the clock's nanoseconds within the second,
-    a dash, and three random bytes in URL-safe base64."""
-    return f"{time.time_ns() % 1_000_000_000}-{base64.urlsafe_b64encode(os.urandom(3)).decode()}"
 
 
 def parse_resource(r: Resource) -> Resource:
@@ -80,7 +52,7 @@ def parse_resource(r: Resource) -> Resource:
 
 
 def _not_found(lease_id: str) -> errdefs.NotFound:
-    return errdefs.NotFound(f"lease {_go_quote(errdefs.cut(lease_id))}")
+    return errdefs.NotFound(f"lease {errdefs.quote(lease_id)}")
 
 
 def _exists(conn: sqlite3.Connection, namespace: str, lease_id: str) -> bool:
@@ -121,7 +93,7 @@ class LeaseManager:
         def tx(conn: sqlite3.Connection) -> Lease:
             ensure_namespace(conn, namespace)
             if _exists(conn, namespace, lease_id):
-                raise errdefs.AlreadyExists(f"lease {_go_quote(lease_id)}")
+                raise errdefs.AlreadyExists(f"lease {errdefs.go_quote(lease_id)}")
             now = time.time_ns()
             conn.execute("INSERT INTO leases (namespace, id, created_at) VALUES (?, ?, ?)", (namespace, lease_id, now))
             conn.executemany(

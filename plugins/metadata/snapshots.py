@@ -32,14 +32,13 @@ import structlog
 
 from pycontainerd.core import failpoint, filters
 from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.labels import check_label_limits, validate_labels
 from pycontainerd.pkg.snapshots import KIND_COMMITTED, Info, Mount, Usage, adapt_info
 from pycontainerd.plugins.metadata.sqlite import (
-    check_label_limits,
     ensure_namespace,
     get_labels,
     labels_after_update,
     put_labels,
-    validate_labels,
 )
 
 log = structlog.get_logger(__name__)
@@ -140,7 +139,7 @@ class NamespacedSnapshotter:
         def tx(conn: sqlite3.Connection) -> Info:
             row = self._must_row(conn, ns, info.name)
             current = get_labels(conn, ns, LABEL_KIND, self._object(info.name))
-            labels = labels_after_update(current, info.labels, paths, f'snapshot "{info.name}"')
+            labels = labels_after_update(current, info.labels, paths, f"snapshot {errdefs.quote(info.name)}")
             now = time.time_ns()
             put_labels(conn, ns, LABEL_KIND, self._object(info.name), labels, replace=True)
             conn.execute(

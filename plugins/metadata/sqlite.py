@@ -32,19 +32,12 @@ import structlog
 from pycontainerd.core.config import choice
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core.service import validate_identifier
-from pycontainerd.pkg import errdefs
+from pycontainerd.pkg import errdefs, identifiers
+from pycontainerd.pkg.labels import update_by_paths, validate_labels
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-
-MAX_LABEL_SIZE = 4096  # one label, key and value together, in bytes: containerd's
-# Per object (ours, generous: an image's content carries one GC label per
-# layer or manifest, tens to a few hundred): how many labels, and how many
-# bytes of keys and values in all.
-MAX_LABELS = 4096
-MAX_LABELS_BYTES = 1 << 20
 
 # Each entry migrates the schema from version i to i + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -146,22 +139,9 @@ def put_labels(
 
 
 def labels_after_update(current: dict[str, str], new: dict[str, str], paths: list[str], what: str) -> dict[str, str]:
-    """containerd's label update by field paths, for any object: `labels`
-    replaces them all, `labels.<k>` sets (or, empty, removes) one; no paths
-    means replace. `what` names the object in the error, e.g.
-    'content info "sha256:..."' or 'snapshot "k1"'."""
-    labels = dict(current)
-    if not paths:
-        labels = dict(new)
-    for path in paths:
-        if path.startswith("labels."):
-            key = path[len("labels."):]
-            labels[key] = new.get(key, "")
-        elif path == "labels":
-            labels = dict(new)
-        else:
-            raise errdefs.InvalidArgument(f'cannot update "{errdefs.cut(path)}" field on {what}')
-    labels = {k: v for k, v in labels.items() if v}
+    """pkg.labels.update_by_paths, then the label rules (a metadata row
+    holds only valid labels)."""
+    labels = update_by_paths(current, new, paths, what)
     try:
         validate_labels(labels)
     except errdefs.InvalidArgument as exc:
@@ -173,36 +153,6 @@ def ensure_namespace(conn: sqlite3.Connection, namespace: str) -> None:
     """Objects create their namespace implicitly, as in containerd."""
     now = time.time_ns()
     conn.execute("INSERT OR IGNORE INTO namespaces VALUES (?, ?, ?)", (namespace, now, now))
-
-
-def validate_labels(labels: dict[str, str]) -> None:
-    """containerd's labels.Validate on each label (key and value together at
-    most 4096 bytes), after the per-object limits below."""
-    check_label_limits(labels)
-    for k, v in labels.items():
-        kb = k.encode("utf-8", "surrogatepass")
-        if len(kb) + len(v.encode("utf-8", "surrogatepass")) > MAX_LABEL_SIZE:
-            shown = kb[:10].decode("utf-8", "replace")
-            raise errdefs.InvalidArgument(
-                f"label key and value greater than maximum size ({MAX_LABEL_SIZE} bytes), key: {shown}"
-            )
-
-
-def check_label_limits(labels: dict[str, str], paths: list[str] | tuple[str, ...] = ()) -> None:
-    """The per-object limits (ours: containerd has none, and one request
-    with 100k labels held the metadata thread, every namespace, for
-    seconds): at most MAX_LABELS labels and MAX_LABELS_BYTES bytes of keys
-    and values. Cheap, so callers check a request before any metadata work."""
-    if len(labels) > MAX_LABELS or len(paths) > MAX_LABELS:
-        if len(paths) > len(labels):
-            raise errdefs.InvalidArgument(f"too many update paths: {len(paths)} (at most {MAX_LABELS})")
-        raise errdefs.InvalidArgument(f"too many labels: {len(labels)} (at most {MAX_LABELS} per object)")
-    total = sum(len(k.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass"))
-                for k, v in labels.items())
-    if total > MAX_LABELS_BYTES:
-        raise errdefs.InvalidArgument(
-            f"labels too large: {total} bytes of keys and values (at most {MAX_LABELS_BYTES} per object)"
-        )
 
 
 class DB:
@@ -313,7 +263,7 @@ class NamespaceStore:
         return conn.execute("SELECT 1 FROM namespaces WHERE name = ?", (name,)).fetchone() is not None
 
     async def create(self, name: str, labels: dict[str, str]) -> None:
-        validate_identifier(name)
+        identifiers.validate(name)
         validate_labels(labels)
 
         def tx(conn: sqlite3.Connection) -> None:

@@ -28,7 +28,7 @@ from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import lease_of, namespace, service_pair
 from pycontainerd.pkg import errdefs
 from pycontainerd.pkg.content import Info, Status
-from pycontainerd.pkg.digest import digest_error
+from pycontainerd.pkg.digest import digest_error, validate_digest
 from pycontainerd.pkg.timestamps import to_pb
 from pycontainerd.plugins.metadata.content import ContentStore
 
@@ -61,9 +61,7 @@ def check_write_request(req: pb.WriteContentRequest, first: bool) -> None:
     if req.offset < 0:
         raise errdefs.InvalidArgument(f"write offset {req.offset} must not be negative")
     if first and req.expected:
-        err = digest_error(req.expected)
-        if err:
-            raise errdefs.InvalidArgument(f"cannot calculate blob path from invalid digest: {err}")
+        validate_digest(req.expected)
 
 
 class Local:
@@ -93,13 +91,13 @@ class Service(pb_grpc.ContentServicer):
 
     async def Info(self, request, context):
         if digest_error(request.digest):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'"{errdefs.cut(request.digest)}" failed validation')
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{errdefs.quote(request.digest)} failed validation")
         info = await self.store.info(self.namespace_of(context), request.digest)
         return pb.InfoResponse(info=info_to_pb(info))
 
     async def Update(self, request, context):
         if digest_error(request.info.digest):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'"{errdefs.cut(request.info.digest)}" failed validation')
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{errdefs.quote(request.info.digest)} failed validation")
         wanted = Info(request.info.digest, request.info.size, labels=dict(request.info.labels))
         info = await self.store.update(self.namespace_of(context), wanted, list(request.update_mask.paths))
         return pb.UpdateResponse(info=info_to_pb(info))

@@ -16,13 +16,12 @@ from typing import Any, Iterable
 
 from pycontainerd.api.services.diff.v1 import diff_pb2 as pb
 from pycontainerd.api.services.diff.v1 import diff_pb2_grpc as pb_grpc
-from pycontainerd.api.types import descriptor_pb2
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import lease_of, namespace, service_pair
 from pycontainerd.pkg import errdefs
-from pycontainerd.pkg.mount import Mount
-from pycontainerd.pkg.oci.descriptor import Descriptor
+from pycontainerd.pkg.mount import mounts_from_pb
+from pycontainerd.pkg.oci import descriptor
 
 SERVICE_ID = "diff-service"
 
@@ -34,19 +33,6 @@ class Config:
     # differs to try, in order of preference; the first that supports the
     # request (does not answer "not implemented") is used
     default: list[str] = field(default_factory=lambda: ["walking"])
-
-
-def to_mounts(mounts) -> list[Any]:
-    return [Mount(m.type, m.source, list(m.options), m.target) for m in mounts]
-
-
-def to_descriptor(d: descriptor_pb2.Descriptor):
-    return Descriptor(d.media_type, d.digest, d.size, dict(d.annotations))
-
-
-def from_descriptor(d) -> descriptor_pb2.Descriptor:
-    return descriptor_pb2.Descriptor(media_type=d.media_type, digest=d.digest, size=d.size,
-                                     annotations=d.annotations)
 
 
 class Local:
@@ -81,15 +67,15 @@ class Service(pb_grpc.DiffServicer):
         pb_grpc.add_DiffServicer_to_server(self, server)
 
     async def Apply(self, request, context):
-        applied = await self.local.apply(namespace(context), to_descriptor(request.diff), to_mounts(request.mounts),
+        applied = await self.local.apply(namespace(context), descriptor.from_pb(request.diff), mounts_from_pb(request.mounts),
                                          dict(request.payloads) or None)
-        return pb.ApplyResponse(applied=from_descriptor(applied))
+        return pb.ApplyResponse(applied=descriptor.to_pb(applied))
 
     async def Diff(self, request, context):
-        desc = await self.local.diff(namespace(context), to_mounts(request.left), to_mounts(request.right),
+        desc = await self.local.diff(namespace(context), mounts_from_pb(request.left), mounts_from_pb(request.right),
                                      request.media_type, request.ref, dict(request.labels) or None,
                                      lease_of(context))
-        return pb.DiffResponse(diff=from_descriptor(desc))
+        return pb.DiffResponse(diff=descriptor.to_pb(desc))
 
 
 async def init_local(ic: InitContext) -> Local:

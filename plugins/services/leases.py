@@ -18,11 +18,11 @@ from pycontainerd.api.services.leases.v1 import leases_pb2 as pb
 from pycontainerd.api.services.leases.v1 import leases_pb2_grpc as pb_grpc
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.core.filters import _go_quote
 from pycontainerd.core.service import namespace, service_pair
 from pycontainerd.pkg import errdefs
 from pycontainerd.pkg.timestamps import to_pb
-from pycontainerd.plugins.metadata.leases import Lease, LeaseManager, Resource, random_id
+from pycontainerd.pkg.leases import Lease, Resource, random_id
+from pycontainerd.plugins.metadata.leases import LeaseManager
 
 SERVICE_ID = "leases-service"
 
@@ -70,7 +70,7 @@ def validate_lease_id(lease_id: str) -> None:
     size = len(lease_id.encode("utf-8", "surrogatepass"))
     if size > MAX_LEASE_ID or any(ord(c) < 0x20 or ord(c) == 0x7F for c in lease_id):
         raise errdefs.InvalidArgument(
-            f"lease id {_go_quote(errdefs.cut(lease_id))} must be at most {MAX_LEASE_ID} bytes with no control characters"
+            f"lease id {errdefs.quote(lease_id)} must be at most {MAX_LEASE_ID} bytes with no control characters"
         )
 
 

@@ -22,7 +22,7 @@ from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import NAMESPACE_HEADER, service_pair
 from pycontainerd.pkg import errdefs
-from pycontainerd.plugins.metadata.sqlite import check_label_limits
+from pycontainerd.pkg.labels import check_label_limits
 
 SERVICE_ID = "namespaces-service"
 
@@ -65,7 +65,7 @@ class Local:
             changes = {}
             for path in paths:
                 if not path.startswith("labels."):
-                    raise errdefs.InvalidArgument(f'cannot update "{errdefs.cut(path)}" field')
+                    raise errdefs.InvalidArgument(f"cannot update {errdefs.quote(path)} field")
                 key = path[len("labels."):]
                 changes[key] = ns.labels.get(key, "")
             labels = await self.store.set_labels(ns.name, changes)

@@ -30,13 +30,12 @@ from google.protobuf import empty_pb2
 from pycontainerd.api.events import snapshot_pb2 as events_pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
-from pycontainerd.api.types import mount_pb2
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import lease_of, namespace, service_pair
 from pycontainerd.pkg import errdefs
-from pycontainerd.pkg.snapshots import Info, Mount
-from pycontainerd.pkg.timestamps import to_pb
+from pycontainerd.pkg.mount import mounts_to_pb
+from pycontainerd.pkg.snapshots import Info, info_to_pb
 from pycontainerd.plugins.metadata.snapshots import NamespacedSnapshotter
 
 log = structlog.get_logger(__name__)
@@ -100,15 +99,6 @@ class Local:
         self.events.publish(ns, "/snapshot/remove", events_pb.SnapshotRemove(key=key))
 
 
-def to_pb_info(info: Info) -> pb.Info:
-    return pb.Info(name=info.name, parent=info.parent, kind=info.kind, created_at=to_pb(info.created),
-                   updated_at=to_pb(info.updated), labels=info.labels)
-
-
-def to_pb_mounts(mounts: list[Mount]) -> list[mount_pb2.Mount]:
-    return [mount_pb2.Mount(type=m.type, source=m.source, target=m.target, options=m.options) for m in mounts]
-
-
 class Service(pb_grpc.SnapshotsServicer):
     def __init__(self, local: Local):
         self.local = local
@@ -120,18 +110,18 @@ class Service(pb_grpc.SnapshotsServicer):
         ns = namespace(context)
         mounts = await self.local.prepare(ns, request.snapshotter, request.key, request.parent,
                                           dict(request.labels), lease_of(context))
-        return pb.PrepareSnapshotResponse(mounts=to_pb_mounts(mounts))
+        return pb.PrepareSnapshotResponse(mounts=mounts_to_pb(mounts))
 
     async def View(self, request, context):
         ns = namespace(context)
         mounts = await self.local.view(ns, request.snapshotter, request.key, request.parent,
                                        dict(request.labels), lease_of(context))
-        return pb.ViewSnapshotResponse(mounts=to_pb_mounts(mounts))
+        return pb.ViewSnapshotResponse(mounts=mounts_to_pb(mounts))
 
     async def Mounts(self, request, context):
         ns = namespace(context)
         sn = await self.local.get(ns, request.snapshotter)
-        return pb.MountsResponse(mounts=to_pb_mounts(await sn.mounts(ns, request.key)))
+        return pb.MountsResponse(mounts=mounts_to_pb(await sn.mounts(ns, request.key)))
 
     async def Commit(self, request, context):
         ns = namespace(context)
@@ -147,7 +137,7 @@ class Service(pb_grpc.SnapshotsServicer):
     async def Stat(self, request, context):
         ns = namespace(context)
         sn = await self.local.get(ns, request.snapshotter)
-        return pb.StatSnapshotResponse(info=to_pb_info(await sn.stat(ns, request.key)))
+        return pb.StatSnapshotResponse(info=info_to_pb(await sn.stat(ns, request.key)))
 
     async def Update(self, request, context):
         ns = namespace(context)
@@ -155,14 +145,14 @@ class Service(pb_grpc.SnapshotsServicer):
         i = request.info
         info = Info(name=i.name, kind=i.kind, parent=i.parent, labels=dict(i.labels))
         updated = await sn.update(ns, info, list(request.update_mask.paths))
-        return pb.UpdateSnapshotResponse(info=to_pb_info(updated))
+        return pb.UpdateSnapshotResponse(info=info_to_pb(updated))
 
     async def List(self, request, context):
         ns = namespace(context)
         sn = await self.local.get(ns, request.snapshotter)
         infos = await sn.walk(ns, *request.filters)
         for i in range(0, len(infos), 100):  # containerd sends batches of 100
-            yield pb.ListSnapshotsResponse(info=[to_pb_info(x) for x in infos[i:i + 100]])
+            yield pb.ListSnapshotsResponse(info=[info_to_pb(x) for x in infos[i:i + 100]])
 
     async def Usage(self, request, context):
         ns = namespace(context)

@@ -21,17 +21,8 @@ from google.protobuf import field_mask_pb2
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from pycontainerd.pkg import errdefs, errgrpc
-from pycontainerd.pkg.snapshots import Info, Mount, Usage
-from pycontainerd.pkg.timestamps import from_pb
-
-
-def from_pb_info(p: Any) -> Info:
-    return Info(name=p.name, kind=p.kind, parent=p.parent, labels=dict(p.labels),
-                created=from_pb(p.created_at), updated=from_pb(p.updated_at))
-
-
-def from_pb_mounts(ms: Iterable[Any]) -> list[Mount]:
-    return [Mount(type=m.type, source=m.source, options=list(m.options), target=m.target) for m in ms]
+from pycontainerd.pkg.mount import mounts_from_pb
+from pycontainerd.pkg.snapshots import Info, Mount, Usage, info_from_pb
 
 
 class ProxySnapshotter:
@@ -51,30 +42,30 @@ class ProxySnapshotter:
             raise errgrpc.from_grpc(exc.code(), exc.details()) from None
 
     def stat(self, key: str) -> Info:
-        return from_pb_info(self._call(self.stub.Stat, pb.StatSnapshotRequest(snapshotter=self.name, key=key)).info)
+        return info_from_pb(self._call(self.stub.Stat, pb.StatSnapshotRequest(snapshotter=self.name, key=key)).info)
 
     def update(self, info: Info, fieldpaths: Iterable[str] = ()) -> Info:
         r = self._call(self.stub.Update, pb.UpdateSnapshotRequest(
             snapshotter=self.name, info=pb.Info(name=info.name, labels=info.labels),
             update_mask=field_mask_pb2.FieldMask(paths=list(fieldpaths))))
-        return from_pb_info(r.info)
+        return info_from_pb(r.info)
 
     def usage(self, key: str) -> Usage:
         r = self._call(self.stub.Usage, pb.UsageRequest(snapshotter=self.name, key=key))
         return Usage(size=r.size, inodes=r.inodes)
 
     def mounts(self, key: str) -> list[Mount]:
-        return from_pb_mounts(self._call(self.stub.Mounts, pb.MountsRequest(snapshotter=self.name, key=key)).mounts)
+        return mounts_from_pb(self._call(self.stub.Mounts, pb.MountsRequest(snapshotter=self.name, key=key)).mounts)
 
     def prepare(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[Mount]:
         r = self._call(self.stub.Prepare, pb.PrepareSnapshotRequest(
             snapshotter=self.name, key=key, parent=parent, labels=labels or {}))
-        return from_pb_mounts(r.mounts)
+        return mounts_from_pb(r.mounts)
 
     def view(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[Mount]:
         r = self._call(self.stub.View, pb.ViewSnapshotRequest(
             snapshotter=self.name, key=key, parent=parent, labels=labels or {}))
-        return from_pb_mounts(r.mounts)
+        return mounts_from_pb(r.mounts)
 
     def commit(self, name: str, key: str, labels: dict[str, str] | None = None) -> None:
         self._call(self.stub.Commit, pb.CommitSnapshotRequest(
@@ -86,7 +77,7 @@ class ProxySnapshotter:
     def walk(self, *filter_strings: str) -> list[Info]:
         try:
             stream = self.stub.List(pb.ListSnapshotsRequest(snapshotter=self.name, filters=list(filter_strings)))
-            return [from_pb_info(i) for r in stream for i in r.info]
+            return [info_from_pb(i) for r in stream for i in r.info]
         except grpc.RpcError as exc:
             raise errgrpc.from_grpc(exc.code(), exc.details()) from None
 

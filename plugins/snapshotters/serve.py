@@ -23,7 +23,8 @@ from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from pycontainerd.core.service import serve_standalone
 
-from pycontainerd.pkg.snapshots import Info
+from pycontainerd.pkg.mount import mounts_to_pb
+from pycontainerd.pkg.snapshots import Info, info_to_pb
 
 SNAPSHOTTERS = ("overlayfs", "native", "btrfs")
 
@@ -66,21 +67,18 @@ class BackendService(pb_grpc.SnapshotsServicer):
         return await asyncio.to_thread(fn, *args)
 
     async def Prepare(self, request, context):
-        from pycontainerd.plugins.services.snapshots import to_pb_mounts
 
         ms = await self._run(self.b.prepare, request.key, request.parent, dict(request.labels))
-        return pb.PrepareSnapshotResponse(mounts=to_pb_mounts(ms))
+        return pb.PrepareSnapshotResponse(mounts=mounts_to_pb(ms))
 
     async def View(self, request, context):
-        from pycontainerd.plugins.services.snapshots import to_pb_mounts
 
         ms = await self._run(self.b.view, request.key, request.parent, dict(request.labels))
-        return pb.ViewSnapshotResponse(mounts=to_pb_mounts(ms))
+        return pb.ViewSnapshotResponse(mounts=mounts_to_pb(ms))
 
     async def Mounts(self, request, context):
-        from pycontainerd.plugins.services.snapshots import to_pb_mounts
 
-        return pb.MountsResponse(mounts=to_pb_mounts(await self._run(self.b.mounts, request.key)))
+        return pb.MountsResponse(mounts=mounts_to_pb(await self._run(self.b.mounts, request.key)))
 
     async def Commit(self, request, context):
         await self._run(self.b.commit, request.name, request.key, dict(request.labels))
@@ -91,23 +89,20 @@ class BackendService(pb_grpc.SnapshotsServicer):
         return empty_pb2.Empty()
 
     async def Stat(self, request, context):
-        from pycontainerd.plugins.services.snapshots import to_pb_info
 
-        return pb.StatSnapshotResponse(info=to_pb_info(await self._run(self.b.stat, request.key)))
+        return pb.StatSnapshotResponse(info=info_to_pb(await self._run(self.b.stat, request.key)))
 
     async def Update(self, request, context):
-        from pycontainerd.plugins.services.snapshots import to_pb_info
 
         info = Info(name=request.info.name, labels=dict(request.info.labels))
         updated = await self._run(self.b.update, info, list(request.update_mask.paths))
-        return pb.UpdateSnapshotResponse(info=to_pb_info(updated))
+        return pb.UpdateSnapshotResponse(info=info_to_pb(updated))
 
     async def List(self, request, context):
-        from pycontainerd.plugins.services.snapshots import to_pb_info
 
         infos = await self._run(self.b.walk, *request.filters)
         for i in range(0, len(infos), 100):
-            yield pb.ListSnapshotsResponse(info=[to_pb_info(x) for x in infos[i:i + 100]])
+            yield pb.ListSnapshotsResponse(info=[info_to_pb(x) for x in infos[i:i + 100]])
 
     async def Usage(self, request, context):
         u = await self._run(self.b.usage, request.key)

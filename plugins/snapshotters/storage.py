@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.labels import update_by_paths
 from pycontainerd.pkg.snapshots import KIND_ACTIVE, KIND_COMMITTED, KIND_NAMES, KIND_VIEW, Info, Usage
 
 
@@ -156,26 +157,12 @@ class Tx:
         row = self._row(info.name)
         if row is None:
             raise errdefs.NotFound("snapshot does not exist")
-        labels = self._labels(info.name)
-        if fieldpaths:
-            for path in fieldpaths:
-                if path.startswith("labels."):
-                    k = path[len("labels."):]
-                    v = info.labels.get(k, "")
-                    if v:
-                        labels[k] = v
-                    else:
-                        labels.pop(k, None)
-                elif path == "labels":
-                    labels = dict(info.labels)
-                else:
-                    raise errdefs.InvalidArgument(f'cannot update "{path}" field on snapshot "{info.name}"')
-        else:
-            labels = dict(info.labels)
+        labels = update_by_paths(self._labels(info.name), info.labels, fieldpaths,
+                                 f"snapshot {errdefs.quote(info.name)}")
         now = time.time_ns()
         self.conn.execute("UPDATE snapshots SET updated = ? WHERE key = ?", (now, info.name))
         self._put_labels(info.name, labels)
-        return Info(info.name, row[1], row[2], {k: v for k, v in labels.items() if v}, row[3], now)
+        return Info(info.name, row[1], row[2], labels, row[3], now)
 
     def commit_active(self, key: str, name: str, usage: Usage, labels: dict[str, str] | None = None) -> str:
         """Turn active `key` into committed `name`, keeping its id (and so its

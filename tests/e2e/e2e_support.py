@@ -21,6 +21,7 @@ import pytest
 import toml
 from google.protobuf import empty_pb2
 
+from pycontainerd.api.services.content.v1 import content_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -383,3 +384,37 @@ def server_section(out: bytes) -> dict[str, str]:
         if sep:
             fields[key] = value.strip()
     return fields
+
+
+class ContentServer:
+    """A `pycontainerd content serve` process; restartable on the same root."""
+
+    def __init__(self, d: str):
+        self.sock = os.path.join(d, "cs.sock")
+        self.root = os.path.join(d, "root")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ContentServer":
+        self.proc = subprocess.Popen(
+            [PYCONTAINERD, "content", "serve", "--address", self.sock, "--root", self.root],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env())
+        deadline = time.monotonic() + 20
+        while not os.path.exists(self.sock):
+            assert self.proc.poll() is None, self.proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "content server did not start"
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(15)
+        out = proc.stdout.read().decode()
+        proc.stdout.close()
+        assert proc.returncode == 0, out
+
+    def stub(self, ch: grpc.Channel) -> content_pb2_grpc.ContentStub:
+        return content_pb2_grpc.ContentStub(ch)

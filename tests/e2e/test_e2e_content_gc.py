@@ -180,8 +180,8 @@ def test_failed_stream_ingest_collected_when_its_lease_expires(daemon):
         leases = lpb_grpc.LeasesStub(ch)
         _collect(ch)  # a collection while the lease lives keeps the ingest
         assert _offset(ch, "default", "broken") == MiB
+        # the clock's second is past the expiry's: the lease has expired
         _wait_for(lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") > expire, "clock", 10)
-        time.sleep(1.1)  # past the expiry's second
         _collect(ch)
         _wait_for(lambda: _ingests(d) == [], "the expired lease's ingest is still on disk")
         assert _offset(ch, "default", "broken") == -1

@@ -8,14 +8,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 
 import grpc
 import pytest
 
-from e2e_support import CONTAINERD, CTR, PYCONTAINERD, DaemonProcess, clean_env, short_dir
+from e2e_support import CONTAINERD, CTR, ContentServer, DaemonProcess, clean_env, short_dir
 from pycontainerd.api.services.content.v1 import content_pb2 as pb
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
 
@@ -28,25 +27,12 @@ NO_LOCAL_CONTENT = "io.containerd.content.v1.content"
 def content_server():
     """`pycontainerd content serve`, stopped by PID (exit 0, socket removed)."""
     d = short_dir("pcd-cs-")
-    sock = os.path.join(d, "cs.sock")
-    root = os.path.join(d, "root")
-    proc = subprocess.Popen([PYCONTAINERD, "content", "serve", "--address", sock, "--root", root],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env())
+    server = ContentServer(d).start()
     try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(sock):
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "content server did not start"
-            time.sleep(0.05)
-        yield sock, root
+        yield server.sock, server.root
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            proc.wait(15)
-        out = proc.stdout.read().decode()
-        proc.stdout.close()
-        assert proc.returncode == 0, out
-        assert not os.path.exists(sock)
+        server.stop()
+        assert not os.path.exists(server.sock)
         shutil.rmtree(d, ignore_errors=True)
 
 

@@ -9,59 +9,22 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
-import subprocess
 import time
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from e2e_support import PYCONTAINERD, clean_env, short_dir
+from e2e_support import ContentServer, short_dir
 from pycontainerd.api.services.content.v1 import content_pb2 as pb
-from pycontainerd.api.services.content.v1 import content_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.e2e
-
-
-class Server:
-    """A `pycontainerd content serve` process; restartable on the same root."""
-
-    def __init__(self, d: str):
-        self.sock = os.path.join(d, "cs.sock")
-        self.root = os.path.join(d, "root")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Server":
-        self.proc = subprocess.Popen(
-            [PYCONTAINERD, "content", "serve", "--address", self.sock, "--root", self.root],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env())
-        deadline = time.monotonic() + 20
-        while not os.path.exists(self.sock):
-            assert self.proc.poll() is None, self.proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "content server did not start"
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            proc.wait(15)
-        out = proc.stdout.read().decode()
-        proc.stdout.close()
-        assert proc.returncode == 0, out
-
-    def stub(self, ch: grpc.Channel) -> pb_grpc.ContentStub:
-        return pb_grpc.ContentStub(ch)
 
 
 @pytest.fixture
 def server():
     d = short_dir("pcd-cs-")
-    s = Server(d).start()
+    s = ContentServer(d).start()
     try:
         yield s
     finally:

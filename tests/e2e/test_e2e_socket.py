@@ -139,8 +139,8 @@ def test_something_else_at_the_socket_path_is_kept_and_refused(daemon, kind):
     proc = run_pycontainerd("--config", config)
     err = proc.stderr.decode()
     assert proc.returncode == 1 and "Traceback" not in err and len(err.splitlines()) == 1, err
-    what = "a directory" if kind == "directory" else "not a socket"
-    assert err.strip() == f"pycontainerd: socket path {address} is {what}; refusing to start (it is left as it is)"
+    what = {"file": "a regular file", "directory": "a directory"}.get(kind, "a symbolic link")
+    assert err.strip() == f"pycontainerd: socket path {address} is not a socket ({what}); refusing to start (it is left as it is)"
     if kind == "file":
         with open(address) as f:
             assert f.read() == "precious\n"
