@@ -275,9 +275,9 @@ class Daemon:
         cfg.validate()  # loading did, but a Config may also be built in code
         path = cfg.grpc.address
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-            from .filters import _go_quote  # containerd quotes it as Go's %q does
+            from pycontainerd.pkg.errdefs import go_quote  # containerd quotes it as Go's %q does
 
-            raise StartError(f"{_go_quote(path)}: unix socket path too long (> {MAX_SOCKET_PATH})")
+            raise StartError(f"{go_quote(path)}: unix socket path too long (> {MAX_SOCKET_PATH})")
         try:
             st = os.lstat(path)
         except FileNotFoundError:
