@@ -170,3 +170,57 @@ def unmount_all(target: str) -> None:
         except OSError as e:
             if e.errno != errno.EBUSY or _umount2(target, MNT_DETACH):
                 raise
+
+
+def _mountinfo_path(field: str) -> str:
+    """A mount point as /proc/self/mountinfo writes it (octal escapes for
+    space, tab, newline and backslash), decoded."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_points_under(root: str) -> list[str]:
+    """Every mount point below `root` (not `root` itself), deepest first."""
+    root = os.path.abspath(root)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split(" ")
+            if len(fields) > 4:
+                point = _mountinfo_path(fields[4])
+                if point.startswith(root + "/"):
+                    found.append(point)
+    return sorted(set(found), key=len, reverse=True)
+
+
+def cleanup_temp_mounts(root: str) -> list[str]:
+    """containerd's CleanupTempMounts, run at start: temporary mounts left
+    under `root` by a daemon that was killed mid-operation (a layer being
+    applied, two snapshots being diffed) are unmounted and their
+    directories removed. Otherwise each crash leaves a mount pinning a
+    snapshot's files for good. Returns a warning for each one that could
+    not be cleaned; empty leftover directories are removed too."""
+    warnings = []
+    for point in mount_points_under(root):
+        try:
+            unmount_all(point)
+            os.rmdir(point)
+        except OSError as e:
+            warnings.append(f"{point}: {e.strerror or e}")
+    try:
+        entries = os.listdir(root)
+    except FileNotFoundError:
+        return warnings
+    for name in entries:
+        try:
+            os.rmdir(os.path.join(root, name))  # only an empty one goes
+        except OSError:
+            pass
+    return warnings
