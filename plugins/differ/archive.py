@@ -275,7 +275,7 @@ def _chtimes(path: str, atime_ns: int, mtime_ns: int) -> None:
     try:
         os.utime(path, ns=(atime_ns, mtime_ns), follow_symlinks=False)
     except OSError as e:
-        raise ArchiveError(f"failed call to UtimesNanoAt for {path}: {e.strerror}") from e
+        raise ArchiveError(f"failed call to UtimesNanoAt for {path}: {describe(e)}") from e
 
 
 def _bound(ns: int) -> int:
@@ -684,7 +684,7 @@ class _Applier:
             except OverflowError:  # an id past 32 bits: the kernel's answer to such an id
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL)) from None
         except OSError as e:
-            msg = f'failed to Lchown "{path}" for UID {hdr.uid}, GID {hdr.gid}: {e.strerror}'
+            msg = f'failed to Lchown "{path}" for UID {hdr.uid}, GID {hdr.gid}: {describe(e)}'
             if e.errno == errno.EINVAL and running_in_userns():
                 msg += " (Hint: try increasing the number of subordinate IDs in /etc/subuid and /etc/subgid)"
             raise ArchiveError(msg) from e
@@ -708,7 +708,7 @@ class _Applier:
                 if e.errno == errno.ENOTSUP:
                     log.warning("ignored xattr in archive", xattr=xkey, error=str(e))
                     continue
-                raise ArchiveError(f'failed to setxattr "{path}" for key "{xkey}": {e.strerror}') from e
+                raise ArchiveError(f'failed to setxattr "{path}" for key "{xkey}": {describe(e)}') from e
 
         # after the chown, which clears setuid/setgid
         _lchmod(path, mode)
