@@ -392,3 +392,18 @@ def test_a_subscriber_that_stops_reading_does_not_pin_what_is_published(served):
     finally:
         stalled.cancel()
         stalled_channel.close()
+
+
+def test_a_repeated_namespace_header_counts_once_the_first_as_containerd(served):
+    d, channel = served
+    leases = leases_pb2_grpc.LeasesStub(channel)
+    twice = (("containerd-namespace", "first"), ("containerd-namespace", "second"))
+    leases.Create(leases_pb2.CreateRequest(id="l"), metadata=twice, timeout=10)
+    listed = {ns: [x.id for x in leases.List(leases_pb2.ListRequest(), metadata=(("containerd-namespace", ns),),
+                                             timeout=10).leases] for ns in ("first", "second")}
+    assert listed == {"first": ["l"], "second": []}
+    # an empty first value is no namespace, whatever follows
+    err = failure(leases.List, leases_pb2.ListRequest(),
+                  metadata=(("containerd-namespace", ""), ("containerd-namespace", "second")), timeout=10)
+    assert (err.code(), err.details()) == (grpc.StatusCode.FAILED_PRECONDITION,
+                                           "namespace is required: failed precondition")
