@@ -100,11 +100,18 @@ def parse_options(options: Iterable[str]) -> tuple[int, str, bool]:
     return flags, ",".join(data), loop
 
 
+def _strerror(err: int) -> str:
+    """An errno in Go's words: the C library's text, lower case ("no such
+    device"), which is what containerd's messages carry."""
+    text = os.strerror(err)
+    return text[:1].lower() + text[1:]
+
+
 def _sys_mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
     if _libc.mount(os.fsencode(source), os.fsencode(target), os.fsencode(fstype), flags,
                    os.fsencode(data) if data else None) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"mount {fstype} {source} on {target}: {os.strerror(err)}")
+        raise OSError(err, f"mount {fstype} {source} on {target}: {_strerror(err)}")
 
 
 def _mount_command(m: Mount, options: list[str], target: str, cwd: str | None) -> None:
@@ -154,7 +161,7 @@ def unmount(target: str, lazy: bool = False) -> bool:
         time.sleep(0.05)
     if err in (0, errno.EINVAL):
         return err == 0
-    raise OSError(err, f"failed to unmount target {target}: {os.strerror(err)}")
+    raise OSError(err, f"failed to unmount target {target}: {_strerror(err)}")
 
 
 def unmount_all(target: str) -> None:

@@ -407,7 +407,7 @@ def test_readonly_bind_is_remounted_readonly(tmp):
 def test_mount_errors_name_the_mount(tmp):
     if not ROOT:
         pytest.skip("mounts need root")
-    with pytest.raises(OSError, match=r"mount bind /nonexistent-src on .*: No such file or directory"):
+    with pytest.raises(OSError, match=r"mount bind /nonexistent-src on .*: no such file or directory"):
         mnt.mount(Mount("bind", "/nonexistent-src", ["rbind"]), tmp)
 
 

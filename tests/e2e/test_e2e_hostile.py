@@ -174,6 +174,7 @@ def test_diff_filesystem_errors_name_no_daemon_paths(served):
     assert err.code() == grpc.StatusCode.UNKNOWN
     assert err.details().startswith("failed to mount containerd-mount")
     assert "/nonexistent-h3" in err.details()  # the caller's own path may be named
+    assert err.details().endswith(": no such file or directory")  # the errno in Go's (lower case) words
     assert_clean(err, d)
 
 
