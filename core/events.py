@@ -1,10 +1,14 @@
 """The events exchange: publish, forward, subscribe with filters.
 
 Events are protobuf messages wrapped in an envelope (timestamp, namespace,
-topic, event) as containerd's are. Subscribers get their own bounded queue,
-so a slow subscriber loses its own events (and is told so in the log)
+topic, event) as containerd's are. Subscribers get their own bounded queue
+(QUEUE_SIZE events and QUEUE_BYTES of payload: a client may publish 16 MiB
+events, and one subscriber that stops reading must not pin gigabytes), so a
+slow subscriber loses its own events (and the log says so, once per stall)
 rather than stalling publishers. Filters use containerd's syntax over the
-envelope's fields: `topic`, `namespace` and `event.<field>`.
+envelope's fields: `topic`, `namespace` and `event.<field>`; a subscriber's
+filter of many selectors is matched off the loop (filters.match_off_loop),
+so it costs that subscriber, not every other client.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from . import filters
 log = structlog.get_logger(__name__)
 
 QUEUE_SIZE = 1024
+QUEUE_BYTES = 16 << 20  # payload bytes waiting for one subscriber (one event may be larger)
 _CLOSED = object()  # queued to a subscriber when the exchange closes
 
 
@@ -135,26 +140,25 @@ class Exchange:
 
     def _deliver(self, env: Envelope) -> None:
         log.debug("event", topic=env.topic, namespace=env.namespace)
-        for queue in list(self._subscribers):
-            try:
-                queue.put_nowait(env)
-            except asyncio.QueueFull:
-                log.warning("event dropped: subscriber too slow", topic=env.topic)
+        size = _size_of(env)
+        for sub in list(self._subscribers):
+            sub._offer(env, size)
 
     def subscribe(self, *filter_strings: str) -> "Subscription":
         """Start receiving now; iterate the result to get the envelopes that
         match any of the filters. Close it (or use `with`) to stop."""
         return Subscription(self, filters.parse_all(*filter_strings))  # bad syntax: InvalidArgument
 
+    async def subscribe_off_loop(self, *filter_strings: str) -> "Subscription":
+        """subscribe(), with long filter text parsed on a worker thread (for
+        filters a client sent)."""
+        return Subscription(self, await filters.parse_all_off_loop(*filter_strings))
+
     def close(self) -> None:
         """End every subscription (at shutdown), so streaming RPCs finish
         instead of holding the server for its grace period."""
-        for queue in list(self._subscribers):
-            try:
-                queue.put_nowait(_CLOSED)
-            except asyncio.QueueFull:
-                queue.get_nowait()
-                queue.put_nowait(_CLOSED)
+        for sub in list(self._subscribers):
+            sub._end()
         self._subscribers.clear()
 
     @property
@@ -162,15 +166,41 @@ class Exchange:
         return len(self._subscribers)
 
 
+def _size_of(env: Envelope) -> int:
+    """What an envelope weighs in a queue: its payload and strings."""
+    event = env.event
+    return len(event.value) + len(event.type_url) + len(env.topic) + len(env.namespace)
+
+
 class Subscription:
     def __init__(self, exchange: Exchange, flt: Any):
         self._exchange = exchange
         self._filter = flt
-        self._queue: asyncio.Queue = asyncio.Queue(QUEUE_SIZE)
-        exchange._subscribers.add(self._queue)
+        self._queue: asyncio.Queue = asyncio.Queue()  # bounded by _offer
+        self._bytes = 0  # payload bytes waiting in _queue
+        self._dropped = 0  # events lost in the current stall
+        exchange._subscribers.add(self)
+
+    def _offer(self, env: Envelope, size: int) -> None:
+        """Queue `env` unless this subscriber is too far behind (by count,
+        or by bytes once something is waiting)."""
+        if self._queue.qsize() >= QUEUE_SIZE or (self._bytes and self._bytes + size > QUEUE_BYTES):
+            if not self._dropped:  # once per stall, not once per event
+                log.warning("events dropped: subscriber too slow", topic=env.topic,
+                            waiting=self._queue.qsize(), waiting_bytes=self._bytes)
+            self._dropped += 1
+            return
+        if self._dropped:
+            log.warning("subscriber caught up", dropped=self._dropped)
+            self._dropped = 0
+        self._bytes += size
+        self._queue.put_nowait((env, size))
+
+    def _end(self) -> None:
+        self._queue.put_nowait((_CLOSED, 0))
 
     def close(self) -> None:
-        self._exchange._subscribers.discard(self._queue)
+        self._exchange._subscribers.discard(self)
 
     def __enter__(self) -> "Subscription":
         return self
@@ -183,8 +213,9 @@ class Subscription:
 
     async def __anext__(self) -> Envelope:
         while True:
-            env = await self._queue.get()
+            env, size = await self._queue.get()
+            self._bytes -= size
             if env is _CLOSED:
                 raise StopAsyncIteration
-            if self._filter.match(env.field):
+            if await filters.match_off_loop(self._filter, env.field):
                 return env

@@ -44,6 +44,9 @@ character indices.
 from __future__ import annotations
 
 import abc
+import asyncio
+import queue
+import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any as AnyT, Union
@@ -64,6 +67,12 @@ __all__ = [
     "FilterInvalidArgument",
     "parse",
     "parse_all",
+    "parse_all_off_loop",
+    "select",
+    "matching",
+    "match_off_loop",
+    "is_heavy",
+    "selector_count",
     "adapt_mapping",
     "OP_PRESENT",
     "OP_EQUAL",
@@ -403,6 +412,7 @@ class Any(Filter):  # noqa: A001 - containerd's name
 
     def __init__(self, filters: Iterable[Filter]):
         self.filters = list(filters)
+        self.selectors = sum(selector_count(f) for f in self.filters)  # counted once: see is_heavy
 
     def match(self, adaptor: Adaptor) -> bool:
         return any(f.match(adaptor) for f in self.filters)
@@ -416,6 +426,7 @@ class All(Filter):
 
     def __init__(self, filters: Iterable[Filter]):
         self.filters = list(filters)
+        self.selectors = sum(selector_count(f) for f in self.filters)  # counted once: see is_heavy
 
     def match(self, adaptor: Adaptor) -> bool:
         return all(f.match(adaptor) for f in self.filters)
@@ -583,6 +594,111 @@ def parse_all(*ss: str) -> Filter:
         except FilterSyntaxError as exc:
             raise FilterInvalidArgument(exc) from None
     return Any(fs)
+
+
+# ---------------------------------------------------------------------------
+# heavy filters stay off the event loop and off the metadata thread
+#
+# A request may carry up to 16 MiB of filter text (100k selectors, or one
+# huge quoted value): scanning it takes seconds, and testing each object
+# against 100k selectors takes seconds more per few hundred objects.
+# containerd does that work on the request's own goroutine. Here it must
+# not run on the loop (Version and every other call wait) nor on the
+# metadata database's one thread (every namespace waits), nor on many
+# threads at once (each one that holds the GIL slows the loop down). So
+# heavy filter work runs on one lane of its own, a single daemon thread:
+# heavy requests wait for each other, everyone else carries on, and a
+# daemon that stops does not wait for them.
+
+INLINE_PARSE_CHARS = 4096  # filter text scanned on the caller's thread
+INLINE_MATCH_SELECTORS = 64  # a filter this small is no one's burden
+
+
+class _Lane:
+    """One daemon thread running submitted calls in order."""
+
+    def __init__(self) -> None:
+        self._jobs: "queue.SimpleQueue[tuple[Callable[[], AnyT], asyncio.AbstractEventLoop, asyncio.Future]]" = (
+            queue.SimpleQueue())
+        self._thread: threading.Thread | None = None
+        self._mu = threading.Lock()
+
+    async def run(self, fn: Callable[[], AnyT]) -> AnyT:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._mu:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="filters", daemon=True)
+                self._thread.start()
+        self._jobs.put((fn, loop, future))
+        return await future
+
+    def _work(self) -> None:
+        while True:
+            fn, loop, future = self._jobs.get()
+            if future.cancelled():  # its caller went away while it waited
+                continue
+            try:
+                result, error = fn(), None
+            except BaseException as exc:  # handed to the caller
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # that loop is closed
+                pass
+
+
+def _settle(future: asyncio.Future, result: AnyT, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+_HEAVY = _Lane()
+
+
+def selector_count(flt: Filter) -> int:
+    """How many selectors `flt` tests (what one match costs, at most)."""
+    if isinstance(flt, (Any, All)):
+        return flt.selectors
+    return 0 if flt is ALWAYS else 1
+
+
+def is_heavy(flt: Filter) -> bool:
+    return selector_count(flt) > INLINE_MATCH_SELECTORS
+
+
+async def parse_all_off_loop(*ss: str) -> Filter:
+    """parse_all(); long text is scanned on the heavy-filter lane."""
+    if sum(len(s) for s in ss) <= INLINE_PARSE_CHARS:
+        return parse_all(*ss)
+    return await _HEAVY.run(lambda: parse_all(*ss))
+
+
+async def matching(flt: Filter, fn: Callable[..., AnyT], *args: AnyT) -> AnyT:
+    """fn(*args), work that tests objects against `flt`, off the loop: on
+    the heavy-filter lane when `flt` is heavy, else on a worker thread."""
+    if is_heavy(flt):
+        return await _HEAVY.run(lambda: fn(*args))
+    return await asyncio.to_thread(fn, *args)
+
+
+async def select(flt: Filter, items: Iterable[AnyT], adapt: Callable[[AnyT], Adaptor]) -> list[AnyT]:
+    """The items `flt` matches (each read through `adapt(item)`), in order."""
+    items = list(items)
+    if flt is ALWAYS:
+        return items
+    return await matching(flt, lambda: [x for x in items if flt.match(adapt(x))])
+
+
+async def match_off_loop(flt: Filter, adaptor: Adaptor) -> bool:
+    """flt.match(adaptor); a heavy filter is tested on the heavy-filter lane."""
+    if is_heavy(flt):
+        return await _HEAVY.run(lambda: flt.match(adaptor))
+    return flt.match(adaptor)
 
 
 # ---------------------------------------------------------------------------

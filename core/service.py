@@ -26,11 +26,14 @@ log = structlog.get_logger(__name__)
 
 NAMESPACE_HEADER = namespaces.GRPC_HEADER
 def namespace(context: grpc.aio.ServicerContext) -> str:
-    """The request's namespace; containerd's NamespaceRequired."""
+    """The request's namespace; containerd's NamespaceRequired. Sent more
+    than once, the first value counts, as in containerd (a proxy that
+    appends its own header does not move the request elsewhere)."""
     value = ""
     for key, v in context.invocation_metadata() or ():
         if key == NAMESPACE_HEADER:
             value = v
+            break
     if not value:
         raise errdefs.FailedPrecondition("namespace is required")
     try:

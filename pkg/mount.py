@@ -114,11 +114,18 @@ def parse_options(options: Iterable[str]) -> tuple[int, str, bool]:
     return flags, ",".join(data), loop
 
 
+def _strerror(err: int) -> str:
+    """An errno in Go's words: the C library's text, lower case ("no such
+    device"), which is what containerd's messages carry."""
+    text = os.strerror(err)
+    return text[:1].lower() + text[1:]
+
+
 def _sys_mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
     if _libc.mount(os.fsencode(source), os.fsencode(target), os.fsencode(fstype), flags,
                    os.fsencode(data) if data else None) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"mount {fstype} {source} on {target}: {os.strerror(err)}")
+        raise OSError(err, f"mount {fstype} {source} on {target}: {_strerror(err)}")
 
 
 def _mount_command(m: Mount, options: list[str], target: str, cwd: str | None) -> None:
@@ -168,7 +175,7 @@ def unmount(target: str, lazy: bool = False) -> bool:
         time.sleep(0.05)
     if err in (0, errno.EINVAL):
         return err == 0
-    raise OSError(err, f"failed to unmount target {target}: {os.strerror(err)}")
+    raise OSError(err, f"failed to unmount target {target}: {_strerror(err)}")
 
 
 def unmount_all(target: str) -> None:
@@ -184,3 +191,57 @@ def unmount_all(target: str) -> None:
         except OSError as e:
             if e.errno != errno.EBUSY or _umount2(target, MNT_DETACH):
                 raise
+
+
+def _mountinfo_path(field: str) -> str:
+    """A mount point as /proc/self/mountinfo writes it (octal escapes for
+    space, tab, newline and backslash), decoded."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_points_under(root: str) -> list[str]:
+    """Every mount point below `root` (not `root` itself), deepest first."""
+    root = os.path.abspath(root)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split(" ")
+            if len(fields) > 4:
+                point = _mountinfo_path(fields[4])
+                if point.startswith(root + "/"):
+                    found.append(point)
+    return sorted(set(found), key=len, reverse=True)
+
+
+def cleanup_temp_mounts(root: str) -> list[str]:
+    """containerd's CleanupTempMounts, run at start: temporary mounts left
+    under `root` by a daemon that was killed mid-operation (a layer being
+    applied, two snapshots being diffed) are unmounted and their
+    directories removed. Otherwise each crash leaves a mount pinning a
+    snapshot's files for good. Returns a warning for each one that could
+    not be cleaned; empty leftover directories are removed too."""
+    warnings = []
+    for point in mount_points_under(root):
+        try:
+            unmount_all(point)
+            os.rmdir(point)
+        except OSError as e:
+            warnings.append(f"{point}: {e.strerror or e}")
+    try:
+        entries = os.listdir(root)
+    except FileNotFoundError:
+        return warnings
+    for name in entries:
+        try:
+            os.rmdir(os.path.join(root, name))  # only an empty one goes
+        except OSError:
+            pass
+    return warnings

@@ -272,6 +272,35 @@ def test_apply_media_types_and_errors(api):
     assert_no_temp_mounts(api)  # unmounted after the failure too
 
 
+def test_broken_layers_are_answered_in_gos_words(api):
+    """A layer cut short, corrupt or with an owner no system call takes:
+    code Unknown and the words Go's libraries use (what containerd sends),
+    never Python's ("Compressed file ended before the end-of-stream marker
+    was reached", "Error -3 while decompressing", "uid is greater than
+    maximum")."""
+    mounts = api.prepare("native", "broken-k")
+    layer = tar_of(F("hello", b"world" * 1000))
+    gz = gzip.compress(layer)
+    crc_broken = bytearray(gz)
+    crc_broken[-8] ^= 0xFF
+    deflate_broken = bytearray(gz)
+    deflate_broken[20:40] = b"\xff" * 20
+    huge_owner = tar_of(F("owned", b"x", uid=1 << 40, gid=1 << 40))
+    cases = [
+        (gz[:-20], OCI_GZIP, "unexpected EOF"),
+        (bytes(crc_broken), OCI_GZIP, "gzip: invalid checksum"),
+        (bytes(deflate_broken), OCI_GZIP, "flate: corrupt input"),
+        (huge_owner, OCI_TAR, 'for UID 1099511627776, GID 1099511627776: invalid argument'),
+    ]
+    for i, (data, media_type, words) in enumerate(cases):
+        dg = api.write(data, f"broken-{i}")
+        with pytest.raises(grpc.RpcError) as e:
+            api.apply(dg, len(data), media_type, mounts)
+        assert e.value.code() == grpc.StatusCode.UNKNOWN
+        assert e.value.details().endswith(words), e.value.details()  # Go's errno words are lower case
+    assert_no_temp_mounts(api)
+
+
 def test_namespaces_are_separate(api):
     layer = tar_of(F("f", b"1"))
     dgst = api.write(layer, "ns-layer")

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import threading
 import time
 
 import pytest
 from google.protobuf import any_pb2
+from structlog.testing import capture_logs
 
 from pycontainerd.api.events import namespace_pb2
 from pycontainerd.core import events
@@ -209,6 +211,75 @@ def test_full_queue_does_not_block_the_publisher():
     assert got_fast == [f"ns{i}" for i in range(total)]
     assert got_slow == [f"ns{i}" for i in range(events.QUEUE_SIZE)]
     assert slow_done
+
+
+def test_a_stalled_subscriber_holds_at_most_queue_bytes_of_payload():
+    """Any client may publish 16 MiB events: a subscriber that stops
+    reading keeps what fits in QUEUE_BYTES and loses the rest (logged once
+    per stall), instead of pinning up to QUEUE_SIZE such events."""
+    payload = any_pb2.Any(type_url="big", value=b"x" * (1 << 20))
+
+    async def main():
+        ex = Exchange()
+        with capture_logs() as logs, ex.subscribe() as stalled:
+            for _ in range(40):
+                ex.publish("default", "/big", payload)
+            kept = 0
+            while not await nothing_more(stalled):
+                kept += 1
+            # read up: it receives again, and the log says how much it lost
+            ex.publish("default", "/big", payload)
+            await next_event(stalled)
+        return kept, logs
+
+    kept, logs = asyncio.run(main())
+    assert kept == events.QUEUE_BYTES // len(payload.value) - 1  # each weighs its payload and a few bytes more
+    stalls = [e for e in logs if e["event"] == "events dropped: subscriber too slow"]
+    assert len(stalls) == 1
+    assert [e["dropped"] for e in logs if e["event"] == "subscriber caught up"] == [40 - kept]
+
+
+def test_one_event_larger_than_the_byte_budget_still_reaches_an_idle_subscriber():
+    payload = any_pb2.Any(type_url="huge", value=b"x" * (events.QUEUE_BYTES + 1))
+
+    async def main():
+        ex = Exchange()
+        with ex.subscribe() as sub:
+            ex.publish("default", "/huge", payload)
+            return await next_event(sub)
+
+    assert asyncio.run(main()).event.value == payload.value
+
+
+def test_a_subscriber_with_many_selectors_is_matched_off_the_loop():
+    """A filter of 100k selectors costs ~0.1 s per event: tested on the
+    event loop, every other client would wait for each event."""
+    many = [f'topic=="/other/{i}"' for i in range(200)] + ['topic=="/wanted"']
+
+    async def main():
+        ex = Exchange()
+        seen_on = set()
+        original = Envelope.field
+
+        def field(env, path):
+            seen_on.add(threading.current_thread() is threading.main_thread())
+            return original(env, path)
+
+        with ex.subscribe(*many) as heavy, ex.subscribe('topic=="/wanted"') as light:
+            Envelope.field = field
+            try:
+                ex.publish("default", "/skipped", created("no"))
+                ex.publish("default", "/wanted", created("yes"))
+                got_heavy = unpack(await next_event(heavy)).name
+                assert seen_on == {False}  # the heavy one: on a worker thread only
+                seen_on.clear()
+                got_light = unpack(await next_event(light)).name
+                assert seen_on == {True}  # a light one stays inline
+            finally:
+                Envelope.field = original
+        return got_heavy, got_light
+
+    assert asyncio.run(main()) == ("yes", "yes")
 
 
 def test_publish_without_any_subscriber_is_fine():

@@ -407,7 +407,7 @@ def test_readonly_bind_is_remounted_readonly(tmp):
 def test_mount_errors_name_the_mount(tmp):
     if not ROOT:
         pytest.skip("mounts need root")
-    with pytest.raises(OSError, match=r"mount bind /nonexistent-src on .*: No such file or directory"):
+    with pytest.raises(OSError, match=r"mount bind /nonexistent-src on .*: no such file or directory"):
         mnt.mount(Mount("bind", "/nonexistent-src", ["rbind"]), tmp)
 
 
@@ -421,3 +421,10 @@ def test_unmount_all_removes_stacked_mounts(tmp):
         mnt.mount(Mount("bind", src, ["rbind"]), target)
     mnt.unmount_all(target)
     assert not os.path.ismount(target)
+
+
+def test_temp_mount_cleanup_reads_escaped_mount_points():
+    # /proc/self/mountinfo writes a space, tab, newline or backslash in a
+    # mount point as an octal escape; cleanup must find such mounts too
+    assert mnt._mountinfo_path(r"/run/a\040b\011c\134d") == "/run/a b\tc\\d"
+    assert mnt._mountinfo_path("/plain/path") == "/plain/path"

@@ -254,8 +254,8 @@ class LocalStore:
         return out
 
     async def walk(self, *filter_strings: str) -> list[Info]:
-        flt = filters.parse_all(*filter_strings)
-        return await asyncio.to_thread(self._walk_sync, flt)
+        flt = await filters.parse_all_off_loop(*filter_strings)
+        return await filters.matching(flt, self._walk_sync, flt)
 
     # ingests
     def _status_sync(self, path: str) -> Status:
@@ -293,8 +293,8 @@ class LocalStore:
         return out
 
     async def list_statuses(self, *filter_strings: str) -> list[Status]:
-        flt = filters.parse_all(*filter_strings)
-        return await asyncio.to_thread(self._list_statuses_sync, flt)
+        flt = await filters.parse_all_off_loop(*filter_strings)
+        return await filters.matching(flt, self._list_statuses_sync, flt)
 
     def _status_refs_sync(self) -> list[str]:
         refs = []

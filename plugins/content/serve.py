@@ -83,7 +83,7 @@ class RawStore:
         return Info(dgst, current.size, current.created_at, now, labels)
 
     async def list(self, ns: str, *filter_strings: str) -> list[Info]:
-        flt = filters.parse_all(*filter_strings)
+        flt = await filters.parse_all_off_loop(*filter_strings)
 
         def walk() -> list[Info]:
             out = []
@@ -93,7 +93,7 @@ class RawStore:
                     out.append(info)
             return out
 
-        return await asyncio.to_thread(walk)
+        return await filters.matching(flt, walk)
 
     async def reader_at(self, ns: str, dgst: str):
         return await self.store.reader_at(dgst)

@@ -78,9 +78,22 @@ class ArchiveError(errdefs.ContainerdError):
 
 def describe(e: BaseException) -> str:
     """An error's text for a message: an OSError's reason without Python's
-    "[Errno N]" and the path it carries (which may be the daemon's own)."""
+    "[Errno N]" and the path it carries (which may be the daemon's own);
+    what a decompressor or a system call's argument check raises, in the
+    words Go's libraries use for the same fault, not Python's."""
+    import gzip
+    import zlib
+
+    if isinstance(e, gzip.BadGzipFile):
+        return "gzip: invalid checksum" if "CRC" in str(e) or "length" in str(e) else "gzip: invalid header"
     if isinstance(e, OSError) and e.strerror:
         return e.strerror[:1].lower() + e.strerror[1:]  # Go's wording: "no such file or directory"
+    if isinstance(e, EOFError):  # a compressed stream cut short
+        return "unexpected EOF"
+    if isinstance(e, zlib.error):
+        return "flate: corrupt input"
+    if isinstance(e, OverflowError):  # an id or a size no system call takes
+        return "invalid argument"
     return str(e)
 
 
@@ -262,7 +275,7 @@ def _chtimes(path: str, atime_ns: int, mtime_ns: int) -> None:
     try:
         os.utime(path, ns=(atime_ns, mtime_ns), follow_symlinks=False)
     except OSError as e:
-        raise ArchiveError(f"failed call to UtimesNanoAt for {path}: {e.strerror}") from e
+        raise ArchiveError(f"failed call to UtimesNanoAt for {path}: {describe(e)}") from e
 
 
 def _bound(ns: int) -> int:
@@ -471,7 +484,7 @@ def _open_stream(stream: BinaryIO) -> tarfile.TarFile | None:
     except tarfile.ReadError as e:
         if str(e) == "empty file":
             return None  # a zero-byte layer is an empty layer (docker/docker#18170)
-        raise ArchiveError(f"archive/tar: {e}") from e
+        raise _tar_error(e) from e
 
 
 # -- Apply --------------------------------------------------------------------------------
@@ -666,9 +679,12 @@ class _Applier:
             raise ArchiveError(f"unhandled tar header type {kind[0] if kind else 0}")
 
         try:
-            os.chown(path, hdr.uid, hdr.gid, follow_symlinks=False)
+            try:
+                os.chown(path, hdr.uid, hdr.gid, follow_symlinks=False)
+            except OverflowError:  # an id past 32 bits: the kernel's answer to such an id
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL)) from None
         except OSError as e:
-            msg = f'failed to Lchown "{path}" for UID {hdr.uid}, GID {hdr.gid}: {e.strerror}'
+            msg = f'failed to Lchown "{path}" for UID {hdr.uid}, GID {hdr.gid}: {describe(e)}'
             if e.errno == errno.EINVAL and running_in_userns():
                 msg += " (Hint: try increasing the number of subordinate IDs in /etc/subuid and /etc/subgid)"
             raise ArchiveError(msg) from e
@@ -692,7 +708,7 @@ class _Applier:
                 if e.errno == errno.ENOTSUP:
                     log.warning("ignored xattr in archive", xattr=xkey, error=str(e))
                     continue
-                raise ArchiveError(f'failed to setxattr "{path}" for key "{xkey}": {e.strerror}') from e
+                raise ArchiveError(f'failed to setxattr "{path}" for key "{xkey}": {describe(e)}') from e
 
         # after the chown, which clears setuid/setgid
         _lchmod(path, mode)
@@ -708,7 +724,18 @@ def apply(root: str, stream: BinaryIO, *, filter: Filter | None = None,
     try:
         return _Applier(root, filter, convert_whiteout, tuple(parents), cancelled).run(stream)
     except tarfile.TarError as e:  # truncated data inside a member, and the like
-        raise ArchiveError(f"archive/tar: {e}") from e
+        raise _tar_error(e) from e
+
+
+def _tar_error(e: tarfile.TarError) -> ArchiveError:
+    """tarfile's complaint as Go's archive/tar words it; a corrupt gzip
+    stream under it (tarfile says "zlib error: Error -3 while ...") is
+    what Go's flate reader says."""
+    import zlib
+
+    if isinstance(e.__context__, zlib.error) or str(e).startswith("zlib error"):
+        return ArchiveError(describe(zlib.error()))
+    return ArchiveError(f"archive/tar: {e}")
 
 
 # -- fs.Changes ------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable
 
 import structlog
 
+from pycontainerd.core import failpoint
 from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.pkg import errdefs
@@ -219,6 +220,7 @@ def with_temp_mount(mounts: list[Mount], fn: Callable[[str], Any], tmp_dir: str 
             mountlib.mount_all(mounts, root)
         except Exception as e:
             raise archive.ArchiveError(f"failed to mount {shown}: {hide(archive.describe(e))}") from e
+        failpoint.hit("diff.temp-mount.mounted")  # crash tests: a mount the next start must clean
         try:
             return fn(root)
         except archive.Cancelled:
@@ -450,6 +452,9 @@ async def init(ic: InitContext) -> WalkingDiff:
     ic.meta.platforms.append(platforms.default_string())
     tmp = os.path.join(ic.state, "mounts")
     os.makedirs(tmp, mode=0o700, exist_ok=True)
+    # what a daemon killed mid-Apply or mid-Diff left mounted there
+    for warning in await asyncio.to_thread(mountlib.cleanup_temp_mounts, tmp):
+        log.warning("failed to clean up a temporary mount", error=warning)
     # the namespaced content store the metadata plugin owns (the one the
     # content service serves and whose lock GC takes)
     return WalkingDiff(ic.get(PluginType.METADATA).content_store, tmp)

@@ -161,7 +161,7 @@ class ContentStore:
         return await self.db.update(tx)
 
     async def list(self, namespace: str, *filter_strings: str) -> list[Info]:
-        flt = filters.parse_all(*filter_strings)
+        flt = await filters.parse_all_off_loop(*filter_strings)
 
         def tx(conn: sqlite3.Connection) -> list[Info]:
             rows = conn.execute(
@@ -174,14 +174,10 @@ class ContentStore:
                 (namespace, KIND),
             ):
                 labels.setdefault(obj, {})[k] = v
-            out = []
-            for dgst, size, created, updated in rows:
-                info = Info(dgst, size, created, updated, labels.get(dgst, {}))
-                if flt.match(adapt_info(info)):
-                    out.append(info)
-            return out
+            return [Info(dgst, size, created, updated, labels.get(dgst, {})) for dgst, size, created, updated in rows]
 
-        return await self.db.view(tx)
+        # matched off the database thread: a heavy filter must not hold it
+        return await filters.select(flt, await self.db.view(tx), adapt_info)
 
     async def delete(self, namespace: str, dgst: str, lease: str = "") -> None:
         async with self.lock.exclusive():
@@ -227,7 +223,7 @@ class ContentStore:
         return st
 
     async def list_statuses(self, namespace: str, *filter_strings: str) -> list[Status]:
-        flt = filters.parse_all(*filter_strings)
+        flt = await filters.parse_all_off_loop(*filter_strings)
 
         def tx(conn: sqlite3.Connection) -> list[str]:
             return [r[0] for r in conn.execute("SELECT ref FROM ingests WHERE namespace = ? ORDER BY ref", (namespace,))]
@@ -240,8 +236,7 @@ class ContentStore:
                 continue
             st.ref = ref
             found.append(st)
-        # off the loop: many ingests, any filter
-        return await asyncio.to_thread(lambda: [st for st in found if flt.match(adapt_status(st))])
+        return await filters.select(flt, found, adapt_status)
 
     async def abort(self, namespace: str, ref: str, lease: str = "") -> None:
         async with self.lock.shared():

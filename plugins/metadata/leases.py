@@ -113,7 +113,7 @@ class LeaseManager:
 
     async def list(self, namespace: str, *filter_strings: str) -> list[Lease]:
         try:
-            flt = filters.parse_all(*filter_strings)
+            flt = await filters.parse_all_off_loop(*filter_strings)
         except filters.FilterSyntaxError as exc:
             raise errdefs.InvalidArgument(str(exc)) from None
 
@@ -121,14 +121,11 @@ class LeaseManager:
             rows = conn.execute(
                 "SELECT id, created_at FROM leases WHERE namespace = ? ORDER BY id", (namespace,)
             ).fetchall()
-            out = []
-            for lease_id, created_at in rows:
-                lease = Lease(lease_id, created_at, get_labels(conn, namespace, "lease", lease_id))
-                if flt.match(_adapt(lease)):
-                    out.append(lease)
-            return out
+            return [Lease(lease_id, created_at, get_labels(conn, namespace, "lease", lease_id))
+                    for lease_id, created_at in rows]
 
-        return await self.db.view(tx)
+        # matched off the database thread: a heavy filter must not hold it
+        return await filters.select(flt, await self.db.view(tx), _adapt)
 
     async def add_resource(self, namespace: str, lease_id: str, resource: Resource) -> None:
         def tx(conn: sqlite3.Connection) -> None:

@@ -258,7 +258,7 @@ class NamespacedSnapshotter:
             log.warning("backend remove failed", snapshotter=self.name, key=bkey, error=str(exc))
 
     async def walk(self, ns: str, *filter_strings: str) -> list[Info]:
-        flt = filters.parse_all(*filter_strings)
+        flt = await filters.parse_all_off_loop(*filter_strings)
 
         def tx(conn: sqlite3.Connection):
             rows = conn.execute(
@@ -290,7 +290,7 @@ class NamespacedSnapshotter:
                     out.append(info)
             return out
 
-        return await asyncio.to_thread(select)
+        return await filters.matching(flt, select)
 
     async def cleanup(self) -> None:
         cleanup = getattr(self.backend, "cleanup", None)  # optional (pkg.snapshots.Cleaner)

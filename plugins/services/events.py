@@ -70,7 +70,7 @@ class Service(pb_grpc.EventsServicer):
         return empty_pb2.Empty()
 
     async def Subscribe(self, request, context):
-        with self.exchange.subscribe(*request.filters) as subscription:
+        with await self.exchange.subscribe_off_loop(*request.filters) as subscription:
             async for env in subscription:
                 yield envelope_to_pb(env)
 

@@ -63,8 +63,7 @@ class Local:
         self.plugins = plugins
         self.root = root
 
-    def list(self, filter_strings: Iterable[str]) -> list[tuple[Plugin, pb.Plugin]]:
-        flt = filters.parse_all(*filter_strings)  # bad syntax: InvalidArgument
+    def list(self, flt: filters.Filter) -> list[tuple[Plugin, pb.Plugin]]:
         out = []
         for p in self.plugins:
             fields = {"type": p.registration.type, "id": p.registration.id}
@@ -107,7 +106,11 @@ class Service(pb_grpc.IntrospectionServicer):
         pb_grpc.add_IntrospectionServicer_to_server(self, server)
 
     async def Plugins(self, request: pb.PluginsRequest, context) -> pb.PluginsResponse:
-        rows = self.local.list(request.filters)
+        flt = await filters.parse_all_off_loop(*request.filters)  # bad syntax: InvalidArgument
+        if filters.is_heavy(flt):  # 100k selectors times every plugin: off the loop
+            rows = await filters.matching(flt, self.local.list, flt)
+        else:
+            rows = self.local.list(flt)
         durations = {p.uri: round(p.duration, 6) for p, _ in rows}
         context.set_trailing_metadata(((DURATIONS_KEY, json.dumps(durations)),))
         return pb.PluginsResponse(plugins=[m for _, m in rows])

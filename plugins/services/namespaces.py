@@ -45,14 +45,14 @@ class Local:
         return pb.Namespace(name=name, labels=await self.store.labels(name))
 
     async def list(self, filter_string: str = "") -> list[pb.Namespace]:
-        flt = filters.parse_all(*([filter_string] if filter_string else []))
+        flt = await filters.parse_all_off_loop(*([filter_string] if filter_string else []))
         rows = await self.store.list()
 
         def select() -> list[pb.Namespace]:  # off the loop: many rows, any filter
             return [pb.Namespace(name=name, labels=labels) for name, labels in rows
                     if flt.match(filters.adapt_mapping({"name": name, "labels": labels}))]
 
-        return await asyncio.to_thread(select)
+        return await filters.matching(flt, select)
 
     async def create(self, ns: pb.Namespace, event_ns: str) -> pb.Namespace:
         await self.store.create(ns.name, dict(ns.labels))

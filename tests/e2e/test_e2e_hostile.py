@@ -13,8 +13,9 @@ import time
 
 import grpc
 import pytest
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 
+from e2e_support import until_subscribed
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 from pycontainerd.api.services.diff.v1 import diff_pb2, diff_pb2_grpc
 from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
@@ -173,6 +174,7 @@ def test_diff_filesystem_errors_name_no_daemon_paths(served):
     assert err.code() == grpc.StatusCode.UNKNOWN
     assert err.details().startswith("failed to mount containerd-mount")
     assert "/nonexistent-h3" in err.details()  # the caller's own path may be named
+    assert err.details().endswith(": no such file or directory")  # the errno in Go's (lower case) words
     assert_clean(err, d)
 
 
@@ -277,3 +279,132 @@ def test_label_limits_are_checked_before_any_metadata_work(served):
     fine = {f"containerd.io/gc.ref.content.l.{i}": "sha256:" + "0" * 64 for i in range(500)}
     assert len(leases.Create(leases_pb2.CreateRequest(id="fine", labels=fine), metadata=NS,
                              timeout=30).lease.labels) == 500
+
+
+# -- 5. heavy filters and stalled subscribers cost their sender, not everyone -----------
+
+
+def _version_latencies(channel, busy: threading.Thread) -> list[float]:
+    """Version's answer times while `busy` runs."""
+    version = version_pb2_grpc.VersionStub(channel)
+    seen = []
+    while busy.is_alive():
+        started = time.monotonic()
+        version.Version(empty_pb2.Empty(), timeout=30)
+        seen.append(time.monotonic() - started)
+        time.sleep(0.02)
+    return seen
+
+
+def test_a_heavy_list_holds_neither_the_loop_nor_the_metadata_database(served):
+    d, channel = served
+    leases = leases_pb2_grpc.LeasesStub(channel)
+    heavy_ns = (("containerd-namespace", "heavy"),)
+    for i in range(100):
+        leases.Create(leases_pb2.CreateRequest(id=f"l{i}", labels={"a": "b"}), metadata=heavy_ns, timeout=10)
+    # 50k selectors against each of 100 leases: seconds of matching, which
+    # used to run on the metadata database's one thread
+    many = [f'labels.a=="no{i}"' for i in range(50_000)]
+    answers = {}
+    heavy = threading.Thread(target=lambda: answers.update(heavy=leases.List(
+        leases_pb2.ListRequest(filters=many), metadata=heavy_ns, timeout=120)))
+    heavy.start()
+    time.sleep(1.0)  # the heavy call is being served
+    assert heavy.is_alive()
+    # the wall-clock bounds this test exists for: another client's metadata
+    # write, in another namespace, does not wait for that matching (it
+    # waited ~4 s), and neither does Version
+    started = time.monotonic()
+    leases.Create(leases_pb2.CreateRequest(id="other-client"), metadata=NS, timeout=60)
+    assert time.monotonic() - started < 1.0
+    assert max(_version_latencies(channel, heavy)) < 1.0
+    heavy.join()
+    assert list(answers["heavy"].leases) == []
+
+
+def test_a_huge_filter_string_is_scanned_off_the_loop(served):
+    d, channel = served
+    namespaces = namespace_pb2_grpc.NamespacesStub(channel)
+    huge = 'labels.a=="' + "a" * (8 << 20) + '"'  # half the receive limit: ~2 s to scan
+    answers = {}
+    call = threading.Thread(target=lambda: answers.update(listed=namespaces.List(
+        namespace_pb2.ListNamespacesRequest(filter=huge), timeout=120)))
+    call.start()
+    assert max(_version_latencies(channel, call)) < 1.0  # before: blocked for the whole scan
+    call.join()
+    assert list(answers["listed"].namespaces) == []
+
+
+def test_subscribers_with_heavy_filters_do_not_slow_delivery_to_others(served):
+    d, channel = served
+    events = events_pb2_grpc.EventsStub(channel)
+    many = [f'topic=="/nothing/{i}"' for i in range(100_000)]
+    heavy_calls = [events.Subscribe(events_pb2.SubscribeRequest(filters=many), metadata=NS, timeout=120)
+                   for _ in range(3)]
+    got = []
+
+    def live():
+        for envelope in events.Subscribe(events_pb2.SubscribeRequest(filters=['topic=="/h/live"']), timeout=120):
+            got.append(envelope.topic)
+            if len(got) == 20:
+                return
+
+    listener = threading.Thread(target=live)
+    listener.start()
+    time.sleep(3)  # the subscriptions are in place (their filters scanned)
+
+    def publish():
+        for _ in range(20):
+            events.Publish(events_pb2.PublishRequest(topic="/h/live"), metadata=NS, timeout=60)
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    # each event used to cost the loop ~0.1 s per heavy subscriber
+    assert max(_version_latencies(channel, publisher)) < 1.0
+    listener.join(60)
+    assert got == ["/h/live"] * 20
+    for call in heavy_calls:
+        call.cancel()
+
+
+def _rss_mib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(f.read().split("VmRSS:")[1].split()[0]) // 1024
+
+
+def test_a_subscriber_that_stops_reading_does_not_pin_what_is_published(served):
+    d, channel = served
+    events = events_pb2_grpc.EventsStub(channel)
+    stalled_channel = grpc.insecure_channel("unix:" + d.address)
+    stalled = events_pb2_grpc.EventsStub(stalled_channel).Subscribe(events_pb2.SubscribeRequest(), timeout=120)
+    first = []
+    reader = threading.Thread(target=lambda: first.append(next(stalled)))
+    reader.start()
+    try:
+        until_subscribed(d.address, lambda: bool(first))
+        reader.join()  # it has read one probe; from now on it reads nothing
+        before = _rss_mib(d.pid)
+        payload = any_pb2.Any(type_url="x", value=b"\x01" * (8 << 20))
+        for _ in range(100):  # 800 MiB in all
+            events.Publish(events_pb2.PublishRequest(topic="/h/big", event=payload), metadata=NS, timeout=60)
+        grown = _rss_mib(d.pid) - before
+        assert grown < 256, f"the daemon holds {grown} MiB more for one stalled subscriber"
+        assert version_pb2_grpc.VersionStub(channel).Version(empty_pb2.Empty(), timeout=10)
+    finally:
+        stalled.cancel()
+        stalled_channel.close()
+
+
+def test_a_repeated_namespace_header_counts_once_the_first_as_containerd(served):
+    d, channel = served
+    leases = leases_pb2_grpc.LeasesStub(channel)
+    twice = (("containerd-namespace", "first"), ("containerd-namespace", "second"))
+    leases.Create(leases_pb2.CreateRequest(id="l"), metadata=twice, timeout=10)
+    listed = {ns: [x.id for x in leases.List(leases_pb2.ListRequest(), metadata=(("containerd-namespace", ns),),
+                                             timeout=10).leases] for ns in ("first", "second")}
+    assert listed == {"first": ["l"], "second": []}
+    # an empty first value is no namespace, whatever follows
+    err = failure(leases.List, leases_pb2.ListRequest(),
+                  metadata=(("containerd-namespace", ""), ("containerd-namespace", "second")), timeout=10)
+    assert (err.code(), err.details()) == (grpc.StatusCode.FAILED_PRECONDITION,
+                                           "namespace is required: failed precondition")

@@ -218,3 +218,74 @@ def test_failpoints_unset_cost_nothing_visible(daemon, ctr):
     assert _rows(ctr, d.address, "native") == [["c", "Committed"]]
     assert "failpoint" not in d.log()
     assert d.stop(signal.SIGTERM) == 0
+
+
+def _mounts_under(path: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split(" ")[4] for line in f if line.split(" ")[4].startswith(path + "/")]
+
+
+def test_a_crash_mid_apply_leaves_no_temporary_mount_after_restart(daemon):
+    """Diff.Apply mounts the snapshot on a temporary directory under the
+    differ's state. A daemon killed there used to leave that mount for good
+    (one more per crash, each pinning a snapshot's files); the next start
+    unmounts and removes it, as containerd's CleanupTempMounts does."""
+    import hashlib
+    import io
+    import tarfile
+
+    from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
+    from pycontainerd.api.services.diff.v1 import diff_pb2, diff_pb2_grpc
+    from pycontainerd.api.types import descriptor_pb2
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("hello")
+        info.size = 5
+        tf.addfile(info, io.BytesIO(b"world"))
+    layer = buf.getvalue()
+    digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    lease = MD + (("containerd-lease", "l1"),)
+
+    d0 = daemon(config=NO_GC)
+    with grpc.insecure_channel("unix:" + d0.address) as ch:
+        leases_pb2_grpc.LeasesStub(ch).Create(leases_pb2.CreateRequest(id="l1"), metadata=MD)
+        list(content_pb2_grpc.ContentStub(ch).Write(iter([content_pb2.WriteContentRequest(
+            action=content_pb2.COMMIT, ref="layer", data=layer, total=len(layer), expected=digest)]),
+            metadata=lease))
+    assert d0.stop() == 0
+    temp_mounts = os.path.join(d0.state, "io.containerd.differ.v1.walking", "mounts")
+
+    point = "diff.temp-mount.mounted"
+    d1 = daemon(config=_same_root(d0), env=_failpoint_env(point))
+    ch = grpc.insecure_channel("unix:" + d0.address)
+    try:
+        mounts = pb_grpc.SnapshotsStub(ch).Prepare(pb.PrepareSnapshotRequest(snapshotter="overlayfs", key="k"),
+                                                   metadata=lease).mounts
+        apply = diff_pb2_grpc.DiffStub(ch).Apply.future(diff_pb2.ApplyRequest(
+            diff=descriptor_pb2.Descriptor(media_type="application/vnd.oci.image.layer.v1.tar", digest=digest,
+                                           size=len(layer)), mounts=mounts), metadata=lease, timeout=60)
+        _wait_for_failpoint(d1, point)
+        assert len(_mounts_under(temp_mounts)) == 1
+        d1.kill()
+        with pytest.raises(grpc.RpcError):
+            apply.result()
+    finally:
+        ch.close()
+    assert len(_mounts_under(temp_mounts)) == 1  # the crash left it behind
+
+    try:
+        d2 = daemon(config=_same_root(d0))
+        assert _mounts_under(temp_mounts) == []
+        assert os.listdir(temp_mounts) == []
+    finally:  # never leave the test's own mount behind, whatever failed
+        for point in _mounts_under(temp_mounts):
+            subprocess.run(["umount", point], check=False, capture_output=True)
+    # and the layer applies once the client retries
+    with grpc.insecure_channel("unix:" + d2.address) as ch:
+        mounts = pb_grpc.SnapshotsStub(ch).Mounts(pb.MountsRequest(snapshotter="overlayfs", key="k"),
+                                                  metadata=MD).mounts
+        applied = diff_pb2_grpc.DiffStub(ch).Apply(diff_pb2.ApplyRequest(
+            diff=descriptor_pb2.Descriptor(media_type="application/vnd.oci.image.layer.v1.tar", digest=digest,
+                                           size=len(layer)), mounts=mounts), metadata=lease, timeout=60)
+    assert applied.applied.digest == digest
