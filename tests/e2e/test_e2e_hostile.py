@@ -27,6 +27,11 @@ from pycontainerd.api.types import mount_pb2
 
 pytestmark = pytest.mark.e2e
 
+# The wall-clock bounds these tests exist for (the issue asks for them).
+# Measured here before the fixes: Version waited 1.6-5 s, another client
+# 4-28 s, a ~= list 20 s, 20 publishes 8.6 s; after them: 0.01-0.45 s. The
+# bound sits between, with room for a loaded 2-core CI machine.
+STALL_BOUND = 2.5  # seconds
 NS = (("containerd-namespace", "default"),)
 MAX_DETAILS = 4096  # what the daemon promises for any error message
 MIB = "a" * (1 << 20)
@@ -91,12 +96,12 @@ def test_backtracking_regexp_filter_does_not_stall_the_daemon(served):
     # while those filters run (before RE2, it waited ~4 s per row)
     started = time.monotonic()
     version.Version(empty_pb2.Empty(), timeout=30)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < STALL_BOUND
     for t in threads:
         t.join(60)
     assert [x.id for x in answers["leases"].leases] == ["match"]
     assert [x.name for x in answers["namespaces"].namespaces] == []
-    assert answers["leases took"] < 2.0 and answers["namespaces took"] < 2.0
+    assert answers["leases took"] < STALL_BOUND and answers["namespaces took"] < STALL_BOUND
 
 
 # -- 2. containerd's codes, never Python internals ------------------------------------
@@ -284,6 +289,7 @@ def test_label_limits_are_checked_before_any_metadata_work(served):
 # -- 5. heavy filters and stalled subscribers cost their sender, not everyone -----------
 
 
+
 def _version_latencies(channel, busy: threading.Thread) -> list[float]:
     """Version's answer times while `busy` runs."""
     version = version_pb2_grpc.VersionStub(channel)
@@ -316,8 +322,8 @@ def test_a_heavy_list_holds_neither_the_loop_nor_the_metadata_database(served):
     # waited ~4 s), and neither does Version
     started = time.monotonic()
     leases.Create(leases_pb2.CreateRequest(id="other-client"), metadata=NS, timeout=60)
-    assert time.monotonic() - started < 1.0
-    assert max(_version_latencies(channel, heavy)) < 1.0
+    assert time.monotonic() - started < STALL_BOUND
+    assert max(_version_latencies(channel, heavy)) < STALL_BOUND
     heavy.join()
     assert list(answers["heavy"].leases) == []
 
@@ -330,7 +336,7 @@ def test_a_huge_filter_string_is_scanned_off_the_loop(served):
     call = threading.Thread(target=lambda: answers.update(listed=namespaces.List(
         namespace_pb2.ListNamespacesRequest(filter=huge), timeout=120)))
     call.start()
-    assert max(_version_latencies(channel, call)) < 1.0  # before: blocked for the whole scan
+    assert max(_version_latencies(channel, call)) < STALL_BOUND  # before: blocked for the whole scan
     call.join()
     assert list(answers["listed"].namespaces) == []
 
@@ -358,9 +364,12 @@ def test_subscribers_with_heavy_filters_do_not_slow_delivery_to_others(served):
             events.Publish(events_pb2.PublishRequest(topic="/h/live"), metadata=NS, timeout=60)
 
     publisher = threading.Thread(target=publish)
+    started = time.monotonic()
     publisher.start()
-    # each event used to cost the loop ~0.1 s per heavy subscriber
-    assert max(_version_latencies(channel, publisher)) < 1.0
+    # each event used to cost the loop ~0.1 s per heavy subscriber: 8.6 s
+    # for these 20 publishes, with Version waiting behind them
+    assert max(_version_latencies(channel, publisher)) < STALL_BOUND
+    assert time.monotonic() - started < 2 * STALL_BOUND
     listener.join(60)
     assert got == ["/h/live"] * 20
     for call in heavy_calls:
