@@ -7,6 +7,6 @@ modules registered directly. The pytest fixtures built on it live in
 pycontainerd is installed.
 """
 
-from .daemon import InProcessDaemon, short_tempdir
+from .daemon import InProcessDaemon, plugin_module, short_tempdir
 
-__all__ = ["InProcessDaemon", "short_tempdir"]
+__all__ = ["InProcessDaemon", "plugin_module", "short_tempdir"]

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import threading
+import types
 from typing import Any, Iterable
 
 import toml
@@ -15,6 +16,20 @@ from pycontainerd.client.client import Client
 from pycontainerd.core import config as configmod
 from pycontainerd.core import registry
 from pycontainerd.core.daemon import Daemon
+
+
+def plugin_module(name: str, *registrations: registry.Registration) -> types.ModuleType:
+    """A module named `name` whose pycontainerd_plugins hook returns
+    `registrations`: pass it in InProcessDaemon's `extra` to load plugins
+    defined inside a test."""
+    mod = types.ModuleType(name)
+
+    @registry.hookimpl
+    def pycontainerd_plugins():
+        return list(registrations)
+
+    mod.pycontainerd_plugins = pycontainerd_plugins
+    return mod
 
 
 def short_tempdir(prefix: str = "pcd-") -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import types
 from dataclasses import dataclass
 
 import pytest
@@ -15,9 +14,9 @@ import pytest
 from pycontainerd.core.config import ConfigError
 from pycontainerd.core.context import SkipPlugin
 from pycontainerd.core.daemon import StartError
-from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.core.registry import PluginType, Registration
 from pycontainerd.pkg import errdefs
-from pycontainerd.testing import InProcessDaemon
+from pycontainerd.testing import InProcessDaemon, plugin_module
 
 # built-ins that skip themselves where the machine cannot host them
 SKIPPABLE = {"io.containerd.snapshotter.v1.btrfs"}
@@ -46,17 +45,6 @@ BUILTIN = {
     "io.containerd.grpc.v1.events",
     "io.containerd.grpc.v1.healthcheck",
 }
-
-
-def plugin_module(name: str, *registrations: Registration) -> types.ModuleType:
-    mod = types.ModuleType(name)
-
-    @hookimpl
-    def pycontainerd_plugins():
-        return list(registrations)
-
-    mod.pycontainerd_plugins = pycontainerd_plugins
-    return mod
 
 
 @dataclass

@@ -6,24 +6,12 @@ metadata plugin hands out, and proxy plugins as real clients."""
 from __future__ import annotations
 
 import asyncio
-import types
 
 from structlog.testing import capture_logs
 
 from pycontainerd.core import daemon as daemonmod
-from pycontainerd.core.registry import PluginType, Registration, hookimpl
-from pycontainerd.testing import InProcessDaemon
-
-
-def plugin_module(name: str, *registrations: Registration) -> types.ModuleType:
-    mod = types.ModuleType(name)
-
-    @hookimpl
-    def pycontainerd_plugins():
-        return list(registrations)
-
-    mod.pycontainerd_plugins = pycontainerd_plugins
-    return mod
+from pycontainerd.core.registry import PluginType, Registration
+from pycontainerd.testing import InProcessDaemon, plugin_module
 
 
 # -- contracts ---------------------------------------------------------------

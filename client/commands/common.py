@@ -16,7 +16,7 @@ def _parse_duration(text: str) -> float:
     """Go durations as ctr takes them (10s, 500ms, 1m30s), or bare seconds; in seconds."""
     try:
         return goduration.parse(text) / goduration.SECOND
-    except goduration.DurationError as exc:
+    except goduration.DurationError:
         try:
             return float(text)
         except ValueError:

@@ -9,7 +9,6 @@ empty value removes the label); without one, the labels are replaced.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Iterable
 
 from google.protobuf import empty_pb2

@@ -34,7 +34,7 @@ from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.core.service import lease_of, namespace, service_pair
 from pycontainerd.pkg import errdefs
-from pycontainerd.pkg.mount import mounts_to_pb
+from pycontainerd.pkg.mount import Mount, mounts_to_pb
 from pycontainerd.pkg.snapshots import Info, info_to_pb
 from pycontainerd.plugins.metadata.snapshots import NamespacedSnapshotter
 
