@@ -24,6 +24,7 @@ MODULES: tuple[str, ...] = (
     "pycontainerd.plugins.services.introspection",
     "pycontainerd.plugins.services.namespaces",
     "pycontainerd.plugins.services.leases",
+    "pycontainerd.plugins.services.images",
     "pycontainerd.plugins.services.snapshots",
     "pycontainerd.plugins.services.content",
     "pycontainerd.plugins.services.diff",

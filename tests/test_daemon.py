@@ -29,6 +29,8 @@ BUILTIN = {
     "io.containerd.gc.v1.scheduler",
     "io.containerd.service.v1.leases-service",
     "io.containerd.grpc.v1.leases",
+    "io.containerd.service.v1.images-service",
+    "io.containerd.grpc.v1.images",
     "io.containerd.snapshotter.v1.native",
     "io.containerd.snapshotter.v1.overlayfs",
     "io.containerd.snapshotter.v1.btrfs",
@@ -396,8 +398,8 @@ def test_metadata_is_sqlite_in_wal_mode_with_a_schema_version(pycontainerd_daemo
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        # four migrations so far: a new one must bump this on purpose
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        # five migrations so far: a new one must bump this on purpose
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
     finally:
         conn.close()
 

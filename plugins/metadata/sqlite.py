@@ -109,6 +109,21 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE ingests ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: images: the rest of the target descriptor, the timestamps, and the
+    # target's annotations (labels stay in `labels`, kind 'image')
+    """
+    ALTER TABLE images ADD COLUMN target_media_type TEXT NOT NULL DEFAULT '';
+    ALTER TABLE images ADD COLUMN target_size INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE images ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE images ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE image_annotations (
+        namespace TEXT NOT NULL,
+        image     TEXT NOT NULL,
+        key       TEXT NOT NULL,
+        value     TEXT NOT NULL,
+        PRIMARY KEY (namespace, image, key)
+    );
+    """,
 )
 
 
