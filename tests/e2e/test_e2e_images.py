@@ -2,8 +2,9 @@
 image-layout tar the test builds (content, leases, images, diff and
 snapshots driven exactly as containerd's client drives them, unpack
 included), `images ls`, `check`, `tag`, `export` (and the export imported
-again), `label`, `rm`, and a sync removal whose garbage collection takes
-the blobs and the unpacked snapshot only once no tag holds them."""
+again), `label`, `mount`/`unmount`, `rm`, a sync removal whose garbage
+collection takes the blobs and the unpacked snapshot only once no tag holds
+them, and `push`/`pull --plain-http` through Debian's docker-registry."""
 
 from __future__ import annotations
 
@@ -13,9 +14,15 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import socket
+import subprocess
 import tarfile
+import time
 
 import pytest
+
+from e2e_support import STOP_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
@@ -166,3 +173,73 @@ def test_ctr_export_writes_a_layout_that_imports_again(image):
     out = d.ctr("-n", "again", "images", "import", "--snapshotter", "native", exported)
     assert out.stdout.decode() == f"unpacking {NAME} ({_digest(img.manifest)})...done\n"
     assert d.ctr("-n", "again", "images", "ls", "-q").stdout == f"{NAME}\n".encode()
+
+
+def test_ctr_mounts_an_image_and_unmount_rm_removes_its_snapshot(image):
+    # ctr 1.6's mount and unmount read --snapshotter from the global flags,
+    # which have none: they always use containerd's default, overlayfs (and
+    # unpack there first if need be)
+    d, img, path = image
+    snapshotter = "overlayfs"
+    d.ctr("images", "import", "--snapshotter", "native", path)
+    target = os.path.join(d.dir, "mnt")
+    os.mkdir(target)
+    assert d.ctr("images", "mount", NAME, target).stdout.decode() == f"{img.diff_id}\n{target}\n"
+    try:
+        with open(os.path.join(target, "hello.txt"), "rb") as f:
+            assert f.read() == b"hello from a layer\n"
+        assert len(_rows(d.ctr("snapshots", "--snapshotter", snapshotter, "ls").stdout)) == 2
+        # the read-only view is held by a lease named after the mount point
+        assert [r[0] for r in _rows(d.ctr("leases", "ls").stdout)] == [target]
+    finally:
+        d.ctr("images", "unmount", "--rm", target)
+    assert not os.path.ismount(target)
+    assert _rows(d.ctr("snapshots", "--snapshotter", snapshotter, "ls").stdout) == [[img.diff_id, "Committed"]]
+    assert _rows(d.ctr("leases", "ls").stdout) == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def registry(daemon):
+    """Debian's docker-registry on 127.0.0.1 (plain HTTP), stopped by pid."""
+    exe = shutil.which("docker-registry")
+    if exe is None:
+        pytest.skip("docker-registry is not installed")
+    d = daemon.tempdir()
+    port = _free_port()
+    with open(os.path.join(d, "config.yml"), "w") as f:
+        f.write(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n"
+                f"http:\n  addr: 127.0.0.1:{port}\n")
+    with open(os.path.join(d, "log"), "wb") as log:
+        proc = subprocess.Popen([exe, "serve", os.path.join(d, "config.yml")], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "docker-registry did not start"
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(STOP_TIMEOUT)
+
+
+def test_ctr_pushes_to_a_registry_and_pulls_back_into_another_namespace(image, registry):
+    d, img, path = image
+    ref = f"{registry}/tiny:1"
+    d.ctr("images", "import", "--no-unpack", path)
+    d.ctr("images", "tag", NAME, ref)
+    d.ctr("images", "push", "--plain-http", ref)
+    d.ctr("-n", "pulled", "images", "pull", "--plain-http", "--snapshotter", "native", ref)
+    check = _rows(d.ctr("-n", "pulled", "images", "check", "--snapshotter", "native").stdout)
+    assert [(r[0], r[2], r[-1]) for r in check] == [(ref, _digest(img.manifest), "true")]
+    infos = {r[0] for r in _rows(d.ctr("-n", "pulled", "content", "ls").stdout)}
+    assert infos == {_digest(b) for b in img.blobs}
