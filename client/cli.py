@@ -18,11 +18,11 @@ from pycontainerd.pkg.defaults import DEFAULT_ADDRESS
 from pycontainerd.pkg import errdefs
 
 from .client import ADDRESS_ENV, CONNECT_TIMEOUT, DEFAULT_NAMESPACE, NAMESPACE_ENV, Client, default_address
-from .commands import content, leases, namespaces, plugins, snapshots, version
+from .commands import content, images, leases, namespaces, plugins, snapshots, version
 from .commands.common import CommandError, _parse_duration
 
 # the command groups, in the order `pyctr --help` lists them
-COMMANDS = (version, plugins, content, leases, namespaces, snapshots)
+COMMANDS = (version, plugins, content, images, leases, namespaces, snapshots)
 
 ENVIRONMENT = f"""\
 environment (a flag given on the command line wins):

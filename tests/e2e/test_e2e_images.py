@@ -23,6 +23,10 @@ import time
 import pytest
 
 from e2e_support import STOP_TIMEOUT
+from pycontainerd.client.client import Client
+from pycontainerd.client.images import Images
+from pycontainerd.pkg.imagestore import Image
+from pycontainerd.pkg.oci.descriptor import Descriptor
 
 pytestmark = pytest.mark.e2e
 
@@ -243,3 +247,31 @@ def test_ctr_pushes_to_a_registry_and_pulls_back_into_another_namespace(image, r
     assert [(r[0], r[2], r[-1]) for r in check] == [(ref, _digest(img.manifest), "true")]
     infos = {r[0] for r in _rows(d.ctr("-n", "pulled", "content", "ls").stdout)}
     assert infos == {_digest(b) for b in img.blobs}
+
+
+def test_pyctr_images_ls_tag_rm_print_what_ctr_prints(image):
+    d, img, path = image
+    d.ctr("images", "import", "--no-unpack", path)
+    # an index naming two platforms, over the same manifest, as a second image
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": MANIFEST, "digest": _digest(img.manifest), "size": len(img.manifest),
+         "platform": {"architecture": arch, "os": "linux"}} for arch in (ARCH, "s390x")]}).encode()
+    d.ctr("content", "ingest", "--expected-digest", _digest(index), "--expected-size", str(len(index)), "idx",
+          input=index)
+    with Client(address=d.address, namespace="default") as client:
+        Images(client).create(Image("docker.io/library/multi:1", Descriptor(
+            "application/vnd.oci.image.index.v1+json", _digest(index), len(index))))
+    assert d.pyctr("images", "tag", NAME, "docker.io/library/tiny:2", "docker.io/library/tiny:3").stdout == \
+        b"docker.io/library/tiny:2\ndocker.io/library/tiny:3\n"
+    d.ctr("images", "label", "docker.io/library/tiny:2", "team=a", "z=1")
+    for args in (("images", "ls"), ("images", "ls", "-q"), ("images", "ls", "labels.team==a"),
+                 ("images", "ls", "name~=tiny:[13]$")):
+        assert d.pyctr(*args).stdout == d.ctr(*args).stdout, args
+    out = d.pyctr("images", "tag", NAME, "docker.io/library/tiny:2", check=False)
+    assert out.returncode == 1 and b'image "docker.io/library/tiny:2": already exists' in out.stderr
+    assert d.pyctr("images", "tag", "--force", NAME, "docker.io/library/tiny:2").stdout == b"docker.io/library/tiny:2\n"
+    out = d.pyctr("images", "rm", "--sync", "docker.io/library/nope:1", "docker.io/library/tiny:2", NAME)
+    assert out.stdout == f"docker.io/library/tiny:2\n{NAME}\n".encode()
+    assert b'docker.io/library/nope:1: image not found' in out.stderr
+    assert d.ctr("images", "ls", "-q").stdout == b"docker.io/library/multi:1\ndocker.io/library/tiny:3\n"
+    assert all(_on_disk(d, b) for b in img.blobs)  # tiny:3 holds them

@@ -1,0 +1,111 @@
+"""`images ls|tag|rm`, as ctr has them (cmd/ctr/commands/images), with the
+same output: `ls` is ctr's table (size for this machine's platform, the
+platforms the image has, labels), `tag` prints each new name, `rm` each
+name it removed and warns about names it did not find.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pycontainerd.client.client import Client
+from pycontainerd.client.content import ContentClient
+from pycontainerd.client.images import ContentWalk, Images
+from pycontainerd.client.tabwriter import TabWriter
+from pycontainerd.pkg import errdefs
+from pycontainerd.pkg.platforms import default_string
+
+from .common import CommandError
+from .snapshots import human_bytes
+
+
+def _walk(client: Client) -> ContentWalk:
+    content = ContentClient(client)
+    return ContentWalk(lambda dgst: b"".join(content.read(dgst)))
+
+
+def cmd_ls(client: Client, args: argparse.Namespace) -> int:
+    try:
+        images = Images(client).list(*args.filters)
+    except errdefs.ContainerdError as exc:
+        raise CommandError(f"failed to list images: {exc}") from None
+    if args.quiet:
+        for image in images:
+            print(image.name)
+        return 0
+    walk = _walk(client)
+    w = TabWriter(sys.stdout, 1, 8, 1, " ", 0)
+    w.write("REF\tTYPE\tDIGEST\tSIZE\tPLATFORMS\tLABELS\t\n")
+    for image in images:
+        size, err = walk.size(image.target, default_string())
+        if err:
+            print(f'level=error msg="failed calculating size for image {image.name}" error="{err}"', file=sys.stderr)
+        try:
+            platforms = ",".join(walk.platforms(image.target)) or "-"
+        except (errdefs.ContainerdError, ValueError) as exc:
+            print(f'level=error msg="failed resolving platform for image {image.name}" error="{exc}"',
+                  file=sys.stderr)
+            platforms = "-"
+        labels = ",".join(sorted(f"{k}={v}" for k, v in image.labels.items())) or "-"
+        w.write(f"{image.name}\t{image.target.media_type}\t{image.target.digest}\t{human_bytes(size)}\t"
+                f"{platforms}\t{labels}\t\n")
+    w.flush()
+    return 0
+
+
+def cmd_tag(client: Client, args: argparse.Namespace) -> int:
+    if not args.refs:
+        raise CommandError("please provide an image reference to tag from")
+    if len(args.refs) < 2:
+        raise CommandError("please provide an image reference to tag to")
+    images = Images(client)
+    image = images.get(args.refs[0])
+    for name in args.refs[1:]:
+        image.name = name
+        try:
+            images.create(image)
+        except errdefs.AlreadyExists:
+            if not args.force:
+                raise
+            images.delete(name)
+            images.create(image)
+        print(name)
+    return 0
+
+
+def cmd_rm(client: Client, args: argparse.Namespace) -> int:
+    images = Images(client)
+    failed = ""
+    for i, name in enumerate(args.refs):
+        try:
+            # as ctr: only the last delete waits for the collection
+            images.delete(name, sync=args.sync and i == len(args.refs) - 1)
+        except errdefs.NotFound:
+            print(f'level=warning msg="{name}: image not found"', file=sys.stderr)
+            continue
+        except errdefs.ContainerdError as exc:
+            print(f'level=error msg="unable to delete {name}" error="{exc}"', file=sys.stderr)
+            failed = failed or f"unable to delete {name}: {exc}"
+            continue
+        print(name)
+    if failed:
+        raise CommandError(failed)
+    return 0
+
+
+def register(sub) -> None:
+    im = sub.add_parser("images", aliases=["image", "i"], help="manage images")
+    isub = im.add_subparsers(dest="subcommand", required=True)
+    ls = isub.add_parser("list", aliases=["ls"], help="list images known to containerd")
+    ls.add_argument("-q", "--quiet", action="store_true", help="print only the image refs")
+    ls.add_argument("filters", nargs="*", metavar="<filter>")
+    ls.set_defaults(fn=cmd_ls)
+    tag = isub.add_parser("tag", help="tag an image")
+    tag.add_argument("--force", action="store_true", help="force target_ref to be created, regardless if it already exists")
+    tag.add_argument("refs", nargs="*", metavar="<ref>", help="<source_ref> <target_ref> [<target_ref>, ...]")
+    tag.set_defaults(fn=cmd_tag)
+    rm = isub.add_parser("delete", aliases=["del", "remove", "rm"], help="remove one or more images by reference")
+    rm.add_argument("--sync", action="store_true", help="Synchronously remove image and all associated resources")
+    rm.add_argument("refs", nargs="*", metavar="<ref>")
+    rm.set_defaults(fn=cmd_rm)
