@@ -9,6 +9,7 @@ OCI image (a gzipped layer tar, a config, a manifest) entirely in memory.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -42,7 +43,8 @@ def free_port() -> int:
 class RegistryProcess:
     """One docker-registry subprocess; `stop()` ends it by pid."""
 
-    def __init__(self, users: dict[str, str] | None = None, tls: bool = False):
+    def __init__(self, users: dict[str, str] | None = None, tls: bool = False,
+                 token: "TokenServer | None" = None):
         self.dir = tempfile.mkdtemp(prefix="pcd-reg-")
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -62,6 +64,9 @@ class RegistryProcess:
                 with open(htpasswd, "ab") as f:
                     f.write(out.strip() + b"\n")
             lines += ["auth:", "  htpasswd:", "    realm: pycontainerd-test", f"    path: {htpasswd}"]
+        if token is not None:
+            lines += ["auth:", "  token:", f"    realm: {token.realm}", f"    service: {token.service}",
+                      f"    issuer: {token.issuer}", f"    rootcertbundle: {token.cert}"]
         self.config = os.path.join(self.dir, "config.yml")
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -179,3 +184,87 @@ def make_index(images: list[Image]) -> Blob:
     entries = [ManifestDescriptor(i.manifest.desc.media_type, i.manifest.desc.digest, i.manifest.desc.size,
                                   {}, i.platform) for i in images]
     return _blob(mediatypes.OCI_INDEX, index_bytes(Index(mediatypes.OCI_INDEX, entries)))
+
+
+class TokenServer:
+    """A Bearer token server: checks Basic credentials and answers
+    `GET /token?service=..&scope=..` with a JWT (RS256, signed with the
+    `openssl` CLI, the signing certificate in its `x5c` header) granting the
+    requested scopes; the registry trusts that certificate."""
+
+    service = "pycontainerd-test"
+    issuer = "pycontainerd-test-issuer"
+
+    def __init__(self, users: dict[str, str]):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.users = users
+        self.requests: list[tuple[str, list[str]]] = []
+        self.dir = tempfile.mkdtemp(prefix="pcd-tok-")
+        self.key, self.cert = os.path.join(self.dir, "tok.key"), os.path.join(self.dir, "tok.crt")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key, "-out",
+                        self.cert, "-days", "2", "-subj", "/CN=pycontainerd token signer"],
+                       check=True, capture_output=True)
+        der = subprocess.run(["openssl", "x509", "-in", self.cert, "-outform", "DER"], check=True,
+                             capture_output=True).stdout
+        self.x5c = base64.b64encode(der).decode()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                from urllib.parse import parse_qs, urlsplit
+
+                q = parse_qs(urlsplit(self.path).query)
+                user = server.check(self.headers.get("Authorization", ""))
+                server.requests.append((user or "", q.get("scope", [])))
+                if user is None:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = json.dumps({"token": server.sign(q.get("scope", []))}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def check(self, header: str) -> str | None:
+        """The user whose Basic credentials are right, "" for none given,
+        None for wrong ones."""
+        if not header:
+            return ""
+        if not header.startswith("Basic "):
+            return None
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        return user if self.users.get(user) == password else None
+
+    def sign(self, scopes: list[str]) -> str:
+        access = []
+        for scope in " ".join(scopes).split():
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": "test", "aud": self.service, "exp": now + 300, "nbf": now - 10,
+                  "iat": now, "jti": os.urandom(8).hex(), "access": access}
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
+        b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+        signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.key], input=signing_input.encode(),
+                             check=True, capture_output=True).stdout
+        return signing_input + "." + b64(sig)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -20,7 +20,7 @@ from pycontainerd.pkg import errdefs, platforms
 from pycontainerd.pkg.images import mediatypes
 from pycontainerd.pkg.images.manifest import parse_index, parse_manifest, select_manifest
 
-from registry_support import REGISTRY, Blob, RegistryProcess, free_port, make_image, make_index
+from registry_support import REGISTRY, Blob, RegistryProcess, TokenServer, free_port, make_image, make_index
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not os.access(REGISTRY, os.X_OK), reason="docker-registry is not installed")]
@@ -179,6 +179,35 @@ def test_basic_auth():
                 client.resolve(ref)
     finally:
         reg.stop()
+
+
+def test_bearer_token_auth():
+    """The registry sends clients to a token server (run by the test); the
+    client gets a token for the scope it needs, with the user's credentials
+    when given, and a wrong password is refused with a clear error."""
+    tokens = TokenServer(users={"bob": "pw"})
+    reg = RegistryProcess(token=tokens)
+    try:
+        ref = f"{reg.host}/team/img:v1"
+        img = make_image(AMD64, [{"t": b"token\n"}])
+        with Registry(Options(plain_http=True, credentials=static_credentials("bob", "pw"))) as client:
+            push_image(client, ref, [img], None)
+            assert client.resolve(ref)[1].digest == img.manifest.desc.digest
+        # one token per scope, kept for every request of that scope: push asks
+        # for pull,push (plus the scope the registry's challenge named), the
+        # resolve after it for pull alone
+        assert tokens.requests == [("bob", ["repository:team/img:pull,push", "repository:team/img:pull"]),
+                                   ("bob", ["repository:team/img:pull"])]
+
+        with Registry(Options(plain_http=True, credentials=static_credentials("bob", "nope"))) as client:
+            with pytest.raises(errdefs.PermissionDenied) as err:
+                client.resolve(ref)
+        assert str(err.value) == (
+            "pull access denied, repository does not exist or may require authorization: failed to fetch token "
+            f"from {tokens.realm}: 401 Unauthorized: authorization failed: permission denied")
+    finally:
+        reg.stop()
+        tokens.stop()
 
 
 def test_https_with_a_ca_file():
