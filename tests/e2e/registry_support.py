@@ -58,9 +58,8 @@ class RegistryProcess:
             lines += ["  tls:", f"    certificate: {cert}", f"    key: {key}"]
         if users:
             htpasswd = os.path.join(self.dir, "htpasswd")
-            for i, (user, password) in enumerate(users.items()):
-                flags = "-Bbn"
-                out = subprocess.run([HTPASSWD, flags, user, password], check=True, capture_output=True).stdout
+            for user, password in users.items():  # bcrypt lines, as the registry requires
+                out = subprocess.run([HTPASSWD, "-Bbn", user, password], check=True, capture_output=True).stdout
                 with open(htpasswd, "ab") as f:
                     f.write(out.strip() + b"\n")
             lines += ["auth:", "  htpasswd:", "    realm: pycontainerd-test", f"    path: {htpasswd}"]
