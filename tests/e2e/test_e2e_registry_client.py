@@ -19,6 +19,7 @@ from pycontainerd.client.remotes import Options, Registry, static_credentials
 from pycontainerd.pkg import errdefs, platforms
 from pycontainerd.pkg.images import mediatypes
 from pycontainerd.pkg.images.manifest import parse_index, parse_manifest, select_manifest
+from pycontainerd.pkg.oci.descriptor import Descriptor
 
 from registry_support import REGISTRY, Blob, RegistryProcess, TokenServer, free_port, make_image, make_index
 
@@ -137,6 +138,14 @@ def test_tampered_and_short_blobs_are_detected(registry, tmp_path):
         with pytest.raises(errdefs.FailedPrecondition):
             client.fetch_to_file(ref, flipped.desc, str(target))
         assert os.listdir(tmp_path) == []  # nothing unverified is left behind
+
+        # a descriptor that claims fewer bytes than are served: stopped at the overrun
+        small = Descriptor(short.desc.media_type, short.desc.digest, 1000)
+        received = []
+        with pytest.raises(errdefs.FailedPrecondition, match="more than the expected 1000 bytes were served"):
+            for chunk in client.fetch(ref, small):
+                received.append(chunk)
+        assert sum(map(len, received)) <= 1000
 
         path = registry.blob_data_path(short.desc.digest)
         os.truncate(path, short.desc.size - 100)
@@ -262,13 +271,19 @@ def test_hosts_toml_mirror_serves_docker_io(registry):
             client.push_blob(name, img.config.desc, opener(img.config))
 
 
-class DroppingProxy:
-    """A local HTTP proxy in front of the registry that cuts the first GET
-    of one blob after `cut` bytes, then forwards faithfully (Range too)."""
+class FaultyProxy:
+    """A local HTTP proxy in front of the registry that misbehaves on
+    purpose for requests whose path holds `target`: it answers the first
+    `fail_first` of them 503, cuts the first GET body after `cut` bytes, or
+    drops the digest header from HEAD answers. Everything else it forwards
+    faithfully (Range included). `seen` lists (method, Range) per target
+    request."""
 
-    def __init__(self, upstream: str, digest: str, cut: int):
-        self.upstream, self.digest, self.cut = upstream, digest, cut
-        self.ranges: list[str] = []
+    def __init__(self, upstream: str, target: str, cut: int = 0, fail_first: int = 0,
+                 strip_head_digest: bool = False):
+        self.upstream, self.target, self.cut = upstream, target, cut
+        self.fail_first, self.strip_head_digest = fail_first, strip_head_digest
+        self.seen: list[tuple[str, str]] = []
         self.dropped = 0
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -298,18 +313,25 @@ class DroppingProxy:
                     k, _, v = h.partition(":")
                     headers[k.strip()] = v.strip()
                 body = f.read(int(headers.get("Content-Length", "0") or 0))
+                targeted = self.target in path
+                if targeted:
+                    self.seen.append((method, headers.get("Range", "")))
+                if targeted and self.fail_first > 0:
+                    self.fail_first -= 1
+                    conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+                    continue
                 fwd = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
                 resp = up.request(method, f"http://{self.upstream}{path}", headers=fwd, content=body or None)
-                if method == "GET" and self.digest in path:
-                    self.ranges.append(headers.get("Range", ""))
+                skip = {"transfer-encoding", "connection", "content-length"}
+                if targeted and method == "HEAD" and self.strip_head_digest:
+                    skip.add("docker-content-digest")
                 out = [f"HTTP/1.1 {resp.status_code} {resp.reason_phrase}"]
-                out += [f"{k}: {v}" for k, v in resp.headers.items()
-                        if k.lower() not in ("transfer-encoding", "connection", "content-length")]
-                out.append(f"Content-Length: {len(resp.content)}")
+                out += [f"{k}: {v}" for k, v in resp.headers.items() if k.lower() not in skip]
+                out.append(f"Content-Length: {resp.headers.get('content-length', len(resp.content))}")
                 conn.sendall(("\r\n".join(out) + "\r\n\r\n").encode())
                 if method == "HEAD":
                     continue
-                if method == "GET" and self.digest in path and not self.dropped:
+                if targeted and method == "GET" and self.cut and not self.dropped:
                     self.dropped += 1
                     conn.sendall(resp.content[:self.cut])
                     conn.shutdown(socket.SHUT_RDWR)
@@ -326,12 +348,47 @@ def test_dropped_connection_resumes_with_range(registry):
     layer = img.layers[0]
     with Registry(Options(plain_http=True)) as client:
         push_image(client, f"{registry.host}/{ref_path}", [img], None)
-    proxy = DroppingProxy(registry.host, layer.desc.digest, cut=150_000)
+    proxy = FaultyProxy(registry.host, layer.desc.digest, cut=150_000)
     try:
         with Registry(Options(plain_http=True, backoff=0.01)) as client:
             got = b"".join(client.fetch(f"{proxy.host}/{ref_path}", layer.desc))
         assert got == layer.data
         assert proxy.dropped == 1
-        assert proxy.ranges == ["", "bytes=150000-"]
+        assert proxy.seen == [("GET", ""), ("GET", "bytes=150000-")]
+    finally:
+        proxy.close()
+
+
+def test_5xx_answers_are_retried(registry):
+    ref_path = "test/flaky:v1"
+    img = make_image(AMD64, [{"f": b"flaky\n"}])
+    layer = img.layers[0]
+    with Registry(Options(plain_http=True)) as client:
+        push_image(client, f"{registry.host}/{ref_path}", [img], None)
+    proxy = FaultyProxy(registry.host, layer.desc.digest, fail_first=2)
+    try:
+        with Registry(Options(plain_http=True, backoff=0.01)) as client:
+            assert b"".join(client.fetch(f"{proxy.host}/{ref_path}", layer.desc)) == layer.data
+        assert proxy.seen == [("GET", "")] * 3
+        proxy.fail_first = 10
+        with Registry(Options(plain_http=True, retries=2, backoff=0.01)) as client:
+            with pytest.raises(errdefs.Unknown, match="503 Service Unavailable"):
+                b"".join(client.fetch(f"{proxy.host}/{ref_path}", layer.desc))
+    finally:
+        proxy.close()
+
+
+def test_resolve_falls_back_to_get_when_head_has_no_digest(registry):
+    ref_path = "test/nodigest:v1"
+    img = make_image(AMD64, [{"n": b"n\n"}])
+    with Registry(Options(plain_http=True)) as client:
+        push_image(client, f"{registry.host}/{ref_path}", [img], None)
+    proxy = FaultyProxy(registry.host, "/manifests/", strip_head_digest=True)
+    try:
+        with Registry(Options(plain_http=True)) as client:
+            name, desc = client.resolve(f"{proxy.host}/{ref_path}")
+        assert (desc.digest, desc.size, desc.media_type) == (img.manifest.desc.digest, img.manifest.desc.size,
+                                                            mediatypes.OCI_MANIFEST)
+        assert [m for m, _ in proxy.seen] == ["HEAD", "GET"]
     finally:
         proxy.close()
