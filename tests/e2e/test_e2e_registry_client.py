@@ -392,3 +392,68 @@ def test_resolve_falls_back_to_get_when_head_has_no_digest(registry):
         assert [m for m, _ in proxy.seen] == ["HEAD", "GET"]
     finally:
         proxy.close()
+
+
+def _fetch_scenario(address: str, registry: RegistryProcess, repo: str) -> None:
+    """What `fetch_into` leaves in a content store (pycontainerd's or a
+    real containerd's), reached through its Content service under a lease."""
+    from pycontainerd.client.client import Client
+    from pycontainerd.client.content import ContentClient
+    from pycontainerd.client.leases import Leases
+    from pycontainerd.client.remotes.fetch import fetch_into
+
+    ref = f"{registry.host}/{repo}:v1"
+    amd, arm, index = two_platform_image()
+    bad = make_image(AMD64, [{"bad": os.urandom(20_000)}])
+    with Registry(Options(plain_http=True)) as reg:
+        push_image(reg, ref, [amd, arm], index)
+        push_image(reg, f"{registry.host}/{repo}:bad", [bad], None)
+    with Client(address=address, namespace="fetchtest") as client, Registry(Options(plain_http=True)) as reg:
+        lease = Leases(client).create("fetch-lease").id
+        cc = ContentClient(client, lease=lease)
+        try:
+            # one platform: the index, the arm64 manifest, its config and layer
+            name, root, stored = fetch_into(cc, reg, ref, platforms.only(ARM64))
+            assert (name, root.digest) == (ref, index.desc.digest)
+            assert [d.digest for d in stored] == [index.desc.digest, arm.manifest.desc.digest,
+                                                  arm.config.desc.digest, arm.layers[0].desc.digest]
+            infos = {i.digest: i for i in cc.list()}
+            source = f"containerd.io/distribution.source.{registry.host}"
+            assert infos[index.desc.digest].labels == {source: repo,
+                                                       "containerd.io/gc.ref.content.m.0": arm.manifest.desc.digest}
+            assert infos[arm.manifest.desc.digest].labels == {
+                source: repo, "containerd.io/gc.ref.content.config": arm.config.desc.digest,
+                "containerd.io/gc.ref.content.l.0": arm.layers[0].desc.digest}
+            assert infos[arm.layers[0].desc.digest].labels == {source: repo}
+            for blob in (index, arm.manifest, arm.config, arm.layers[0]):
+                assert b"".join(cc.read(blob.desc.digest)) == blob.data
+
+            # every platform: what is there already is kept, the rest fetched
+            fetch_into(cc, reg, ref)
+            expected = {b.desc.digest for b in (index, amd.manifest, arm.manifest, *amd.blobs, *arm.blobs)}
+            assert expected <= {i.digest for i in cc.list()}
+            assert cc.info(index.desc.digest).labels["containerd.io/gc.ref.content.m.1"] == arm.manifest.desc.digest
+
+            # a tampered layer is never committed
+            path = registry.blob_data_path(bad.layers[0].desc.digest)
+            data = bytearray(open(path, "rb").read())
+            data[-100] ^= 0xFF
+            open(path, "wb").write(bytes(data))
+            with pytest.raises(errdefs.FailedPrecondition, match="unexpected commit digest"):
+                fetch_into(cc, reg, f"{registry.host}/{repo}:bad")
+            with pytest.raises(errdefs.NotFound):
+                cc.info(bad.layers[0].desc.digest)
+            # as containerd's content.Copy, the partial ingest stays (a retry
+            # resumes it), held by the lease
+            assert [st.ref for st in cc.list_statuses()] == ["layer-" + bad.layers[0].desc.digest]
+        finally:
+            Leases(client).delete(lease, sync=True)
+
+
+def test_fetch_into_pycontainerd_content_store(registry, daemon):
+    _fetch_scenario(daemon().address, registry, "fetch/pycontainerd")
+
+
+@pytest.mark.containerd
+def test_fetch_into_real_containerd_content_store(registry, containerd):
+    _fetch_scenario(containerd.address, registry, "fetch/containerd")
