@@ -208,6 +208,12 @@ def test_bearer_token_auth():
         assert tokens.requests == [("bob", ["repository:team/img:pull,push", "repository:team/img:pull"]),
                                    ("bob", ["repository:team/img:pull"])]
 
+        # without credentials the token is asked for anonymously (this token
+        # server grants anonymous pulls)
+        with Registry(Options(plain_http=True)) as client:
+            assert client.resolve(ref)[1].digest == img.manifest.desc.digest
+        assert tokens.requests[-1] == ("", ["repository:team/img:pull"])
+
         with Registry(Options(plain_http=True, credentials=static_credentials("bob", "nope"))) as client:
             with pytest.raises(errdefs.PermissionDenied) as err:
                 client.resolve(ref)
