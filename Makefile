@@ -6,7 +6,7 @@
 PYTHON      ?= /usr/bin/python3
 VENV        := .venv
 BIN         := $(VENV)/bin
-DEB_PACKAGES := python3-venv runc containerd btrfs-progs
+DEB_PACKAGES := python3-venv runc containerd btrfs-progs docker-registry apache2-utils
 PYTEST_ARGS ?=
 
 .PHONY: install deb-packages run test bench proto clean
@@ -18,7 +18,9 @@ install: deb-packages $(VENV)/.installed
 	@$(BIN)/python -m compileall -q core pkg plugins api client testing
 
 # Debian packages: venv for Debian's python3, runc, containerd for the real
-# `ctr` and a real containerd to test pyctr and benchmark against.
+# `ctr` and a real containerd to test pyctr and benchmark against,
+# docker-registry (a real registry for the registry client's tests) and
+# apache2-utils (htpasswd, for its Basic auth tests).
 deb-packages:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
