@@ -149,6 +149,12 @@ def cmd_rm(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch(client: Client, args: argparse.Namespace) -> int:
+    from .pull import run_fetch
+
+    return run_fetch(client, args)
+
+
 def register(sub) -> None:
     c = sub.add_parser("content", help="manage content")
     csub = c.add_subparsers(dest="subcommand", required=True)
@@ -179,6 +185,12 @@ def register(sub) -> None:
     act.add_argument("--root", default="/tmp/content", help="path to content store root")
     act.add_argument("match", nargs="?", default=None, metavar="<regexp>")
     act.set_defaults(fn=cmd_active)
+
+    from .pull import add_flags
+
+    fetch = csub.add_parser("fetch", help="fetch all content for an image into containerd")
+    add_flags(fetch, snapshotter=False)
+    fetch.set_defaults(fn=cmd_fetch)
 
     rm = csub.add_parser("delete", aliases=["del", "remove", "rm"], help="permanently delete one or more blobs")
     rm.add_argument("digests", nargs="*", metavar="<digest>")

@@ -94,6 +94,12 @@ def cmd_rm(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull(client: Client, args: argparse.Namespace) -> int:
+    from .pull import run_pull
+
+    return run_pull(client, args)
+
+
 def register(sub) -> None:
     im = sub.add_parser("images", aliases=["image", "i"], help="manage images")
     isub = im.add_subparsers(dest="subcommand", required=True)
@@ -109,3 +115,8 @@ def register(sub) -> None:
     rm.add_argument("--sync", action="store_true", help="Synchronously remove image and all associated resources")
     rm.add_argument("refs", nargs="*", metavar="<ref>")
     rm.set_defaults(fn=cmd_rm)
+    from .pull import add_flags
+
+    pull = isub.add_parser("pull", help="pull an image from a remote")
+    add_flags(pull, snapshotter=True)
+    pull.set_defaults(fn=cmd_pull)

@@ -1,0 +1,97 @@
+"""What `content fetch` and `images pull` share: ctr's registry and
+platform flags, and the two flows with ctr's output (the fetch progress
+table in its final state, then for a pull `unpacking <platform>
+<digest>...` per platform and `done: <duration>`)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+
+from pycontainerd.client.client import Client
+from pycontainerd.client.pull import Lease, fetch_image, go_duration, image_platforms, progress_lines, unpack_image
+from pycontainerd.client.remotes.fetch import ref_key
+from pycontainerd.client.remotes.registry import Options, Registry, static_credentials
+from pycontainerd.client.tabwriter import TabWriter
+from pycontainerd.pkg import errdefs, platforms
+
+from .common import CommandError, _labels
+from .snapshots import snapshotter_name
+
+
+def add_flags(p: argparse.ArgumentParser, snapshotter: bool) -> None:
+    p.add_argument("--plain-http", action="store_true", help="allow connections using plain HTTP")
+    p.add_argument("--skip-verify", "-k", action="store_true", help="skip SSL certificate validation")
+    p.add_argument("--user", "-u", default="", help="user[:password] Registry user and password")
+    p.add_argument("--hosts-dir", default="", help="Custom hosts configuration directory")
+    p.add_argument("--label", action="append", default=[], help="labels to attach to the image")
+    p.add_argument("--platform", action="append", default=[], help="Pull content from a specific platform")
+    p.add_argument("--all-platforms", action="store_true", help="pull content and metadata from all platforms")
+    if snapshotter:
+        p.add_argument("--snapshotter", default=None,
+                       help="snapshotter name (default: $CONTAINERD_SNAPSHOTTER, else overlayfs)")
+    p.add_argument("ref", nargs="?", default="", metavar="<ref>")
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    creds = None
+    if args.user:
+        user, _, secret = args.user.partition(":")
+        creds = static_credentials(user, secret)
+    return Registry(Options(plain_http=args.plain_http, hosts_dir=args.hosts_dir, skip_verify=args.skip_verify,
+                            credentials=creds))
+
+
+def _platforms(args: argparse.Namespace) -> list[platforms.Platform]:
+    try:
+        return [platforms.parse(p) for p in args.platform] or [platforms.default_spec()]
+    except ValueError as exc:
+        raise CommandError(f"unable to parse platform: {exc}") from None
+
+
+def _matcher(args: argparse.Namespace) -> platforms.MatchComparer | None:
+    """ctr: every platform with --all-platforms, else the given ones (this
+    machine's by default)."""
+    if args.all_platforms:
+        return None
+    return platforms.MatchComparer(_platforms(args))  # containerd's platforms.Ordered
+
+
+def _fetch(client: Client, args: argparse.Namespace, lease: str):
+    if not args.ref:
+        raise CommandError("please provide an image reference to pull")
+    _, labels = _labels(["", *args.label])
+    start = time.monotonic()
+    with _registry(args) as registry:
+        fetched = fetch_image(client, registry, args.ref, lease, _matcher(args), labels)
+    buf = io.StringIO()
+    w = TabWriter(buf, 1, 8, 1, " ", 0)
+    for row in progress_lines(fetched.image.name, fetched.statuses, time.monotonic() - start, ref_key):
+        w.write(row + "\n")
+    w.flush()
+    sys.stdout.write(buf.getvalue())
+    return fetched.image
+
+
+def run_fetch(client: Client, args: argparse.Namespace) -> int:
+    with Lease(client) as lease:
+        _fetch(client, args, lease)
+    return 0
+
+
+def run_pull(client: Client, args: argparse.Namespace) -> int:
+    snapshotter = snapshotter_name(args.snapshotter)
+    with Lease(client) as lease:
+        image = _fetch(client, args, lease)
+        wanted = image_platforms(client, image.target) if args.all_platforms else _platforms(args)
+        start = time.monotonic()
+        for plat in wanted:
+            print(f"unpacking {platforms.format_platform(plat)} {image.target.digest}...", flush=True)
+            try:
+                unpack_image(client, image, snapshotter, lease, platforms.only(plat))
+            except errdefs.ContainerdError as exc:
+                raise CommandError(str(exc)) from None
+        print(f"done: {go_duration(time.monotonic() - start)}\t")
+    return 0
