@@ -133,8 +133,14 @@ def _manifest_for(content: ContentClient, target: Descriptor, matcher: platforms
         data = b"".join(content.read(desc.digest))
         desc = select_manifest(parse_index(data, desc.media_type), matcher, desc.digest)
     if not mediatypes.is_manifest(desc.media_type):
-        raise errdefs.NotFound(f"unexpected media type {desc.media_type} for {desc.digest}: not found")
-    return parse_manifest(b"".join(content.read(desc.digest)), desc.media_type)
+        raise errdefs.NotFound(f"unexpected media type {desc.media_type} for {desc.digest}")
+    manifest = parse_manifest(b"".join(content.read(desc.digest)), desc.media_type)
+    if desc is target:  # a lone manifest: its config says which platform it is
+        config = _read_json(content, manifest.config)
+        plat = platforms.Platform(config.get("os", ""), config.get("architecture", ""), config.get("variant", ""))
+        if not matcher.match(plat):
+            raise errdefs.NotFound(f"manifest {target.digest}")
+    return manifest
 
 
 def unpack_image(client: Any, image: Image, snapshotter: str, lease: str,
@@ -146,7 +152,7 @@ def unpack_image(client: Any, image: Image, snapshotter: str, lease: str,
     diff_ids = _read_json(content, manifest.config).get("rootfs", {}).get("diff_ids", [])
     layers = list(manifest.layers)
     if len(diff_ids) != len(layers):
-        raise errdefs.InvalidArgument(f"mismatched image rootfs and manifest layers")
+        raise errdefs.InvalidArgument("mismatched image rootfs and manifest layers")
     sn = Snapshots(client, snapshotter, lease)
     differ = Diff(client, lease)
     chain = chain_ids(diff_ids)
@@ -237,7 +243,7 @@ def _bytes(n: float) -> str:
     while n >= 1024 and i < len(units) - 1:
         n /= 1024
         i += 1
-    return f"{n:04.1f} {units[i]}"
+    return f"{n:02.1f} {units[i]}"
 
 
 def go_duration(seconds: float) -> str:

@@ -101,6 +101,11 @@ def _pull_scenario(d, registry: RegistryProcess, repo: str) -> None:
     assert [line.split()[1] for line in again[1:5]] == ["exists"] * 4
     check_state()
 
+    # a platform the image does not have: containerd's images.Manifest error
+    r = d.pyctr("images", "pull", "--plain-http", "--platform", "linux/s390x", ref, check=False)
+    assert r.returncode != 0
+    assert r.stderr.decode() == f"pyctr: manifest {img.manifest.desc.digest}: not found\n"
+
     # a blob whose bytes do not match its digest: the pull fails cleanly
     bad_ref = f"{registry.host}/{repo}:bad"
     bad = _push(registry, bad_ref, [{"x": os.urandom(30_000)}])
