@@ -18,7 +18,7 @@ from pycontainerd.client.pull import chain_ids
 from pycontainerd.client.remotes import Options, Registry
 from pycontainerd.pkg import platforms
 
-from registry_support import REGISTRY, RegistryProcess, make_image
+from registry_support import REGISTRY, RegistryProcess, make_image, make_index
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not os.access(REGISTRY, os.X_OK), reason="docker-registry is not installed")]
@@ -85,6 +85,8 @@ def _pull_scenario(d, registry: RegistryProcess, repo: str) -> None:
         assert _rows(d.ctr("leases", "ls").stdout) == []  # the pull's lease is gone
 
     check_state()
+    missing = d.pyctr("images", "pull", "--plain-http", f"{registry.host}/{repo}:nope", check=False)
+    assert (missing.returncode, missing.stderr.decode()) == (1, f"pyctr: {registry.host}/{repo}:nope: not found\n")
     target = os.path.join(d.dir, "mnt")
     os.makedirs(target, exist_ok=True)
     d.ctr("images", "mount", ref, target)
@@ -138,3 +140,63 @@ def test_pyctr_pull_into_pycontainerd(registry, daemon):
 @pytest.mark.containerd
 def test_pyctr_pull_into_real_containerd(registry, containerd):
     _pull_scenario(containerd, registry, "pull/containerd")
+
+
+def test_pyctr_pull_with_basic_auth_and_a_hosts_dir_mirror(daemon):
+    """`--user u:p` against a registry with htpasswd Basic auth, and
+    `--hosts-dir` mapping docker.io to that registry: the short name is
+    normalised, served by the mirror, unpacked."""
+    reg = RegistryProcess(users={"puller": "s3cret"})
+    try:
+        with Registry(Options(plain_http=True, credentials=lambda host: ("puller", "s3cret"))) as client:
+            img = make_image(HOST, [{"etc/motd": b"from the mirror\n"}])
+            ref = f"{reg.host}/library/mirrored:1"
+            for b in img.blobs:
+                client.push_blob(ref, b.desc, lambda b=b: io.BytesIO(b.data))
+            client.push_manifest(ref, img.manifest.desc, img.manifest.data)
+        hosts = os.path.join(reg.dir, "hosts")
+        os.makedirs(os.path.join(hosts, "docker.io"))
+        with open(os.path.join(hosts, "docker.io", "hosts.toml"), "w") as f:
+            f.write(f'[host."http://{reg.host}"]\n  capabilities = ["pull", "resolve"]\n')
+        d = daemon()
+        denied = d.pyctr("images", "pull", "--hosts-dir", hosts, "mirrored:1", check=False)
+        assert denied.returncode == 1
+        assert denied.stderr.decode().startswith("pyctr: pull access denied, repository does not exist or may "
+                                                 "require authorization")
+        assert d.ctr("images", "ls", "-q").stdout.decode() == ""
+        out = d.pyctr("images", "pull", "--user", "puller:s3cret", "--hosts-dir", hosts, "mirrored:1").stdout.decode()
+        assert out.splitlines()[0].split()[:2] == ["docker.io/library/mirrored:1:", "resolved"]
+        assert d.ctr("images", "ls", "-q").stdout.decode().split() == ["docker.io/library/mirrored:1"]
+        check = _rows(d.ctr("images", "check").stdout)
+        assert check[0][3:5] == ["complete", "(2/2)"] and check[0][-1] == "true"
+    finally:
+        reg.stop()
+
+
+def test_pyctr_pull_all_platforms_of_an_index(registry, daemon):
+    """`--all-platforms`: every manifest of the index fetched, each platform
+    unpacked in turn (one `unpacking` line each); `--platform` alone
+    fetches only what that platform needs."""
+    arm = platforms.Platform("linux", "s390x")  # a platform other than this machine's
+    one = make_image(HOST, [{"arch": b"host\n"}])
+    two = make_image(arm, [{"arch": b"s390x\n"}])
+    index = make_index([one, two])
+    ref = f"{registry.host}/pull/multi:1"
+    with Registry(Options(plain_http=True)) as client:
+        for img in (one, two):
+            for b in img.blobs:
+                client.push_blob(ref, b.desc, lambda b=b: io.BytesIO(b.data))
+            client.push_manifest(ref, img.manifest.desc, img.manifest.data, tag=img.manifest.desc.digest)
+        client.push_manifest(ref, index.desc, index.data)
+    d = daemon()
+    out = d.pyctr("images", "pull", "--plain-http", "--platform", "linux/s390x", ref).stdout.decode()
+    assert f"unpacking linux/s390x {index.desc.digest}..." in out.splitlines()
+    stored = set(d.ctr("content", "ls", "-q").stdout.decode().split())
+    assert two.layers[0].desc.digest in stored and one.layers[0].desc.digest not in stored
+
+    out = d.pyctr("images", "pull", "--plain-http", "--all-platforms", ref).stdout.decode().splitlines()
+    unpacking = sorted(line for line in out if line.startswith("unpacking "))
+    assert unpacking == sorted(f"unpacking {platforms.format_platform(p)} {index.desc.digest}..." for p in (HOST, arm))
+    assert {b.desc.digest for b in (*one.blobs, *two.blobs)} <= set(d.ctr("content", "ls", "-q").stdout.decode().split())
+    snaps = {r[0] for r in _rows(d.ctr("snapshots", "ls").stdout)}
+    assert snaps == {chain_ids(_diff_ids(one))[0], chain_ids(_diff_ids(two))[0]}
