@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import ssl
 import time
 from dataclasses import dataclass
@@ -446,6 +447,13 @@ def _status(resp: httpx.Response) -> str:
 
 
 def _transport_reason(exc: httpx.TransportError) -> str:
-    """Why a connection failed, without Python class reprs."""
-    text = str(exc) or type(exc).__name__
+    """Why a connection failed, in Go's words where the socket layer gave an
+    errno ("connect: connection refused"), without Python's "[Errno N]"."""
+    text = str(exc) or "connection failed"
+    m = re.match(r"\[Errno -?\d+\] (.*)", text)
+    if m:
+        reason = m.group(1)
+        text = reason[:1].lower() + reason[1:]
+        if isinstance(exc, httpx.ConnectError):
+            text = "connect: " + text
     return errdefs.cut(text, 200)
