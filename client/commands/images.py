@@ -7,7 +7,9 @@ name it removed and warns about names it did not find.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 
 from pycontainerd.client.client import Client
 from pycontainerd.client.content import ContentClient
@@ -94,6 +96,50 @@ def cmd_rm(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(client: Client, args: argparse.Namespace) -> int:
+    """ctr's `images import`; this one does not unpack (see archive_import)."""
+    from pycontainerd.client import archive_import as ai
+    if args.base_name:
+        opts = ai.ImportOptions(ref_translator=ai.filter_ref_prefix(args.base_name))
+        prefix = args.base_name
+    else:
+        prefix = "import-" + time.strftime("%Y-%m-%d")
+        opts = ai.ImportOptions(ref_translator=ai.add_ref_prefix(prefix))
+    if args.digests:
+        opts.digest_ref = ai.digest_translator(prefix)
+    opts.index_name, opts.all_platforms = args.index_name, args.all_platforms
+    try:
+        if args.file == "-":
+            images = ai.import_archive(client, sys.stdin.buffer, opts)
+        else:
+            with open(args.file, "rb") as f:
+                images = ai.import_archive(client, f, opts)
+    except OSError as exc:
+        raise CommandError(f"open {args.file}: {exc.strerror.lower() if exc.strerror else exc}") from None
+    del images  # as `ctr images import --no-unpack`: nothing printed
+    return 0
+
+
+def cmd_export(client: Client, args: argparse.Namespace) -> int:
+    from pycontainerd.client.archive_export import export
+    if not args.out or not args.refs:
+        raise CommandError("please provide both an output filename and an image reference to export")
+    if args.out == "-":
+        export(client, sys.stdout.buffer, args.refs, args.all_platforms)
+        return 0
+    tmp = f"{args.out}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            export(client, f, args.refs, args.all_platforms)
+        os.replace(tmp, args.out)
+    except OSError as exc:
+        raise CommandError(f"open {args.out}: {exc.strerror.lower() if exc.strerror else exc}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return 0
+
+
 def register(sub) -> None:
     im = sub.add_parser("images", aliases=["image", "i"], help="manage images")
     isub = im.add_subparsers(dest="subcommand", required=True)
@@ -109,3 +155,16 @@ def register(sub) -> None:
     rm.add_argument("--sync", action="store_true", help="Synchronously remove image and all associated resources")
     rm.add_argument("refs", nargs="*", metavar="<ref>")
     rm.set_defaults(fn=cmd_rm)
+    imp = isub.add_parser("import", help="import images (OCI layout or docker save tar); does not unpack")
+    imp.add_argument("--base-name", default="", help="base image name for added images, when provided only images with this name prefix are imported")
+    imp.add_argument("--digests", action="store_true", help="whether to create digest images (default: false)")
+    imp.add_argument("--index-name", default="", help="image name to keep index as, by default index is discarded")
+    imp.add_argument("--all-platforms", action="store_true", help="imports content for all platforms, false by default")
+    imp.add_argument("--no-unpack", action="store_true", help="skip unpacking the images (pyctr never unpacks on import)")
+    imp.add_argument("file", metavar="<in>")
+    imp.set_defaults(fn=cmd_import)
+    exp = isub.add_parser("export", help="export images as an OCI layout tar")
+    exp.add_argument("--all-platforms", action="store_true", help="exports content from all platforms")
+    exp.add_argument("out", nargs="?", default="", metavar="<out>")
+    exp.add_argument("refs", nargs="*", metavar="<image>")
+    exp.set_defaults(fn=cmd_export)
