@@ -97,7 +97,7 @@ def cmd_rm(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_import(client: Client, args: argparse.Namespace) -> int:
-    """ctr's `images import`; this one does not unpack (see archive_import)."""
+    """ctr's `images import`: the archive in, then each image unpacked."""
     from pycontainerd.client import archive_import as ai
     if args.base_name:
         opts = ai.ImportOptions(ref_translator=ai.filter_ref_prefix(args.base_name))
@@ -116,7 +116,12 @@ def cmd_import(client: Client, args: argparse.Namespace) -> int:
                 images = ai.import_archive(client, f, opts)
     except OSError as exc:
         raise CommandError(f"open {args.file}: {exc.strerror.lower() if exc.strerror else exc}") from None
-    del images  # as `ctr images import --no-unpack`: nothing printed
+    if not args.no_unpack:
+        from pycontainerd.client.image_unpack import unpack
+        for image in images:
+            print(f"unpacking {image.name} ({image.target.digest})...", end="", flush=True)
+            unpack(client, image, args.snapshotter)
+            print("done")
     return 0
 
 
@@ -155,12 +160,13 @@ def register(sub) -> None:
     rm.add_argument("--sync", action="store_true", help="Synchronously remove image and all associated resources")
     rm.add_argument("refs", nargs="*", metavar="<ref>")
     rm.set_defaults(fn=cmd_rm)
-    imp = isub.add_parser("import", help="import images (OCI layout or docker save tar); does not unpack")
+    imp = isub.add_parser("import", help="import images (OCI layout or docker save tar)")
     imp.add_argument("--base-name", default="", help="base image name for added images, when provided only images with this name prefix are imported")
     imp.add_argument("--digests", action="store_true", help="whether to create digest images (default: false)")
     imp.add_argument("--index-name", default="", help="image name to keep index as, by default index is discarded")
     imp.add_argument("--all-platforms", action="store_true", help="imports content for all platforms, false by default")
-    imp.add_argument("--no-unpack", action="store_true", help="skip unpacking the images (pyctr never unpacks on import)")
+    imp.add_argument("--snapshotter", default="", help="snapshotter name. Empty value stands for the default value.")
+    imp.add_argument("--no-unpack", action="store_true", help="skip unpacking the images, false by default")
     imp.add_argument("file", metavar="<in>")
     imp.set_defaults(fn=cmd_import)
     exp = isub.add_parser("export", help="export images as an OCI layout tar")

@@ -125,7 +125,8 @@ def test_import_oci_layout_names_and_labels(target):
     d = target
     data, manifest, members = oci_layout(ref_name="1")
     path = _write(d, "oci.tar", data)
-    out = d.pyctr("images", "import", "--base-name", "example.com/app", "--digests", "--index-name", "idx:1", path)
+    out = d.pyctr("images", "import", "--no-unpack", "--base-name", "example.com/app", "--digests",
+                  "--index-name", "idx:1", path)
     assert out.stdout == b"" and out.stderr == b""
     index = _digest(members["index.json"])
     assert sorted(_images(d)) == sorted([
@@ -135,6 +136,7 @@ def test_import_oci_layout_names_and_labels(target):
     # the real ctr sees it whole, and the import left no lease behind
     check = _rows(d.ctr("images", "check").stdout)
     assert {r[0]: r[3:5] for r in check}["example.com/app:1"] == ["complete", "(3/3)"]
+    assert {r[0]: r[-1] for r in check}["example.com/app:1"] == "false"
     assert _rows(d.ctr("leases", "ls").stdout) == []
     labels = {r[0]: r[-1] for r in _rows(d.ctr("content", "ls").stdout)}
     assert f"containerd.io/gc.ref.content.m.0={manifest}" in labels[index]
@@ -146,19 +148,42 @@ def test_import_oci_layout_names_and_labels(target):
 def test_import_without_base_name_prefixes_bare_ref_names(target):
     d = target
     data, manifest, _ = oci_layout(ref_name="v2")
-    d.pyctr("images", "import", _write(d, "oci.tar", data))
+    d.pyctr("images", "import", "--no-unpack", _write(d, "oci.tar", data))
     [(name, _, dgst)] = _images(d)
     assert name.startswith("import-") and name.endswith(":v2") and dgst == manifest
+
+
+@pytest.mark.parametrize("snapshotter", ["native", "overlayfs"])
+def test_import_unpacks_as_ctr_does(target, snapshotter):
+    d = target
+    data, manifest, members = oci_layout(image_name="example.com/app:1")
+    out = d.pyctr("images", "import", "--snapshotter", snapshotter, _write(d, "oci.tar", data))
+    assert out.stdout.decode() == f"unpacking example.com/app:1 ({manifest})...done\n"
+    check = _rows(d.ctr("images", "check", "--snapshotter", snapshotter).stdout)
+    assert check[0][0] == "example.com/app:1" and check[0][-1] == "true"
+    # one committed snapshot per layer, named by chain id, as containerd names them
+    diff_ids = [_digest(l) for l in _layers()]
+    top = _digest(f"{diff_ids[0]} {diff_ids[1]}".encode())
+    snaps = sorted(_rows(d.ctr("snapshots", "--snapshotter", snapshotter, "ls").stdout))
+    assert snaps == sorted([[diff_ids[0], "Committed"], [top, diff_ids[0], "Committed"]])
+    m = json.loads(members["blobs/sha256/" + manifest[7:]])
+    labels = {r[0]: r[-1] for r in _rows(d.ctr("content", "ls").stdout)}
+    assert f"containerd.io/gc.ref.snapshot.{snapshotter}={top}" in labels[m["config"]["digest"]]
+    assert f"containerd.io/uncompressed={diff_ids[1]}" in labels[m["layers"][1]["digest"]]
+    assert _rows(d.ctr("leases", "ls").stdout) == []
+    # a second import finds the layers unpacked and applies nothing again
+    d.pyctr("images", "import", "--snapshotter", snapshotter, os.path.join(d.dir, "oci.tar"))
+    assert sorted(_rows(d.ctr("snapshots", "--snapshotter", snapshotter, "ls").stdout)) == snaps
 
 
 def test_import_docker_save_tar(target):
     d = target
     data, manifest = docker_save(["busybox:1", "example.com/team/app:2"])
     path = _write(d, "docker.tar", data)
-    d.pyctr("images", "import", path)
+    d.pyctr("images", "import", "--no-unpack", path)
     # the real ctr's importer derives the very same manifest from this tar
     d.ctr("-n", "viactr", "images", "import", "--no-unpack", "--index-name", "i", path)
-    d.pyctr("-n", "viapyctr", "images", "import", "--index-name", "i", path)
+    d.pyctr("-n", "viapyctr", "images", "import", "--no-unpack", "--index-name", "i", path)
     assert _rows(d.ctr("-n", "viactr", "images", "ls").stdout) == _rows(d.ctr("-n", "viapyctr", "images", "ls").stdout)
     assert sorted(_images(d)) == [("docker.io/library/busybox:1", DOCKER_MANIFEST, manifest),
                                   ("example.com/team/app:2", DOCKER_MANIFEST, manifest)]
@@ -171,7 +196,7 @@ def test_import_docker_save_tar(target):
 def test_pyctr_export_is_imported_by_the_real_ctr(target, tmp_path):
     d = target
     data, manifest, members = oci_layout(image_name="example.com/app:1")
-    d.pyctr("images", "import", _write(d, "oci.tar", data))
+    d.pyctr("images", "import", "--snapshotter", "native", _write(d, "oci.tar", data))
     d.pyctr("images", "tag", "example.com/app:1", "example.com/app:latest")
     out = os.path.join(d.dir, "out.tar")
     d.pyctr("images", "export", out, "example.com/app:1", "example.com/app:latest")
@@ -188,7 +213,7 @@ def test_pyctr_export_is_imported_by_the_real_ctr(target, tmp_path):
                     "org.opencontainers.image.ref.name": "latest"})]
     assert docker_manifest[0]["RepoTags"] == ["example.com/app:1", "example.com/app:latest"]
     # the real ctr reads it back (unpacking it too), same digests
-    got = d.ctr("-n", "again", "images", "import", out).stdout.decode()
+    got = d.ctr("-n", "again", "images", "import", "--snapshotter", "native", out).stdout.decode()
     assert got == (f"unpacking example.com/app:1 ({manifest})...done\n"
                    f"unpacking example.com/app:latest ({manifest})...done\n")
     assert d.ctr("-n", "again", "images", "ls", "-q").stdout == b"example.com/app:1\nexample.com/app:latest\n"
