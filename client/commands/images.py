@@ -145,6 +145,54 @@ def cmd_export(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(client: Client, args: argparse.Namespace) -> int:
+    from pycontainerd.client.image_check import check, is_unpacked
+    from pycontainerd.client.image_unpack import resolve_snapshotter
+    from pycontainerd.client.snapshots import Snapshots
+    from pycontainerd.pkg.platforms import default
+    try:
+        images = Images(client).list(*args.filters)
+    except errdefs.ContainerdError as exc:
+        raise CommandError(f"failed listing images: {exc}") from None
+    content, matcher, failed = ContentClient(client), default(), ""
+    snapshots = Snapshots(client, resolve_snapshotter(client, args.snapshotter))
+    w = TabWriter(sys.stdout, 1, 8, 1, " ", 0)
+    if images and not args.quiet:
+        w.write("REF\tTYPE\tDIGEST\tSTATUS\tSIZE\tUNPACKED\t\n")
+    for image in images:
+        try:
+            r = check(content, image.target, matcher)
+            complete = r.available and not r.missing
+            status = "complete" if not r.missing else "incomplete"
+            present = sum(d.size for d in r.present)
+            if r.available:
+                status += f" ({len(r.present)}/{len(r.required)})"
+                size = f"{human_bytes(present)}/{human_bytes(sum(d.size for d in r.required))}"
+            else:
+                status, size = f"unavailable ({len(r.present)}/?)", f"{human_bytes(present)}/?"
+        except errdefs.ContainerdError as exc:
+            print(f'level=error msg="unable to check {image.name}" error="{exc}"', file=sys.stderr)
+            failed = failed or f"unable to check {image.name}: {exc}"
+            status, size, complete = "error", "-", False
+        try:
+            unpacked = is_unpacked(content, snapshots, image.target, matcher)
+        except errdefs.ContainerdError as exc:
+            print(f'level=error msg="unable to check unpack for {image.name}" error="{exc}"', file=sys.stderr)
+            failed = failed or f"unable to check unpack for {image.name}: {exc}"
+            unpacked = False
+        if args.quiet:
+            if complete:
+                print(image.name)
+        else:
+            w.write(f"{image.name}\t{image.target.media_type}\t{image.target.digest}\t{status}\t{size}\t"
+                    f"{str(unpacked).lower()}\n")
+    if not args.quiet:
+        w.flush()
+    if failed:
+        raise CommandError(failed)
+    return 0
+
+
 def register(sub) -> None:
     im = sub.add_parser("images", aliases=["image", "i"], help="manage images")
     isub = im.add_subparsers(dest="subcommand", required=True)
@@ -160,12 +208,18 @@ def register(sub) -> None:
     rm.add_argument("--sync", action="store_true", help="Synchronously remove image and all associated resources")
     rm.add_argument("refs", nargs="*", metavar="<ref>")
     rm.set_defaults(fn=cmd_rm)
+    chk = isub.add_parser("check", help="check existing images to ensure all content is available locally")
+    chk.add_argument("-q", "--quiet", action="store_true", help="print only the ready image refs (fully downloaded and unpacked)")
+    chk.add_argument("--snapshotter", default=os.environ.get("CONTAINERD_SNAPSHOTTER", ""),
+                     help="snapshotter name. Empty value stands for the default value.")
+    chk.add_argument("filters", nargs="*", metavar="<filter>")
+    chk.set_defaults(fn=cmd_check)
     imp = isub.add_parser("import", help="import images (OCI layout or docker save tar)")
     imp.add_argument("--base-name", default="", help="base image name for added images, when provided only images with this name prefix are imported")
     imp.add_argument("--digests", action="store_true", help="whether to create digest images (default: false)")
     imp.add_argument("--index-name", default="", help="image name to keep index as, by default index is discarded")
     imp.add_argument("--all-platforms", action="store_true", help="imports content for all platforms, false by default")
-    imp.add_argument("--snapshotter", default="", help="snapshotter name. Empty value stands for the default value.")
+    imp.add_argument("--snapshotter", default=os.environ.get("CONTAINERD_SNAPSHOTTER", ""), help="snapshotter name. Empty value stands for the default value.")
     imp.add_argument("--no-unpack", action="store_true", help="skip unpacking the images, false by default")
     imp.add_argument("file", metavar="<in>")
     imp.set_defaults(fn=cmd_import)

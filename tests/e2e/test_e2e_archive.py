@@ -250,3 +250,30 @@ def test_broken_archive_fails_cleanly(target, case):
     # the lease went with a synchronous collection: nothing it carried stays
     assert _rows(d.ctr("content", "ls").stdout) == []
     assert not os.path.exists(os.path.join(d.dir, "etc", "evil"))
+
+
+def test_pyctr_images_check_prints_what_ctr_prints(target):
+    d = target
+    data, manifest, members = oci_layout(image_name="example.com/app:1")
+    path = _write(d, "oci.tar", data)
+    d.pyctr("images", "import", "--snapshotter", "native", path)
+    d.pyctr("images", "import", "--no-unpack", "--index-name", "idx:1", path)
+    m = json.loads(members["blobs/sha256/" + manifest[7:]])
+    # a third name whose content is partly gone
+    d.pyctr("images", "tag", "example.com/app:1", "example.com/app:2")
+
+    def same(*args: str) -> bytes:
+        want = d.ctr("images", "check", *args)
+        got = d.pyctr("images", "check", *args)
+        assert (got.returncode, got.stdout) == (want.returncode, want.stdout)
+        return got.stdout
+
+    out = same("--snapshotter", "native")
+    assert b"complete (3/3)" in out and b"true" in out
+    same("--snapshotter", "overlayfs")
+    same("-q", "--snapshotter", "native")
+    same("--snapshotter", "native", "name==idx:1")
+    d.ctr("content", "rm", m["layers"][1]["digest"])  # held only by the labels: removable by hand
+    out = same("--snapshotter", "native")
+    assert b"incomplete (2/3)" in out
+    same("-q")
