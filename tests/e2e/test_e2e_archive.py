@@ -277,3 +277,52 @@ def test_pyctr_images_check_prints_what_ctr_prints(target):
     out = same("--snapshotter", "native")
     assert b"incomplete (2/3)" in out
     same("-q")
+
+
+def two_platform_layout() -> tuple[bytes, dict[str, str], dict[str, list[str]]]:
+    """An OCI layout whose index lists this machine's platform and another
+    one; returns it, the manifest digest per platform and the blob paths
+    each platform's manifest needs."""
+    other = "s390x" if ARCH != "s390x" else "amd64"
+    members = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}'}
+    entries, manifests, needs = [], {}, {}
+    for arch in (ARCH, other):
+        layer = gzip.compress(_tar({"arch": arch.encode()}), mtime=0)
+        config = json.dumps({"architecture": arch, "os": "linux",
+                             "rootfs": {"type": "layers", "diff_ids": [_digest(gzip.decompress(layer))]}}).encode()
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                          "digest": _digest(config), "size": len(config)},
+                               "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                           "digest": _digest(layer), "size": len(layer)}]}).encode()
+        paths = ["blobs/sha256/" + _digest(b)[7:] for b in (manifest, config, layer)]
+        members.update(zip(paths, (manifest, config, layer)))
+        entries.append({"mediaType": OCI_MANIFEST, "digest": _digest(manifest), "size": len(manifest),
+                        "platform": {"architecture": arch, "os": "linux"}})
+        manifests[arch], needs[arch] = _digest(manifest), paths
+    members["index.json"] = json.dumps({"schemaVersion": 2, "manifests": entries}).encode()
+    return _tar(members), manifests, needs
+
+
+@pytest.mark.parametrize("all_platforms", [False, True])
+def test_all_platforms_on_import_and_export(target, all_platforms):
+    d = target
+    data, manifests, needs = two_platform_layout()
+    flag = ["--all-platforms"] if all_platforms else []
+    d.pyctr("images", "import", "--no-unpack", *flag, "--index-name", "multi:1", _write(d, "multi.tar", data))
+    [(_, _, index)] = _images(d)
+    labels = {r[0]: r[-1] for r in _rows(d.ctr("content", "ls").stdout)}
+    kept = sorted(v for k, v in (kv.split("=", 1) for kv in labels[index].split(",")) if ".m." in k)
+    assert kept == sorted(manifests.values() if all_platforms else [manifests[ARCH]])
+    out = os.path.join(d.dir, "multi-out.tar")
+    d.pyctr("images", "export", *flag, out, "multi:1")
+    with tarfile.open(out) as t:
+        names = set(t.getnames())
+    other = next(a for a in manifests if a != ARCH)
+    assert set(needs[ARCH]) <= names
+    assert bool(set(needs[other]) & names) == all_platforms
+    # the real ctr reads what pyctr wrote, for all the platforms it holds
+    d.ctr("-n", "again", "images", "import", "--no-unpack", *flag, "--index-name", "multi:1", out)
+    again = [r[:3] for r in _rows(d.ctr("-n", "again", "images", "ls").stdout)]
+    assert again == [["multi:1", "application/vnd.oci.image.index.v1+json", index]]
+    assert d.ctr("-n", "again", "images", "check", "-q").stdout == b"multi:1\n"
