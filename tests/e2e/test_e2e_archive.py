@@ -326,3 +326,12 @@ def test_all_platforms_on_import_and_export(target, all_platforms):
     again = [r[:3] for r in _rows(d.ctr("-n", "again", "images", "ls").stdout)]
     assert again == [["multi:1", "application/vnd.oci.image.index.v1+json", index]]
     assert d.ctr("-n", "again", "images", "check", "-q").stdout == b"multi:1\n"
+
+
+def test_export_of_a_missing_image_fails_and_writes_nothing(target):
+    d = target
+    out = os.path.join(d.dir, "none.tar")
+    got = d.pyctr("images", "export", out, "example.com/missing:1", check=False)
+    assert got.returncode != 0
+    assert got.stderr.decode().strip() == 'pyctr: image "example.com/missing:1": not found'
+    assert not os.path.exists(out) and not [f for f in os.listdir(d.dir) if f.startswith("none.tar")]
