@@ -11,7 +11,8 @@ Two archive shapes are read, in one pass over the tar:
   annotations, as containerd's importer does.
 
 Every regular file is written to the content store as it streams past
-(ingest ref `tar-<name>`), under one lease held for the whole import, so
+(ingest ref `tar-<name>`; a `blobs/<alg>/<hex>` entry with its digest
+expected, so a blob the store has is not sent again, only leased), under one lease held for the whole import, so
 nothing is collectable half-way and nothing outlives a failure: on any
 error the lease is removed with a synchronous collection, and no image
 record has been written yet. Then the index is walked (manifests for the
@@ -35,6 +36,7 @@ from datetime import datetime, timedelta, timezone
 from typing import BinaryIO, Callable
 
 from pycontainerd.pkg import errdefs, platforms, reference
+from pycontainerd.pkg.digest import digest_error
 from pycontainerd.pkg.images import mediatypes
 from pycontainerd.pkg.images.manifest import parse_index, parse_manifest, select_manifests
 from pycontainerd.pkg.imagestore import Image
@@ -42,6 +44,7 @@ from pycontainerd.pkg.leases import LABEL_EXPIRE, random_id
 from pycontainerd.pkg.oci.descriptor import Descriptor
 
 from .content import ContentClient
+from .errors import ClientError
 from .images import Images
 from .leases import Leases
 from .remotes.fetch import children_labels
@@ -130,15 +133,56 @@ def _clean_name(name: str) -> str:
 
 
 class _HashingReader:
+    """An entry's bytes as write_blob reads them, hashed on the way. The
+    first bytes are read at once (they tell a gzip layer) and handed out
+    first."""
+
     def __init__(self, f: BinaryIO):
-        self.f, self.h, self.head = f, hashlib.sha256(), b""
+        self.f, self.h = f, hashlib.sha256()
+        self.head = self._pending = f.read(4)
+        self.h.update(self.head)
+        self.count = len(self.head)
 
     def read(self, n: int = -1) -> bytes:
+        if self._pending:
+            out = self._pending if n < 0 else self._pending[:n]
+            self._pending = self._pending[len(out):]
+            return out
         data = self.f.read(n)
         self.h.update(data)
-        if len(self.head) < 4:
-            self.head += data[:4 - len(self.head)]
+        self.count += len(data)
         return data
+
+
+def _named_digest(name: str) -> str:
+    """The digest a `blobs/<alg>/<hex>` entry claims by its name ("" for
+    other entries, and for names that are no valid digest)."""
+    parts = name.split("/")
+    if len(parts) != 3 or parts[0] != "blobs":
+        return ""
+    dgst = f"{parts[1]}:{parts[2]}"
+    return dgst if digest_error(dgst) is None else ""
+
+
+def _ingest_blob(content: ContentClient, name: str, f: BinaryIO, size: int) -> _Blob:
+    """One entry into the store. A blob named by its digest is sent with
+    that digest expected, so one already in the store is not sent again
+    and one whose bytes differ is never committed."""
+    expected = _named_digest(name)
+    reader = _HashingReader(f)
+    mismatch = ArchiveError(f"blob {errdefs.quote(name)} does not match its digest")
+    try:
+        written = content.write_blob(f"tar-{name}", reader, size, expected)
+    except (errdefs.ContainerdError, ClientError):
+        if expected and reader.count == size and "sha256:" + reader.h.hexdigest() != expected:
+            raise mismatch from None
+        raise
+    if expected and not written:
+        return _Blob(expected, size, reader.head[:2] == b"\x1f\x8b")  # in the store already
+    dgst = "sha256:" + reader.h.hexdigest()
+    if name.startswith("blobs/") and name.count("/") == 2 and dgst != expected:
+        raise mismatch
+    return _Blob(dgst, size, reader.head[:2] == b"\x1f\x8b")
 
 
 def _read_json(f: BinaryIO, name: str):
@@ -182,13 +226,7 @@ def _ingest(content: ContentClient, tar: tarfile.TarFile) -> tuple[dict, list | 
             if not isinstance(docker, list):
                 raise ArchiveError(f"{name}: not a JSON array")
         else:
-            reader = _HashingReader(f)
-            content.write_blob(f"tar-{name}", reader, member.size)
-            dgst = "sha256:" + reader.h.hexdigest()
-            parts = name.split("/")
-            if len(parts) == 3 and parts[0] == "blobs" and dgst != f"{parts[1]}:{parts[2]}":
-                raise ArchiveError(f"blob {errdefs.quote(name)} does not match its digest (got {dgst})")
-            blobs[name] = _Blob(dgst, member.size, reader.head[:2] == b"\x1f\x8b")
+            blobs[name] = _ingest_blob(content, name, f, member.size)
     for name, target in symlinks.items():
         if target in blobs:
             blobs[name] = blobs[target]
