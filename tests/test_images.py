@@ -25,6 +25,7 @@ from pycontainerd.api.services.images.v1 import images_pb2_grpc as pb_grpc
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from pycontainerd.api.types import descriptor_pb2
 from pycontainerd.client.content import ContentClient
+from pycontainerd.client.leases import Leases
 from pycontainerd.pkg import errdefs
 from pycontainerd.testing import InProcessDaemon
 
@@ -274,7 +275,12 @@ def test_create_update_delete_publish_images_events(images):
 
 
 def test_an_image_keeps_its_target_and_what_the_content_labels_name_until_a_sync_delete(images):
-    content = ContentClient(images.client)
+    # written under a lease, as a client does: without one the daemon's
+    # first collection (100 ms after start) may take them before any image
+    # holds them
+    leases = Leases(images.client)
+    lease = leases.create("writing-images").id
+    content = ContentClient(images.client, lease)
     child = b"a layer"
     parent = b"a manifest"
     other = b"unreferenced"
@@ -284,6 +290,7 @@ def test_an_image_keeps_its_target_and_what_the_content_labels_name_until_a_sync
     content.write_blob("other", io.BytesIO(other), len(other), digest(other))
     images.create("keep", dgst=digest(parent), size=len(parent))
     images.create("keep-too", dgst=digest(parent), size=len(parent))
+    leases.delete(lease)  # from now on only the images hold anything
     images.delete("keep-too", sync=True)  # a collection ran: the other image still holds both
     assert content.info(digest(parent)).size == len(parent)
     assert content.info(digest(child)).size == len(child)
