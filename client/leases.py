@@ -7,12 +7,13 @@ server pick one. Errors come back as errdefs classes.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pycontainerd.api.services.leases.v1 import leases_pb2 as pb
 from pycontainerd.api.services.leases.v1 import leases_pb2_grpc as pb_grpc
-from pycontainerd.pkg import timestamps
-from pycontainerd.pkg.leases import Lease
+from pycontainerd.pkg import errdefs, timestamps
+from pycontainerd.pkg.leases import LABEL_EXPIRE, Lease, random_id
 
 from .client import _errors
 
@@ -55,3 +56,24 @@ class Leases:
         """(type, id) of every resource the lease holds."""
         r = self.client._call(self.stub.ListResources, pb.ListResourcesRequest(id=lease_id))
         return [(x.type, x.id) for x in r.resources]
+
+
+class TemporaryLease:
+    """`with TemporaryLease(client) as lease_id:` a lease expiring in 24
+    hours, deleted on exit (ctr's WithLease), so what a command writes
+    cannot be collected before the image record holds it."""
+
+    def __init__(self, client: Any):
+        self.leases = Leases(client)
+        self.id = ""
+
+    def __enter__(self) -> str:
+        expire = (datetime.now(timezone.utc) + timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.id = self.leases.create(random_id(), {LABEL_EXPIRE: expire}).id
+        return self.id
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.leases.delete(self.id)
+        except errdefs.ContainerdError:
+            pass  # it expires on its own

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hashlib
 
-from pycontainerd.client.pull import _bytes, chain_ids, go_duration
+from pycontainerd.client.image_unpack import chain_ids
+from pycontainerd.client.pull import _bytes, go_duration
 
 
 def test_chain_ids_follow_the_image_spec():

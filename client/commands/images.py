@@ -123,11 +123,15 @@ def cmd_import(client: Client, args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(f"open {args.file}: {exc.strerror.lower() if exc.strerror else exc}") from None
     if not args.no_unpack:
-        from pycontainerd.client.image_unpack import unpack
-        for image in images:
-            print(f"unpacking {image.name} ({image.target.digest})...", end="", flush=True)
-            unpack(client, image, args.snapshotter)
-            print("done")
+        from pycontainerd.client.image_unpack import resolve_snapshotter, unpack
+        from pycontainerd.client.leases import TemporaryLease
+
+        snapshotter = resolve_snapshotter(client, args.snapshotter)
+        with TemporaryLease(client) as lease:
+            for image in images:
+                print(f"unpacking {image.name} ({image.target.digest})...", end="", flush=True)
+                unpack(client, image, snapshotter, lease)
+                print("done")
     return 0
 
 

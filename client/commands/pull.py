@@ -11,7 +11,9 @@ import sys
 import time
 
 from pycontainerd.client.client import Client
-from pycontainerd.client.pull import Lease, fetch_image, go_duration, image_platforms, progress_lines, unpack_image
+from pycontainerd.client.image_unpack import unpack
+from pycontainerd.client.leases import TemporaryLease
+from pycontainerd.client.pull import fetch_image, go_duration, image_platforms, progress_lines
 from pycontainerd.client.remotes.fetch import ref_key
 from pycontainerd.client.remotes.registry import Options, Registry, static_credentials
 from pycontainerd.client.tabwriter import TabWriter
@@ -76,21 +78,21 @@ def _fetch(client: Client, args: argparse.Namespace, lease: str):
 
 
 def run_fetch(client: Client, args: argparse.Namespace) -> int:
-    with Lease(client) as lease:
+    with TemporaryLease(client) as lease:
         _fetch(client, args, lease)
     return 0
 
 
 def run_pull(client: Client, args: argparse.Namespace) -> int:
     snapshotter = snapshotter_name(args.snapshotter)
-    with Lease(client) as lease:
+    with TemporaryLease(client) as lease:
         image = _fetch(client, args, lease)
         wanted = image_platforms(client, image.target) if args.all_platforms else _platforms(args)
         start = time.monotonic()
         for plat in wanted:
             print(f"unpacking {platforms.format_platform(plat)} {image.target.digest}...", flush=True)
             try:
-                unpack_image(client, image, snapshotter, lease, platforms.only(plat))
+                unpack(client, image, snapshotter, lease, platforms.only(plat))
             except errdefs.ContainerdError as exc:
                 raise CommandError(str(exc)) from None
         print(f"done: {go_duration(time.monotonic() - start)}\t")

@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from pycontainerd.client.pull import chain_ids
+from pycontainerd.client.image_unpack import chain_ids
 from pycontainerd.client.remotes import Options, Registry
 from pycontainerd.pkg import platforms
 
