@@ -7,7 +7,12 @@ from __future__ import annotations
 import hashlib
 
 from pycontainerd.client.image_unpack import chain_ids
-from pycontainerd.client.pull import _bytes, go_duration
+from pycontainerd.client.commands.snapshots import human_bytes as _bytes
+from pycontainerd.pkg.goduration import format as _format
+
+
+def go_duration(seconds: float) -> str:
+    return _format(round(seconds * 1e9))
 
 
 def test_chain_ids_follow_the_image_spec():

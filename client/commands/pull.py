@@ -9,18 +9,20 @@ import argparse
 import io
 import sys
 import time
+from typing import Callable
 
 from pycontainerd.client.client import Client
 from pycontainerd.client.image_unpack import unpack
 from pycontainerd.client.leases import TemporaryLease
-from pycontainerd.client.pull import fetch_image, go_duration, image_platforms, progress_lines
+from pycontainerd.client.pull import fetch_image, image_platforms
 from pycontainerd.client.remotes.fetch import ref_key
 from pycontainerd.client.remotes.registry import Options, Registry, static_credentials
 from pycontainerd.client.tabwriter import TabWriter
-from pycontainerd.pkg import errdefs, platforms
+from pycontainerd.pkg import errdefs, goduration, platforms
+from pycontainerd.pkg.oci.descriptor import Descriptor
 
 from .common import CommandError, _labels
-from .snapshots import snapshotter_name
+from .snapshots import human_bytes, snapshotter_name
 
 
 def add_flags(p: argparse.ArgumentParser, snapshotter: bool) -> None:
@@ -95,5 +97,22 @@ def run_pull(client: Client, args: argparse.Namespace) -> int:
                 unpack(client, image, snapshotter, lease, platforms.only(plat))
             except errdefs.ContainerdError as exc:
                 raise CommandError(str(exc)) from None
-        print(f"done: {go_duration(time.monotonic() - start)}\t")
+        print(f"done: {goduration.format(round((time.monotonic() - start) * 1e9))}\t")
     return 0
+
+
+def progress_lines(ref: str, statuses: list[tuple[Descriptor, str]], elapsed: float,
+                   keyer: Callable[[Descriptor], str]) -> list[str]:
+    """ctr's fetch progress table in its last state, tab-separated rows
+    (the caller aligns them as Go's tabwriter): the ref resolved, each
+    descriptor done or exists, then the elapsed/total line."""
+    bar = "|" + "\x1b[32m" + "+" * 38 + "\x1b[0m" + "|"
+    rows = [f"{ref}:\tresolved\t{bar}\t"]
+    total = 0
+    for desc, state in statuses:
+        rows.append(f"{keyer(desc)}:\t{state}\t{bar}\t")
+        if state == "done":
+            total += desc.size
+    rate = total / elapsed if elapsed > 0 else 0.0
+    rows.append(f"elapsed: {elapsed:<4.1f}s\ttotal: {human_bytes(total):>7.6}\t({human_bytes(rate)}/s)\t")
+    return rows
