@@ -409,12 +409,7 @@ class Registry:
                                  headers={"Content-Type": "application/octet-stream",
                                           "Content-Length": str(desc.size)},
                                  content_factory=body)
-        resp.close()
-        if resp.status_code not in (201, 204):
-            raise errdefs.Unknown(f"finishing upload of {desc.digest}: unexpected status {_status(resp)}")
-        got = resp.headers.get("docker-content-digest", desc.digest)
-        if got != desc.digest:
-            raise errdefs.FailedPrecondition(f"got digest {got}, expected {desc.digest}")
+        _check_pushed(resp, (201, 204), f"finishing upload of {desc.digest}", desc)
         return "uploaded"
 
     def push_manifest(self, ref_text: str, desc: Descriptor, data: bytes, tag: str | None = None) -> None:
@@ -427,12 +422,18 @@ class Registry:
         resp = self._request(host, "PUT", url, self._scope(ref, True),
                              headers={"Content-Type": desc.media_type, "Content-Length": str(len(data))},
                              content_factory=lambda: data)
-        resp.close()
-        if resp.status_code not in (200, 201):
-            raise errdefs.Unknown(f"pushing manifest {desc.digest} to {url}: unexpected status {_status(resp)}")
-        got = resp.headers.get("docker-content-digest", desc.digest)
-        if got != desc.digest:
-            raise errdefs.FailedPrecondition(f"got digest {got}, expected {desc.digest}")
+        _check_pushed(resp, (200, 201), f"pushing manifest {desc.digest} to {url}", desc)
+
+
+def _check_pushed(resp: httpx.Response, ok: tuple[int, ...], what: str, desc: Descriptor) -> None:
+    """A push's final answer: one of the `ok` statuses, and the digest the
+    registry says it stored (when it says one) is the one pushed."""
+    resp.close()
+    if resp.status_code not in ok:
+        raise errdefs.Unknown(f"{what}: unexpected status {_status(resp)}")
+    got = resp.headers.get("docker-content-digest", desc.digest)
+    if got != desc.digest:
+        raise errdefs.FailedPrecondition(f"got digest {got}, expected {desc.digest}")
 
 
 def _parse(ref_text: str) -> reference.Reference:
