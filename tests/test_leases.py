@@ -160,7 +160,9 @@ def test_expired_lease_is_collected_unexpired_stays(daemon):
         past = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
         leases.create("old", {"containerd.io/gc.expire": past})
         leases.create("new", {"containerd.io/gc.expire": rfc3339_local(time.time() + 3600)})
-        assert {x.id for x in leases.list()} == {"old", "new"}  # listed until a collection runs
+        # "old" stays listed until a collection runs; another test's GC on this
+        # shared daemon may already have run one, so only "new" is certain here.
+        assert "new" in {x.id for x in leases.list()}
         leases.create("t")
         leases.delete("t", sync=True)
         assert [x.id for x in leases.list()] == ["new"]
