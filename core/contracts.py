@@ -23,6 +23,7 @@ def contracts() -> dict[str, tuple[str, tuple[str, ...]]]:
     run by shims for every event) do not import the contracts."""
     from pycontainerd.pkg.content import STORE_METHODS
     from pycontainerd.pkg.diff import DIFFER_METHODS
+    from pycontainerd.pkg.runtime import RUNTIME_METHODS
     from pycontainerd.pkg.snapshots import SNAPSHOTTER_METHODS
 
     return {
@@ -30,6 +31,7 @@ def contracts() -> dict[str, tuple[str, tuple[str, ...]]]:
         PluginType.CONTENT: ("content store (pycontainerd.pkg.content.Store)", STORE_METHODS),
         PluginType.DIFF: ("differ (pycontainerd.pkg.diff.Applier and Comparer)", DIFFER_METHODS),
         PluginType.GRPC: ("gRPC service", ("register",)),
+        PluginType.RUNTIME_V2: ("runtime (pycontainerd.pkg.runtime.PlatformRuntime)", RUNTIME_METHODS),
     }
 
 
