@@ -129,9 +129,22 @@ async def _run(daemon: Daemon) -> None:
     finally:
         gc.enable()  # off since main() started
     daemon.tasks.spawn("memory-settle", memory.Settler().run())
+    _notify_systemd("READY=1")
     await stop_requested.wait()
     structlog.get_logger(__name__).info("stop requested")
+    _notify_systemd("STOPPING=1")
     await daemon.stop()
+
+
+def _notify_systemd(state: str) -> None:
+    """Tell systemd (Type=notify units) where the daemon is; a notify socket
+    that refuses is logged, never fatal."""
+    from . import sdnotify
+
+    try:
+        sdnotify.notify(state)
+    except OSError as exc:
+        structlog.get_logger(__name__).warning("cannot notify systemd", state=state, error=exc.strerror or str(exc))
 
 
 def main(argv: list[str] | None = None) -> int:
