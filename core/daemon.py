@@ -88,6 +88,7 @@ class FileLock:
     def __init__(self, path: str, refusal: str):
         self.path = path
         self.refusal = refusal  # "is serving <socket>", "uses the root <dir>"
+        self.action = "start"  # what is refused: "refusing to <action>" (fsck: "check it")
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -102,7 +103,7 @@ class FileLock:
                 holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
                 raise StartError(
-                    f"another daemon (pid {holder}) {self.refusal}; refusing to start (lock {self.path} is held)"
+                    f"another daemon (pid {holder}) {self.refusal}; refusing to {self.action} (lock {self.path} is held)"
                 ) from None
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))

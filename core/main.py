@@ -6,9 +6,10 @@
     pycontainerd publish --topic T --namespace N [--address A] < event   (a serialized Any, as shims send)
     pycontainerd snapshotter serve --snapshotter S --address A --root R
     pycontainerd content serve --address A --root R
+    pycontainerd fsck [--config F] [--root R] [--repair] [--verify-content]
 
-The `<kind> serve` commands come from the plugins (plugins/builtins.py
-SERVE_COMMANDS): each module parses its own arguments and is imported only
+The `<kind> serve` commands and `fsck` come from the plugins (plugins/builtins.py
+SERVE_COMMANDS and COMMANDS): each module parses its own arguments and is imported only
 when its command runs.
 """
 
@@ -32,7 +33,7 @@ import sys  # noqa: E402
 
 import structlog  # noqa: E402
 
-from pycontainerd.plugins.builtins import SERVE_COMMANDS  # noqa: E402
+from pycontainerd.plugins.builtins import COMMANDS, SERVE_COMMANDS  # noqa: E402
 
 from . import config as configmod  # noqa: E402
 from . import log as logmod  # noqa: E402
@@ -66,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         # `serve`'s own arguments are the plugin module's to parse
         kind_sub = sub.add_parser(kind, help=help_text).add_subparsers(dest=f"{kind}_command", required=True)
         kind_sub.add_parser("serve", help=help_text, add_help=False)
+    for name, (help_text, _) in COMMANDS.items():  # their own arguments are their module's to parse
+        sub.add_parser(name, help=help_text, add_help=False)
     return p
 
 
@@ -165,6 +168,13 @@ def _main(argv: list[str] | None) -> int:
 
         gc.enable()
         return importlib.import_module(SERVE_COMMANDS[args.command][1]).main(extra)
+    if args.command in COMMANDS:
+        import importlib
+
+        gc.enable()
+        # the daemon's --config/--root given before the command count for it too
+        given = [*(["--config", args.config] if args.config else []), *(["--root", args.root] if args.root else [])]
+        return importlib.import_module(COMMANDS[args.command][1]).main(given + extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

@@ -49,3 +49,10 @@ SERVE_COMMANDS: dict[str, tuple[str, str]] = {
     "snapshotter": ("run one snapshotter standalone (for [proxy_plugins])", "pycontainerd.plugins.snapshotters.serve"),
     "content": ("run a content store standalone (for [proxy_plugins])", "pycontainerd.plugins.content.serve"),
 }
+
+# other `pycontainerd <command>`s that live with the plugins they read:
+# command -> (help, module with `main(args)`), imported only when it runs
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fsck": ("check that a stopped daemon's metadata, content and snapshots agree (--repair fixes what is safe)",
+             "pycontainerd.plugins.metadata.fsck"),
+}
