@@ -8,6 +8,8 @@ VENV        := .venv
 BIN         := $(VENV)/bin
 DEB_PACKAGES := python3-venv runc containerd btrfs-progs docker-registry apache2-utils
 PYTEST_ARGS ?=
+# busybox-static: the one static binary the container tests build their image from
+DEB_PACKAGES += busybox-static
 
 .PHONY: install deb-packages run test bench proto clean
 

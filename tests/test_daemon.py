@@ -31,6 +31,8 @@ BUILTIN = {
     "io.containerd.grpc.v1.leases",
     "io.containerd.service.v1.images-service",
     "io.containerd.grpc.v1.images",
+    "io.containerd.service.v1.containers-service",
+    "io.containerd.grpc.v1.containers",
     "io.containerd.snapshotter.v1.native",
     "io.containerd.snapshotter.v1.overlayfs",
     "io.containerd.snapshotter.v1.btrfs",
