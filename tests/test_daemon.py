@@ -33,6 +33,8 @@ BUILTIN = {
     "io.containerd.grpc.v1.images",
     "io.containerd.service.v1.containers-service",
     "io.containerd.grpc.v1.containers",
+    "io.containerd.service.v1.tasks-service",
+    "io.containerd.grpc.v1.tasks",
     "io.containerd.snapshotter.v1.native",
     "io.containerd.snapshotter.v1.overlayfs",
     "io.containerd.snapshotter.v1.btrfs",
