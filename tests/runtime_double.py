@@ -10,7 +10,8 @@ waiting on its exec FIFO: here a shell waits on a pipe) and released by
 start, so pids, exit codes, signals, SIGSTOP/SIGCONT pause, waits and stdio
 files are real. The spec's `process.args` are run as they are, on the
 host. It records what it was handed (`created`, `resized`, `closed_io`,
-`updated`) for the tests to check, and raises pkg.errdefs errors with the
+`updated`) for the tests to check, can play a shim that stops answering
+(`unresponsive`), and raises pkg.errdefs errors with the
 shim's wording where a test looks at them.
 """
 
@@ -101,6 +102,8 @@ class DoubleProcess:
         await asyncio.to_thread(release)
 
     async def state(self) -> rt.State:
+        if (self.owner.namespace, self.owner.id) in self.owner.manager.unresponsive:
+            await asyncio.Event().wait()  # a shim that never answers
         if self.exit is not None:
             status = rt.Status.STOPPED
         elif self.paused:
@@ -208,6 +211,7 @@ class DoubleRuntime:
         self.resized: list[tuple[str, str, int, int]] = []
         self.closed_io: list[tuple[str, str]] = []
         self.updated: list[tuple[str, Any, dict[str, str]]] = []
+        self.unresponsive: set[tuple[str, str]] = set()  # (namespace, task id) whose state never answers
         INSTANCES.append(self)
 
     async def create(self, namespace: str, task_id: str, opts: rt.CreateOpts) -> DoubleTask:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import re
 import signal
 import threading
@@ -23,9 +24,11 @@ import grpc
 import pytest
 from google.protobuf import any_pb2
 
+from pycontainerd.api.events import container_pb2
 from pycontainerd.api.runtime.runc.options import oci_pb2 as runc_options
 from pycontainerd.api.services.containers.v1 import containers_pb2 as cpb
 from pycontainerd.api.services.containers.v1 import containers_pb2_grpc as cpb_grpc
+from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
 from pycontainerd.api.services.tasks.v1 import tasks_pb2 as pb
 from pycontainerd.api.services.tasks.v1 import tasks_pb2_grpc as pb_grpc
 from pycontainerd.api.types import descriptor_pb2, mount_pb2
@@ -55,6 +58,7 @@ class Api:
     """The raw Containers and Tasks stubs in one namespace."""
 
     def __init__(self, client, ns: str, tmp: str):
+        self.client = client
         self.ns = ns
         self.tmp = tmp
         self.md = (("containerd-namespace", ns),)
@@ -368,3 +372,63 @@ def test_a_cancelled_wait_leaves_the_task_alone(api):
     a.call("Kill", pb.KillRequest(container_id="c1", signal=9))
     assert a.call("Wait", pb.WaitRequest(container_id="c1")).exit_status == 137
     a.call("Delete", pb.DeleteTaskRequest(container_id="c1"))
+
+
+def test_a_task_whose_state_does_not_answer_is_listed_unknown_after_the_state_timeout(api):
+    a, runtime = api
+    a.container("c1")
+    a.create("c1")
+    runtime.unresponsive.add((a.ns, "c1"))
+    try:
+        # io.containerd.timeout.task.state (2s by default), then UNKNOWN, as containerd
+        got = a.call("Get", pb.GetRequest(container_id="c1")).process
+        assert (got.id, got.pid, got.status) == ("c1", 0, task_pb2.UNKNOWN)
+        assert [(t.id, t.status) for t in a.call("List", pb.ListTasksRequest()).tasks] == [("c1", task_pb2.UNKNOWN)]
+    finally:
+        runtime.unresponsive.discard((a.ns, "c1"))
+    a.call("Delete", pb.DeleteTaskRequest(container_id="c1"))
+
+
+def test_the_tasks_service_publishes_no_events_of_its_own(api):
+    """In containerd 1.6 the shim publishes the /tasks/* events and the
+    runtime forwards them; the service itself publishes none. (The double
+    publishes none either, so only the container's own event shows.)"""
+    a, _ = api
+    stub = events_pb2_grpc.EventsStub(a.client.channel)
+    call = stub.Subscribe(events_pb2.SubscribeRequest(filters=[f"namespace=={a.ns}"]))
+    q: queue.Queue = queue.Queue()
+
+    def pump():
+        try:
+            for env in call:
+                q.put(env.topic)
+        except grpc.RpcError:
+            pass
+
+    def publish(topic: str) -> None:
+        probe = any_pb2.Any(type_url="containerd.events.ContainerDelete",
+                            value=container_pb2.ContainerDelete(id="probe").SerializeToString())
+        stub.Publish(events_pb2.PublishRequest(topic=topic, event=probe), metadata=a.md)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        while True:  # no "subscribed" answer exists: publish until a probe arrives
+            publish("/probe")
+            try:
+                if q.get(timeout=0.2) == "/probe":
+                    break
+            except queue.Empty:
+                continue
+        a.container("c1", "/bin/sh", "-c", "exit 0")
+        a.create("c1")
+        a.call("Start", pb.StartRequest(container_id="c1"))
+        a.call("Wait", pb.WaitRequest(container_id="c1"))
+        a.call("Delete", pb.DeleteTaskRequest(container_id="c1"))
+        publish("/probe-end")  # the exchange delivers in order: everything before it has arrived
+        topics = []
+        while (topic := q.get(timeout=30)) != "/probe-end":
+            if topic != "/probe":
+                topics.append(topic)
+    finally:
+        call.cancel()
+    assert topics == ["/containers/create"]
