@@ -33,8 +33,10 @@ from pycontainerd.api.services.tasks.v1 import tasks_pb2 as pb
 from pycontainerd.api.services.tasks.v1 import tasks_pb2_grpc as pb_grpc
 from pycontainerd.api.types import descriptor_pb2, mount_pb2
 from pycontainerd.api.types.task import task_pb2
+from pycontainerd.core.context import SkipPlugin
+from pycontainerd.core.registry import PluginType, Registration
 from pycontainerd.plugins import builtins
-from pycontainerd.testing import InProcessDaemon
+from pycontainerd.testing import InProcessDaemon, plugin_module
 
 import runtime_double
 
@@ -114,12 +116,31 @@ def test_without_a_runtime_the_service_loads_and_says_why_tasks_cannot_be_made(b
     bare.container("c1")
     code, message = status_of(bare.create, "c1")
     assert code == grpc.StatusCode.NOT_FOUND
-    assert message == f"runtime for task {RUNC}: plugin io.containerd.runtime.v2.task is not loaded: not found"
+    # containerd's plugin lookup wording (its tasks service would not start)
+    assert message == f"runtime for task {RUNC}: no plugins registered for io.containerd.runtime.v2: not found"
     code, message = status_of(bare.call, "Get", pb.GetRequest(container_id="c1"))
     assert (code, message.startswith(f"runtime for task {RUNC}: ")) == (grpc.StatusCode.NOT_FOUND, True)
     # nothing to list or measure
     assert list(bare.call("List", pb.ListTasksRequest()).tasks) == []
     assert list(bare.call("Metrics", pb.MetricsRequest()).metrics) == []
+
+
+async def _skips(ic):
+    raise SkipPlugin("no shims on this machine")
+
+
+@pytest.mark.parametrize("registration, why", [
+    (Registration(type=PluginType.RUNTIME_V2, id="task", init=_skips),
+     "plugin io.containerd.runtime.v2.task was skipped: no shims on this machine: not found"),
+    (Registration(type=PluginType.RUNTIME_V2, id="other", init=_skips),
+     "no io.containerd.runtime.v2 plugins with id task: not found"),
+])
+def test_a_skipped_or_missing_runtime_is_named_in_the_error(registration, why):
+    with InProcessDaemon(builtin=NO_RUNTIMES, plugins=[plugin_module("runtimes", registration)]) as d, \
+            d.client() as c:
+        a = Api(c, "default", d.dir)
+        a.container("c1")
+        assert status_of(a.create, "c1") == (grpc.StatusCode.NOT_FOUND, f"runtime for task {RUNC}: {why}")
 
 
 @pytest.mark.parametrize("method, request_", [

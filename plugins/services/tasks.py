@@ -146,7 +146,7 @@ class Local:
         """containerd's getRuntime: every name goes to the v2 runtime (there
         is no v1 runtime here)."""
         if self.runtime is None:
-            err = self.runtime_error or errdefs.NotFound("no plugins registered for io.containerd.runtime.v2")
+            err = self.runtime_error or errdefs.NotFound(f"no plugins registered for {PluginType.RUNTIME_V2}")
             raise type(err)(f"runtime for task {errdefs.cut(name)}: {err.message}")
         return self.runtime
 
@@ -388,10 +388,21 @@ class Service(pb_grpc.TasksServicer):
         return pb.WaitResponse(exit_status=exit.status, exited_at=ts_to_pb(exit.exited_at))
 
 
+def _runtime(ic: InitContext) -> Any:
+    """The runtime v2 plugin's instance; when there is none, containerd's
+    lookup errors (its InitContext.GetByID), or why the plugin is unusable."""
+    registered = [p.registration.id for p in ic.plugins if p.registration.type == PluginType.RUNTIME_V2]
+    if not registered:
+        raise errdefs.NotFound(f"no plugins registered for {PluginType.RUNTIME_V2}")
+    if RUNTIME_ID not in registered:
+        raise errdefs.NotFound(f"no {PluginType.RUNTIME_V2} plugins with id {RUNTIME_ID}")
+    return ic.get(PluginType.RUNTIME_V2, RUNTIME_ID)  # skipped or failed: that says why
+
+
 async def init_local(ic: InitContext) -> Local:
     runtime, runtime_error = None, None
     try:
-        runtime = ic.get(PluginType.RUNTIME_V2, RUNTIME_ID)
+        runtime = _runtime(ic)
     except errdefs.ContainerdError as exc:
         runtime_error = exc
         log.warning("no runtime: tasks cannot be created", error=str(exc))
