@@ -173,6 +173,17 @@ def test_a_namespace_is_required_and_an_exec_needs_an_id(bare):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("filters: parse error")
 
 
+def test_hostile_ids_get_bounded_answers(bare):
+    huge = "x" * (1 << 20)
+    for method, request_ in (("Create", pb.CreateTaskRequest(container_id=huge)),
+                             ("Kill", pb.KillRequest(container_id=huge, exec_id=huge)),
+                             ("Wait", pb.WaitRequest(container_id="bad\nid\x00"))):
+        code, message = status_of(bare.call, method, request_)
+        assert code == grpc.StatusCode.NOT_FOUND and len(message) < 1024
+        assert message.startswith('container "') and message.endswith(f'in namespace "{bare.ns}": not found')
+        assert "\n" not in message
+
+
 # -- with the runtime test double ----------------------------------------------------------
 
 
