@@ -12,6 +12,8 @@ DEB_PACKAGES := python3-venv runc containerd btrfs-progs docker-registry apache2
 # ttrpc's Go source is the reference for pkg/ttrpc's wire format.
 DEB_PACKAGES += golang-github-containerd-containerd-dev golang-github-containerd-cgroups-dev golang-github-containerd-ttrpc-dev
 PYTEST_ARGS ?=
+# busybox-static: the one static binary the container tests build their image from
+DEB_PACKAGES += busybox-static
 
 .PHONY: install deb-packages run test bench proto clean
 

@@ -25,6 +25,8 @@ MODULES: tuple[str, ...] = (
     "pycontainerd.plugins.services.namespaces",
     "pycontainerd.plugins.services.leases",
     "pycontainerd.plugins.services.images",
+    "pycontainerd.plugins.services.containers",
+    "pycontainerd.plugins.services.tasks",
     "pycontainerd.plugins.services.snapshots",
     "pycontainerd.plugins.services.content",
     "pycontainerd.plugins.services.diff",

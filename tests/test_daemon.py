@@ -31,6 +31,10 @@ BUILTIN = {
     "io.containerd.grpc.v1.leases",
     "io.containerd.service.v1.images-service",
     "io.containerd.grpc.v1.images",
+    "io.containerd.service.v1.containers-service",
+    "io.containerd.grpc.v1.containers",
+    "io.containerd.service.v1.tasks-service",
+    "io.containerd.grpc.v1.tasks",
     "io.containerd.snapshotter.v1.native",
     "io.containerd.snapshotter.v1.overlayfs",
     "io.containerd.snapshotter.v1.btrfs",
@@ -398,8 +402,8 @@ def test_metadata_is_sqlite_in_wal_mode_with_a_schema_version(pycontainerd_daemo
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        # five migrations so far: a new one must bump this on purpose
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        # six migrations so far (6: containers): a new one must bump this on purpose
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
     finally:
         conn.close()
 

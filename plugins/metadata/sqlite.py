@@ -13,7 +13,8 @@ Like containerd's metadata.DB, the plugin's instance also hands out the
 namespaced views of the stores below it: `content_store` (the namespaced
 content store over the first content plugin, a proxy one included) and
 `snapshotters` (a namespaced view of every loaded snapshotter, proxy ones
-included). The services, the differ and GC share these objects (one
+included) and `containers` (the container store the containers and tasks
+services share). The services, the differ and GC share these objects (one
 content lock, one view per snapshotter) instead of building their own.
 """
 
@@ -124,6 +125,25 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (namespace, image, key)
     );
     """,
+    # 6: containers: the image, the runtime (name, and its options as a
+    # serialized google.protobuf.Any, NULL for none), the spec (an Any),
+    # the timestamps, and the extensions (labels stay in `labels`, kind
+    # 'container'; snapshotter and snapshot_key came with 3)
+    """
+    ALTER TABLE containers ADD COLUMN image TEXT NOT NULL DEFAULT '';
+    ALTER TABLE containers ADD COLUMN runtime_name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE containers ADD COLUMN runtime_options BLOB;
+    ALTER TABLE containers ADD COLUMN spec BLOB;
+    ALTER TABLE containers ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE containers ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE container_extensions (
+        namespace TEXT NOT NULL,
+        container TEXT NOT NULL,
+        name      TEXT NOT NULL,
+        value     BLOB NOT NULL,
+        PRIMARY KEY (namespace, container, name)
+    );
+    """,
 )
 
 
@@ -180,6 +200,7 @@ class DB:
         # the namespaced views, set by the plugin's init (see the module doc)
         self.content_store: Any = None
         self.snapshotters: dict[str, Any] = {}
+        self.containers: Any = None  # plugins/metadata/containers.py ContainerStore
 
     def _open(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -369,9 +390,11 @@ async def init(ic: InitContext) -> DB:
 async def _attach_views(ic: InitContext, db: DB) -> None:
     """The namespaced content store and snapshotters, over the plugins
     loaded before this one (every one passed its contract check)."""
+    from pycontainerd.plugins.metadata.containers import ContainerStore
     from pycontainerd.plugins.metadata.content import ContentStore
     from pycontainerd.plugins.metadata.snapshots import NamespacedSnapshotter
 
+    db.containers = ContainerStore(db)
     try:
         # as in containerd, the first content plugin loaded; with the local
         # one disabled and a [proxy_plugins] one configured, the remote store

@@ -26,6 +26,10 @@ BUILTIN_ROWS = [
     ("io.containerd.grpc.v1", "leases", "-", "ok"),
     ("io.containerd.service.v1", "images-service", "-", "ok"),
     ("io.containerd.grpc.v1", "images", "-", "ok"),
+    ("io.containerd.service.v1", "containers-service", "-", "ok"),
+    ("io.containerd.grpc.v1", "containers", "-", "ok"),
+    ("io.containerd.service.v1", "tasks-service", "-", "ok"),
+    ("io.containerd.grpc.v1", "tasks", "-", "ok"),
     ("io.containerd.snapshotter.v1", "native", PLATFORM, "ok"),
     ("io.containerd.snapshotter.v1", "overlayfs", PLATFORM, "ok"),
     ("io.containerd.snapshotter.v1", "btrfs", PLATFORM, "skip"),  # the test roots are not on btrfs
