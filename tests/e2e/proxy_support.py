@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -28,6 +28,7 @@ class Seen:
     method: str
     path: str
     range: str
+    headers: dict[str, str] = field(default_factory=dict)  # names in lower case
 
 
 class RegistryProxy:
@@ -85,7 +86,8 @@ class RegistryProxy:
         length = int(h.headers.get("Content-Length", "0") or 0)
         body = h.rfile.read(length) if length else b""
         with self._lock:
-            self.seen.append(Seen(h.command, h.path, h.headers.get("Range", "")))
+            self.seen.append(Seen(h.command, h.path, h.headers.get("Range", ""),
+                                  {k.lower(): v for k, v in h.headers.items()}))
         headers = [(k, v) for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP]
         cut = self._take("cut", h.path, h.command)
         hold = self._take("hold", h.path, h.command)
