@@ -47,6 +47,7 @@ class RegistryProxy:
         self.seen: list[Seen] = []
         self.cuts = 0
         self.held, self.release = threading.Event(), threading.Event()
+        self.resolved = threading.Event()  # set on every HEAD of a manifest
         self._lock = threading.Lock()
         self._client = httpx.Client(timeout=60)
         proxy = self
@@ -88,6 +89,8 @@ class RegistryProxy:
         with self._lock:
             self.seen.append(Seen(h.command, h.path, h.headers.get("Range", ""),
                                   {k.lower(): v for k, v in h.headers.items()}))
+        if h.command == "HEAD" and "/manifests/" in h.path:
+            self.resolved.set()
         headers = [(k, v) for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP]
         cut = self._take("cut", h.path, h.command)
         hold = self._take("hold", h.path, h.command)
