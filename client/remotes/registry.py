@@ -13,7 +13,8 @@ remotes/docker resolver, fetcher and pusher.
 - `push_manifest(ref, desc, data)`: PUT under the tag (or digest).
 
 Requests that meet a 5xx or a dropped connection are retried with
-exponential backoff. A 401 is answered once through the `Authorizer`.
+exponential backoff; a refused connection fails at once. A 401 is
+answered once through the `Authorizer`.
 """
 
 from __future__ import annotations
@@ -137,7 +138,10 @@ class Registry:
             try:
                 resp = client.send(req, stream=stream)
             except httpx.TransportError as exc:
-                if not ok_retry or attempt >= self.options.retries:
+                # nobody listening (or a refused certificate) is not a
+                # passing fault: fail at once, naming the address; a
+                # connection dropped after it was made is retried
+                if not ok_retry or attempt >= self.options.retries or isinstance(exc, httpx.ConnectError):
                     raise errdefs.Unavailable(
                         f"failed to do request: {method} {errdefs.cut(url)}: {_transport_reason(exc)}") from None
                 attempt += 1
