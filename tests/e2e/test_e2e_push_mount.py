@@ -124,6 +124,12 @@ def test_push_mounts_across_repositories_skips_what_exists_and_sends_indexes(tar
     with Registry(Options(plain_http=True)) as client:
         assert client.resolve(f"{registry.host}/dst/multi{n}:other")[1].digest == b.manifest.desc.digest
 
+    # --manifest: a digest in the content store rather than an image name
+    d.pyctr("images", "push", "--plain-http", "--manifest", a.manifest.desc.digest,
+            f"{proxy.host}/dst/multi{n}:bydigest")
+    with Registry(Options(plain_http=True)) as client:
+        assert client.resolve(f"{registry.host}/dst/multi{n}:bydigest")[1].digest == a.manifest.desc.digest
+
     missing = d.pyctr("images", "push", "--plain-http", f"{proxy.host}/dst/none:v1", "no/such:image", check=False)
     assert missing.returncode == 1
     assert missing.stderr.decode().startswith("pyctr: unable to resolve image to manifest: ")
