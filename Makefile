@@ -6,7 +6,7 @@
 PYTHON      ?= /usr/bin/python3
 VENV        := .venv
 BIN         := $(VENV)/bin
-DEB_PACKAGES := python3-venv runc containerd btrfs-progs docker-registry apache2-utils
+DEB_PACKAGES := python3-venv runc containerd btrfs-progs docker-registry apache2-utils skopeo
 # containerd's and cgroups' Go sources: tests/test_proto_conformance.py checks
 # every .proto under api/ against the schemas embedded in their .pb.go files;
 # ttrpc's Go source is the reference for pkg/ttrpc's wire format.
@@ -25,8 +25,9 @@ install: deb-packages $(VENV)/.installed
 
 # Debian packages: venv for Debian's python3, runc, containerd for the real
 # `ctr` and a real containerd to test pyctr and benchmark against,
-# docker-registry (a real registry for the registry client's tests) and
-# apache2-utils (htpasswd, for its Basic auth tests).
+# docker-registry (a real registry for the registry client's tests),
+# apache2-utils (htpasswd, for its Basic auth tests) and skopeo (reads what
+# `pyctr images export` writes, as oci-archive:).
 deb-packages:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

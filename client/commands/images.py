@@ -243,3 +243,7 @@ def register(sub) -> None:
     exp.add_argument("out", nargs="?", default="", metavar="<out>")
     exp.add_argument("refs", nargs="*", metavar="<image>")
     exp.set_defaults(fn=cmd_export)
+    from . import mount, push
+
+    push.register(isub)
+    mount.register(isub)

@@ -3,9 +3,10 @@ answers 401 with, and what satisfies it (containerd's docker authorizer).
 
 `Basic` sends the user's credentials. `Bearer` asks the challenge's realm
 (a token server) for a token covering the scope the request needs
-(`repository:<path>:pull[,push]`), with the user's credentials as Basic
-auth when there are any, anonymously otherwise; the token is kept per host
-and scope until the registry refuses it.
+(`repository:<path>:pull[,push]`): with the user's credentials by
+containerd's OAuth POST (a GET with Basic auth where the server has no
+POST), anonymously otherwise; the token is kept per host and scope, and
+reused by every request of that scope, until the registry refuses it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import httpx
 from pycontainerd.pkg import errdefs
 
 Credentials = Callable[[str], tuple[str, str]]
+OAUTH_CLIENT_ID = "containerd-client"  # what containerd's client calls itself to token servers
 
 
 @dataclass
@@ -116,31 +118,61 @@ class Authorizer:
         raise errdefs.NotImplementedErr("failed to find supported auth scheme")
 
     def _fetch_token(self, client: httpx.Client, host: str, scope: str, c: Challenge) -> str:
+        """A token for `scope` and the challenge's own scope (containerd's
+        doBearerAuth): with credentials, containerd's OAuth POST to the realm
+        (`grant_type=password`, or `refresh_token` for a secret without a
+        user), falling back to a GET with Basic auth where the token server
+        refuses the POST (404, 400, 401, or 405 with a user); without, an
+        anonymous GET."""
         realm = c.params.get("realm", "")
         if not realm:
             raise errdefs.InvalidArgument("no realm specified for token auth challenge")
-        params = {}
-        if c.params.get("service"):
-            params["service"] = c.params["service"]
-        scopes = [s for s in (scope, c.params.get("scope", "")) if s]
+        service = c.params.get("service", "")
+        # containerd's GetTokenScopes: both lists, sorted, each once
+        scopes = sorted({s for s in (*scope.split(), *c.params.get("scope", "").split()) if s})
         user, secret = self._creds(host)
-        headers = {"Authorization": basic_header(user, secret)} if user or secret else {}
-        query = list(params.items()) + [("scope", s) for s in dict.fromkeys(scopes)]
+        if secret:
+            form = {"scope": " ".join(scopes), "service": service, "client_id": OAUTH_CLIENT_ID}
+            if user:
+                form.update(grant_type="password", username=user, password=secret)
+            else:
+                form.update(grant_type="refresh_token", refresh_token=secret)
+            if not scopes:
+                del form["scope"]
+            resp = self._token_request(client, "POST", realm, data=form,
+                                       headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+            if resp.status_code in (404, 401, 400) or (resp.status_code == 405 and user):
+                resp = self._token_request(client, "GET", realm, params=self._query(service, scopes),
+                                           headers={"Authorization": basic_header(user, secret)})
+                return _token_of(resp, "failed to fetch oauth token", ("access_token", "token"))
+            return _token_of(resp, "failed to fetch oauth token", ("access_token",))
+        resp = self._token_request(client, "GET", realm, params=self._query(service, scopes))
+        return _token_of(resp, "failed to fetch anonymous token", ("access_token", "token"))
+
+    @staticmethod
+    def _query(service: str, scopes: list[str]) -> list[tuple[str, str]]:
+        return ([("service", service)] if service else []) + [("scope", s) for s in scopes]
+
+    @staticmethod
+    def _token_request(client: httpx.Client, method: str, realm: str, **kwargs) -> httpx.Response:
         try:
-            resp = client.get(realm, params=query, headers=headers)
+            return client.request(method, realm, **kwargs)
         except httpx.HTTPError as exc:
-            raise errdefs.Unavailable(f"failed to fetch token from {errdefs.cut(realm)}: {type(exc).__name__}") from None
-        if resp.status_code in (401, 403):
-            raise errdefs.PermissionDenied(
-                f"failed to fetch token from {errdefs.cut(realm)}: {resp.status_code} {resp.reason_phrase}: "
-                "authorization failed")
-        if resp.status_code != 200:
-            raise errdefs.Unknown(f"failed to fetch token: unexpected status {resp.status_code} {resp.reason_phrase}")
-        try:
-            body = resp.json()
-        except ValueError:
-            raise errdefs.Unknown("unable to decode token response") from None
-        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
-        if not token:
-            raise errdefs.Unknown("authorization server did not include a token in the response")
-        return token
+            raise errdefs.Unavailable(
+                f"failed to fetch token from {errdefs.cut(realm)}: {type(exc).__name__}") from None
+
+
+def _token_of(resp: httpx.Response, what: str, fields: tuple[str, ...]) -> str:
+    """The token a token server answered, or the error worded as containerd's."""
+    if resp.status_code < 200 or resp.status_code >= 400:
+        status = f"{resp.status_code} {resp.reason_phrase}".strip()
+        kind = errdefs.PermissionDenied if resp.status_code in (401, 403) else errdefs.Unknown
+        raise kind(f"{what}: unexpected status: {status}")
+    try:
+        body = resp.json()
+    except ValueError:
+        raise errdefs.Unknown(f"{what}: unable to decode token response") from None
+    token = next((body.get(f) for f in fields if isinstance(body, dict) and body.get(f)), None)
+    if not isinstance(token, str) or not token:
+        raise errdefs.Unknown(f"{what}: authorization server did not include a token in the response")
+    return token

@@ -3,7 +3,8 @@ Content service of pycontainerd or a real containerd), as containerd's
 client.Fetch walks it: the root, then each manifest's config and layers,
 every blob written under the caller's lease with containerd's ingest ref
 (`index-`, `manifest-`, `config-`, `layer-` + digest) and the
-`containerd.io/distribution.source.<registry>` label, and each parent
+`containerd.io/distribution.source.<registry host>` label (distribution.py;
+a blob already stored gets this repository added to it), and each parent
 labelled with its children's `containerd.io/gc.ref.content.*` so that,
 once an image record points at the root, GC keeps the whole tree.
 
@@ -21,9 +22,8 @@ from pycontainerd.pkg.images import mediatypes
 from pycontainerd.pkg.images.manifest import parse_index, parse_manifest, select_manifests
 from pycontainerd.pkg.oci.descriptor import Descriptor
 
+from .distribution import source_labels
 from .registry import Registry
-
-DISTRIBUTION_SOURCE = "containerd.io/distribution.source."
 
 
 def ref_key(desc: Descriptor) -> str:
@@ -96,15 +96,18 @@ def fetch_into(content, registry: Registry, ref_text: str,
     walk order."""
     name, root = registry.resolve(ref_text)
     ref = reference.parse_docker_ref(name)
-    source = {DISTRIBUTION_SOURCE + ref.domain: ref.path}
     stored: list[Descriptor] = []
 
     def ensure(desc: Descriptor) -> None:
         try:
-            content.info(desc.digest)
+            info = content.info(desc.digest)
         except errdefs.NotFound:
             reader = _IterReader(registry.fetch(name, desc))
-            content.write_blob(ref_key(desc), reader, desc.size, desc.digest, labels=dict(source))
+            content.write_blob(ref_key(desc), reader, desc.size, desc.digest, labels=source_labels(ref, {}))
+        else:  # already here: this repository joins its sources
+            label = source_labels(ref, info.labels)
+            if label and any(info.labels.get(k) != v for k, v in label.items()):
+                content.update(desc.digest, label, [f"labels.{k}" for k in label])
         stored.append(desc)
 
     def read(desc: Descriptor) -> bytes:

@@ -13,7 +13,8 @@ remotes/docker resolver, fetcher and pusher.
 - `push_manifest(ref, desc, data)`: PUT under the tag (or digest).
 
 Requests that meet a 5xx or a dropped connection are retried with
-exponential backoff. A 401 is answered once through the `Authorizer`.
+exponential backoff; a refused connection fails at once. A 401 is
+answered once through the `Authorizer`.
 """
 
 from __future__ import annotations
@@ -137,7 +138,10 @@ class Registry:
             try:
                 resp = client.send(req, stream=stream)
             except httpx.TransportError as exc:
-                if not ok_retry or attempt >= self.options.retries:
+                # nobody listening (or a refused certificate) is not a
+                # passing fault: fail at once, naming the address; a
+                # connection dropped after it was made is retried
+                if not ok_retry or attempt >= self.options.retries or isinstance(exc, httpx.ConnectError):
                     raise errdefs.Unavailable(
                         f"failed to do request: {method} {errdefs.cut(url)}: {_transport_reason(exc)}") from None
                 attempt += 1
@@ -411,6 +415,22 @@ class Registry:
                                  content_factory=body)
         _check_pushed(resp, (201, 204), f"finishing upload of {desc.digest}", desc)
         return "uploaded"
+
+    def manifest_exists(self, ref_text: str, desc: Descriptor, tag: str | None = None) -> bool:
+        """Whether the registry already serves `desc` under `tag` (the ref's
+        own tag by default, its digest when it names none): a HEAD whose
+        digest header, when it answers by tag, must be `desc`'s."""
+        ref = _parse(ref_text)
+        host = self.hosts(ref, PUSH)[0]
+        name = tag if tag is not None else (ref.tag or desc.digest)
+        resp = self._request(host, "HEAD", f"{host.base_url}/{ref.path}/manifests/{name}", self._scope(ref, True),
+                             headers={"Accept": f"{desc.media_type}, */*"})
+        resp.close()
+        if resp.status_code == 200:
+            return name == desc.digest or resp.headers.get("docker-content-digest") == desc.digest
+        if resp.status_code == 404:
+            return False
+        raise errdefs.Unknown(f"checking manifest {desc.digest}: unexpected status {_status(resp)}")
 
     def push_manifest(self, ref_text: str, desc: Descriptor, data: bytes, tag: str | None = None) -> None:
         """PUT a manifest or index under `tag` (the ref's own tag by

@@ -130,6 +130,27 @@ class ContentStore:
         self.shared = shared
         self.delete_unreferenced = delete_unreferenced
         self.lock = RWLock()
+        # per ingest: opening a writer (existence check + backend writer) and
+        # committing (backend commit + blob record) never interleave, as in
+        # containerd, where both happen in one bolt write transaction; else a
+        # writer opened between a commit's two steps ingests the blob again
+        self._ingest_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def ingest_lock(self, namespace: str, ref: str):
+        key = (namespace, ref)
+        lock, users = self._ingest_locks.get(key, (None, 0))
+        lock = lock or asyncio.Lock()
+        self._ingest_locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._ingest_locks[key]
+            if users == 1:
+                del self._ingest_locks[key]
+            else:
+                self._ingest_locks[key] = (lock, users - 1)
 
     # -- blobs ------------------------------------------------------------------
 
@@ -303,7 +324,7 @@ class ContentStore:
                 )
             return False, shared, size, created
 
-        async with self.lock.shared():  # GC, which deletes blobs, waits for it
+        async with self.ingest_lock(namespace, ref), self.lock.shared():  # GC, which deletes blobs, waits for it
             if expected and self.shared:
                 try:
                     existing = await self.backend.info(expected)
@@ -405,7 +426,7 @@ class NamespacedWriter:
         except errdefs.InvalidArgument as exc:
             await self.close()
             raise errdefs.InvalidArgument(f"info.Labels: {exc.message}") from None
-        async with self.store.lock.shared():
+        async with self.store.ingest_lock(ns, ref), self.store.lock.shared():
             if self.w is None:
                 if size and size != self.size:
                     raise errdefs.FailedPrecondition(f'"{errdefs.cut(ref)}" failed size validation: {self.size} != {size}')

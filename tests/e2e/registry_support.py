@@ -186,25 +186,37 @@ def make_index(images: list[Image]) -> Blob:
 
 
 class TokenServer:
-    """A Bearer token server: checks Basic credentials and answers
-    `GET /token?service=..&scope=..` with a JWT (RS256, signed with the
-    `openssl` CLI, the signing certificate in its `x5c` header) granting the
-    requested scopes; the registry trusts that certificate."""
+    """A Bearer token server: answers containerd's OAuth POST (a form with
+    `grant_type=password`, `username`, `password`, `scope`, `service`) with
+    `{"access_token": ...}` and the classic `GET /token?service=..&scope=..`
+    (credentials as Basic auth, or none) with `{"token": ...}`. Tokens are
+    JWTs granting the requested scopes, signed with the `openssl` CLI (RS256
+    with an RSA key, or ES256 with a P-256 key), the signing certificate in
+    their `x5c` header; the registry trusts that certificate. With
+    `post=False` the POST answers 404, as token servers without OAuth do.
+    `requests` lists (method, user, scopes) per token request; anonymous
+    requests get a token too (anonymous pulls are allowed)."""
 
     service = "pycontainerd-test"
     issuer = "pycontainerd-test-issuer"
 
-    def __init__(self, users: dict[str, str]):
+    def __init__(self, users: dict[str, str], alg: str = "RS256", post: bool = True):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        self.users = users
-        self.requests: list[tuple[str, list[str]]] = []
+        self.users, self.alg, self.post = users, alg, post
+        self.requests: list[tuple[str, str, list[str]]] = []
         self.dir = tempfile.mkdtemp(prefix="pcd-tok-")
         self.key, self.cert = os.path.join(self.dir, "tok.key"), os.path.join(self.dir, "tok.crt")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key, "-out",
-                        self.cert, "-days", "2", "-subj", "/CN=pycontainerd token signer"],
-                       check=True, capture_output=True)
+        if alg == "ES256":
+            subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", self.key],
+                           check=True, capture_output=True)
+            subprocess.run(["openssl", "req", "-x509", "-key", self.key, "-out", self.cert, "-days", "2",
+                            "-subj", "/CN=pycontainerd token signer"], check=True, capture_output=True)
+        else:
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key, "-out",
+                            self.cert, "-days", "2", "-subj", "/CN=pycontainerd token signer"],
+                           check=True, capture_output=True)
         der = subprocess.run(["openssl", "x509", "-in", self.cert, "-outform", "DER"], check=True,
                              capture_output=True).stdout
         self.x5c = base64.b64encode(der).decode()
@@ -214,23 +226,37 @@ class TokenServer:
             def log_message(self, *args) -> None:
                 pass
 
+            def _answer(self, status: int, body: dict | None = None) -> None:
+                data = json.dumps(body).encode() if body is not None else b""
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_GET(self) -> None:
                 from urllib.parse import parse_qs, urlsplit
 
                 q = parse_qs(urlsplit(self.path).query)
                 user = server.check(self.headers.get("Authorization", ""))
-                server.requests.append((user or "", q.get("scope", [])))
+                server.requests.append(("GET", user or "", q.get("scope", [])))
                 if user is None:
-                    self.send_response(401)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                body = json.dumps({"token": server.sign(q.get("scope", []))}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                    return self._answer(401)
+                self._answer(200, {"token": server.sign(q.get("scope", []))})
+
+            def do_POST(self) -> None:
+                from urllib.parse import parse_qs
+
+                form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length", "0") or 0)).decode())
+                one = lambda k: form.get(k, [""])[0]
+                scopes = one("scope").split()
+                server.requests.append(("POST", one("username"), scopes))
+                if not server.post:
+                    return self._answer(404)
+                if (one("grant_type") != "password" or one("client_id") != "containerd-client"
+                        or server.users.get(one("username")) != one("password")):
+                    return self._answer(401, {"error": "invalid_grant"})
+                self._answer(200, {"access_token": server.sign(scopes), "expires_in": 300})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.realm = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
@@ -256,14 +282,37 @@ class TokenServer:
         now = int(time.time())
         claims = {"iss": self.issuer, "sub": "test", "aud": self.service, "exp": now + 300, "nbf": now - 10,
                   "iat": now, "jti": os.urandom(8).hex(), "access": access}
-        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
+        header = {"typ": "JWT", "alg": self.alg, "x5c": [self.x5c]}
         b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
         signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
         sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.key], input=signing_input.encode(),
                              check=True, capture_output=True).stdout
+        if self.alg == "ES256":
+            sig = _ecdsa_der_to_raw(sig, 32)
         return signing_input + "." + b64(sig)
 
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _ecdsa_der_to_raw(der: bytes, size: int) -> bytes:
+    """openssl's ECDSA signature (DER: SEQUENCE of INTEGER r, INTEGER s) as
+    JWS wants it: r and s, each big-endian in `size` bytes."""
+    def length(i: int) -> tuple[int, int]:
+        first = der[i]
+        if first < 0x80:
+            return first, i + 1
+        n = first & 0x7F
+        return int.from_bytes(der[i + 1:i + 1 + n], "big"), i + 1 + n
+
+    assert der[0] == 0x30
+    _, i = length(1)
+    out = b""
+    for _ in range(2):
+        assert der[i] == 0x02
+        n, i = length(i + 1)
+        out += int.from_bytes(der[i:i + n], "big").to_bytes(size, "big")
+        i += n
+    return out

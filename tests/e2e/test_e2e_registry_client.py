@@ -193,36 +193,47 @@ def test_basic_auth():
         reg.stop()
 
 
-def test_bearer_token_auth():
-    """The registry sends clients to a token server (run by the test); the
-    client gets a token for the scope it needs, with the user's credentials
-    when given, and a wrong password is refused with a clear error."""
-    tokens = TokenServer(users={"bob": "pw"})
+@pytest.mark.parametrize("alg,post", [("RS256", True), ("ES256", True), ("RS256", False)],
+                         ids=["oauth-post-rs256", "oauth-post-es256", "get-fallback"])
+def test_bearer_token_auth(alg, post):
+    """The registry sends clients to a token server (run by the test, its
+    JWTs signed RS256 or ES256). With credentials the client uses
+    containerd's OAuth POST, or a GET with Basic auth where the server
+    answers the POST 404; without, an anonymous GET. One token per scope
+    serves every request of that scope; a wrong password is refused with
+    containerd's words."""
+    tokens = TokenServer(users={"bob": "pw"}, alg=alg, post=post)
     reg = RegistryProcess(token=tokens)
     try:
         ref = f"{reg.host}/team/img:v1"
-        img = make_image(AMD64, [{"t": b"token\n"}])
+        img = make_image(AMD64, [{"t": b"token\n"}, {"u": b"two\n"}])
         with Registry(Options(plain_http=True, credentials=static_credentials("bob", "pw"))) as client:
-            push_image(client, ref, [img], None)
+            assert push_image(client, ref, [img], None) == ["uploaded"] * 3
             assert client.resolve(ref)[1].digest == img.manifest.desc.digest
-        # one token per scope, kept for every request of that scope: push asks
-        # for pull,push (plus the scope the registry's challenge named), the
-        # resolve after it for pull alone
-        assert tokens.requests == [("bob", ["repository:team/img:pull,push", "repository:team/img:pull"]),
-                                   ("bob", ["repository:team/img:pull"])]
+            assert client.fetch_bytes(ref, img.config.desc) == img.config.data
+        # push asks for pull,push plus the scope the registry's challenge
+        # named (sorted, as containerd's GetTokenScopes), the resolve and
+        # fetch after it for pull alone: two tokens for a dozen requests
+        push_scopes = ["repository:team/img:pull", "repository:team/img:pull,push"]
+        if post:
+            assert tokens.requests == [("POST", "bob", push_scopes), ("POST", "bob", ["repository:team/img:pull"])]
+        else:
+            assert tokens.requests == [("POST", "bob", push_scopes), ("GET", "bob", push_scopes),
+                                       ("POST", "bob", ["repository:team/img:pull"]),
+                                       ("GET", "bob", ["repository:team/img:pull"])]
 
-        # without credentials the token is asked for anonymously (this token
-        # server grants anonymous pulls)
+        # without credentials the token is asked for anonymously
+        del tokens.requests[:]
         with Registry(Options(plain_http=True)) as client:
             assert client.resolve(ref)[1].digest == img.manifest.desc.digest
-        assert tokens.requests[-1] == ("", ["repository:team/img:pull"])
+        assert tokens.requests == [("GET", "", ["repository:team/img:pull"])]
 
         with Registry(Options(plain_http=True, credentials=static_credentials("bob", "nope"))) as client:
             with pytest.raises(errdefs.PermissionDenied) as err:
                 client.resolve(ref)
         assert str(err.value) == (
-            "pull access denied, repository does not exist or may require authorization: failed to fetch token "
-            f"from {tokens.realm}: 401 Unauthorized: authorization failed: permission denied")
+            "pull access denied, repository does not exist or may require authorization: "
+            "failed to fetch oauth token: unexpected status: 401 Unauthorized: permission denied")
     finally:
         reg.stop()
         tokens.stop()
@@ -427,7 +438,7 @@ def _fetch_scenario(address: str, registry: RegistryProcess, repo: str) -> None:
             assert [d.digest for d in stored] == [index.desc.digest, arm.manifest.desc.digest,
                                                   arm.config.desc.digest, arm.layers[0].desc.digest]
             infos = {i.digest: i for i in cc.list()}
-            source = f"containerd.io/distribution.source.{registry.host}"
+            source = "containerd.io/distribution.source.127.0.0.1"  # the host without its port, as containerd
             assert infos[index.desc.digest].labels == {source: repo,
                                                        "containerd.io/gc.ref.content.m.0": arm.manifest.desc.digest}
             assert infos[arm.manifest.desc.digest].labels == {
