@@ -30,6 +30,7 @@ MODULES: tuple[str, ...] = (
     "pycontainerd.plugins.services.diff",
     "pycontainerd.plugins.services.version",
     "pycontainerd.plugins.services.events",
+    "pycontainerd.plugins.events.ttrpc",
     "pycontainerd.plugins.services.healthcheck",
 )
 
