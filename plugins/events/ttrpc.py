@@ -48,13 +48,8 @@ class TTRPCEvents:
 
 
 def _forward_request():
-    """The ForwardRequest type: the ttrpc events API's own message when its
-    stubs are present, else the gRPC events API's, which has the same fields
-    and numbers (envelope = 1: timestamp, namespace, topic, event)."""
-    try:
-        from pycontainerd.api.services.ttrpc.events.v1 import events_pb2
-    except ImportError:
-        from pycontainerd.api.services.events.v1 import events_pb2
+    from pycontainerd.api.services.ttrpc.events.v1 import events_pb2
+
     return events_pb2.ForwardRequest
 
 

@@ -10,7 +10,8 @@ Both actions run in the bundle directory with
     <shim> -namespace <ns> -address <grpc socket> -publish-binary <pycontainerd> <args...>
 
 in the environment of the daemon plus GOMAXPROCS=2 and TTRPC_ADDRESS (the
-daemon's ttrpc socket, where the shim forwards its events), in a process
+daemon's ttrpc socket, where the shim forwards its events; SCHED_CORE=1 with
+the plugin's `sched_core`), in a process
 group of its own. `start` gets the runtime options (a serialized
 google.protobuf.Any) on stdin and prints the ttrpc address of the shim it
 left running; `delete` cleans up after a shim that is gone and prints a
@@ -87,7 +88,8 @@ def resolve(runtime: str) -> str:
 
 
 class Binary:
-    def __init__(self, bundle: Bundle, path: str, address: str, ttrpc_address: str):
+    def __init__(self, bundle: Bundle, path: str, address: str, ttrpc_address: str, sched_core: bool = False):
+        self.sched_core = sched_core
         self.bundle = bundle
         self.path = path
         self.address = address
@@ -98,7 +100,10 @@ class Binary:
                 "-publish-binary", publish_binary(), *args]
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "GOMAXPROCS": "2", "TTRPC_ADDRESS": self.ttrpc_address}
+        env = {**os.environ, "GOMAXPROCS": "2", "TTRPC_ADDRESS": self.ttrpc_address}
+        if self.sched_core:  # the shim puts itself and its tasks in a core-scheduling group
+            env["SCHED_CORE"] = "1"
+        return env
 
     async def start(self, options: bytes | None) -> str:
         """Run the `start` action; the address the shim prints."""

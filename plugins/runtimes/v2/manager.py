@@ -34,7 +34,7 @@ from pycontainerd.core.context import InitContext
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.pkg import errdefs, goduration
 from pycontainerd.pkg.runtime import CreateOpts, Exit
-from pycontainerd.pkg.ttrpc import Client
+from pycontainerd.pkg.ttrpc import Client, StatusError
 
 from .binary import Binary, ShimError, resolve
 from .bundle import ADDRESS, BINARY_PATH, LOG, Bundle
@@ -58,7 +58,7 @@ DEFAULT_TIMEOUTS = {"load": 5.0, "shutdown": 3.0, "cleanup": 5.0, "state": 2.0}
 class Config:
     """[plugins."io.containerd.runtime.v2.task"], containerd's keys."""
 
-    platforms: list[str] = field(default_factory=lambda: ["linux/amd64"])
+    platforms: list[str] = field(default_factory=lambda: [_default_platform()])
     sched_core: bool = False
 
 
@@ -97,7 +97,9 @@ class ShimLog:
 
 
 class TaskManager:
-    def __init__(self, root: str, state: str, address: str, ttrpc_address: str, events: Any, timeouts: dict[str, float]):
+    def __init__(self, root: str, state: str, address: str, ttrpc_address: str, events: Any,
+                 timeouts: dict[str, float], sched_core: bool = False):
+        self.sched_core = sched_core
         self.root = root
         self.state = state
         self.address = address
@@ -126,13 +128,13 @@ class TaskManager:
             try:
                 task = await self._start_shim(namespace, task_id, opts)
             except errdefs.ContainerdError as exc:
-                raise type(exc)(f"failed to start shim: {exc.message}") from None
+                raise _wrap(exc, "failed to start shim") from None
             try:
                 await task.create(opts)
             except BaseException as exc:
                 await self._abandon(task)
                 if isinstance(exc, errdefs.ContainerdError):
-                    raise type(exc)(f"failed to create shim task: {exc.message}") from None
+                    raise _wrap(exc, "failed to create shim task") from None
                 raise
             self._exits.pop(key, None)
             self._tasks[key] = task
@@ -157,7 +159,7 @@ class TaskManager:
         except errdefs.NotFound:
             exit_ = None
         except errdefs.ContainerdError as exc:
-            raise type(exc)(f"failed to delete task: {exc.message}") from None
+            raise _wrap(exc, "failed to delete task") from None
         self._tasks.pop(key, None)
         await self._shutdown_and_remove(task)
         if exit_ is None:  # the shim went away under us: what the cleanup recorded
@@ -198,7 +200,7 @@ class TaskManager:
                 path = resolve(opts.runtime)
             except ShimError as exc:
                 raise ShimError(f"failed to resolve runtime path: {exc.message}") from None
-            binary = Binary(bundle, path, self.address, self.ttrpc_address)
+            binary = Binary(bundle, path, self.address, self.ttrpc_address, self.sched_core)
             shim_log = ShimLog(bundle)
             options = opts.task_options if opts.task_options is not None else opts.runtime_options
             try:
@@ -211,7 +213,6 @@ class TaskManager:
                 await self._run_delete_action(binary)
                 raise
             await asyncio.to_thread(bundle.write, BINARY_PATH, path)
-            bundle.write(ADDRESS, address) if not os.path.exists(bundle.file(ADDRESS)) else None
         except BaseException:
             if shim_log is not None:
                 shim_log.close()
@@ -290,7 +291,13 @@ class TaskManager:
         shim_log = self._logs.pop(key, None)
         if shim_log is not None:
             shim_log.close()
+        try:
+            address = bundle.read(ADDRESS)
+        except OSError:
+            address = ""
         exit_ = await self._run_delete_action(binary)
+        if address:  # a killed shim cannot remove its socket, and `delete` does not
+            await asyncio.to_thread(_remove_stale_socket, address)
         listed = self._tasks.get(key) is task if task is not None else True
         self._tasks.pop(key, None)
         if exit_ is None:
@@ -329,7 +336,7 @@ class TaskManager:
             bound.error("failed to resolve runtime path", error=str(exc))
             await asyncio.to_thread(_delete_quietly, bundle)
             return
-        binary = Binary(bundle, path, self.address, self.ttrpc_address)
+        binary = Binary(bundle, path, self.address, self.ttrpc_address, self.sched_core)
         try:
             address = bundle.read(ADDRESS)
             client = await Client.connect(address, timeout=self.timeouts["load"])
@@ -364,6 +371,20 @@ class TaskManager:
         self._logs.clear()
 
 
+def _wrap(exc: errdefs.ContainerdError, context: str) -> errdefs.ContainerdError:
+    """The same class with `context` in front, as Go's %w wrapping reads."""
+    message = f"{context}: {exc.message}" if exc.message else context
+    if isinstance(exc, StatusError):
+        return StatusError(exc.code, message)
+    return type(exc)(message)
+
+
+def _default_platform() -> str:
+    from pycontainerd.pkg.platforms import default_string
+
+    return default_string()
+
+
 def _runtime_name(path: str) -> str:
     """The runtime name a shim binary stands for (containerd-shim-runc-v2 ->
     io.containerd.runc.v2), for tasks found again after a restart."""
@@ -373,6 +394,28 @@ def _runtime_name(path: str) -> str:
         if len(parts) == 2:
             return f"io.containerd.{parts[0]}.{parts[1]}"
     return path
+
+
+def _remove_stale_socket(address: str) -> None:
+    """Unlink a shim's socket file if nothing listens on it any more."""
+    import socket
+
+    path = address.removeprefix("unix://")
+    if not path.startswith("/"):  # abstract socket: nothing on disk
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    except OSError:
+        pass
+    finally:
+        probe.close()
 
 
 def _dirs(path: str) -> list[str]:
@@ -412,7 +455,7 @@ async def init(ic: InitContext) -> TaskManager:
     ic.meta.platforms = list(ic.config.platforms)
     manager = TaskManager(
         root=ic.root, state=ic.state, address=ic.address, ttrpc_address=ic.ttrpc_address,
-        events=ic.get(PluginType.EVENT), timeouts=_timeouts(ic.daemon_config),
+        events=ic.get(PluginType.EVENT), timeouts=_timeouts(ic.daemon_config), sched_core=ic.config.sched_core,
     )
     await manager.load_existing()
     ic.spawn("exits", manager.watch_exits())
