@@ -119,8 +119,9 @@ class Env:
     def state(self) -> str:
         return os.path.join(self.dir, "state", "io.containerd.runtime.v2.task")
 
-    def start(self) -> InProcessDaemon:
+    def start(self, **config) -> InProcessDaemon:
         self.daemon = InProcessDaemon(config={
+            **config,
             "root": os.path.join(self.dir, "root"),
             "state": os.path.join(self.dir, "state"),
             "grpc": {"address": self.address},
@@ -366,3 +367,9 @@ def test_a_command_missing_from_the_image_surfaces_runcs_error_and_leaves_nothin
     assert "failed to create shim task" in str(exc.value) and "not-there" in str(exc.value)
     assert not os.path.exists(os.path.join(env.state, env.namespace, "missing"))
     assert env.run(env.runtime.tasks(env.namespace)) == []
+
+
+def test_timeouts_come_from_the_config(env):
+    env.stop()
+    env.start(timeouts={"io.containerd.timeout.task.state": "750ms", "io.containerd.timeout.shim.load": "1m"})
+    assert env.runtime.timeouts == {"load": 60.0, "shutdown": 3.0, "cleanup": 5.0, "state": 0.75}

@@ -248,6 +248,7 @@ class TaskManager:
     async def _shutdown_and_remove(self, task: ShimTask) -> None:
         key = (task.namespace, task.id)
         self._tasks.pop(key, None)
+        self._forget_connection(task)  # the shim exiting now is what we asked for
         try:
             await task.shutdown()
         except errdefs.ContainerdError as exc:
@@ -257,7 +258,6 @@ class TaskManager:
             await asyncio.wait_for(ended, self.timeouts["shutdown"])
         except asyncio.TimeoutError:
             pass
-        self._forget_connection(task)
         await task.client.close()
         shim_log = self._logs.pop(key, None)
         if shim_log is not None:
@@ -366,6 +366,7 @@ class TaskManager:
         for task in list(self._tasks.values()):
             self._forget_connection(task)
             await task.client.close()
+            task.exited.cancel()  # a Wait still pending ends with the daemon
         for shim_log in self._logs.values():
             shim_log.close()
         self._logs.clear()
