@@ -219,7 +219,8 @@ class Config:
                     out.append(f"{section}.{f.name}")
         if self.stream_processors:
             out.append("stream_processors")
-        out += [f'timeouts."{k}"' for k, v in self.timeouts.items() if default.timeouts.get(k) != v]
+        out += [f'timeouts."{k}"' for k, v in self.timeouts.items()
+                if default.timeouts.get(k) != v and k not in _HONOURED_TIMEOUTS]
         return out
 
     def validate(self) -> None:
@@ -271,6 +272,12 @@ _HONOURED = frozenset({
     "grpc.address", "grpc.tcp_address", "grpc.uid", "grpc.gid",
     "grpc.max_recv_message_size", "grpc.max_send_message_size",
     "debug.level", "debug.format",
+    "ttrpc.address", "ttrpc.uid", "ttrpc.gid",  # the daemon's ttrpc socket (shims' events)
+})
+# the [timeouts] the runtime v2 plugin applies to its shims
+_HONOURED_TIMEOUTS = frozenset({
+    "io.containerd.timeout.shim.cleanup", "io.containerd.timeout.shim.load",
+    "io.containerd.timeout.shim.shutdown", "io.containerd.timeout.task.state",
 })
 
 

@@ -227,6 +227,7 @@ class Daemon:
         self.events = Exchange()
         self.tasks = TaskGroup()
         self.server: grpc.aio.Server | None = None
+        self.ttrpc_server: Any = None  # pkg.ttrpc.Server on <grpc address>.ttrpc, once serving
         self._lock: SocketLock | None = None
         self._locks: list[FileLock] = []  # root, state, socket: released on stop
         self._stopped = asyncio.Event()
@@ -252,6 +253,7 @@ class Daemon:
             await self._init_plugins()
             await self._serve()
         except BaseException:
+            await self._stop_ttrpc()
             if self.server is not None:  # bound, then refused (e.g. the socket's owner): no stale socket
                 await self.server.stop(0)
                 self.server = None
@@ -279,6 +281,10 @@ class Daemon:
             from pycontainerd.pkg.errdefs import go_quote  # containerd quotes it as Go's %q does
 
             raise StartError(f"{go_quote(path)}: unix socket path too long (> {MAX_SOCKET_PATH})")
+        if len(os.fsencode(cfg.ttrpc_address)) > MAX_SOCKET_PATH:
+            from pycontainerd.pkg.errdefs import go_quote
+
+            raise StartError(f"{go_quote(cfg.ttrpc_address)}: unix socket path too long (> {MAX_SOCKET_PATH})")
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -430,9 +436,53 @@ class Daemon:
             except OSError as exc:
                 raise StartError(f"cannot give {path} to uid {cfg.grpc.uid} gid {cfg.grpc.gid}: {exc.strerror}") from None
         log.info("serving", address=path)
+        await self._serve_ttrpc()
         # off the path to the first answered request: a full collection
         # costs ~10 ms, and memory can go back to the OS once start-up settles
         asyncio.get_running_loop().call_later(STARTUP_SETTLE_SECONDS, _release_startup_memory)
+
+    async def _serve_ttrpc(self) -> None:
+        """The ttrpc socket (`<grpc address>.ttrpc` unless [ttrpc] says),
+        where shims publish their events: every plugin instance with
+        `register_ttrpc(server)` registers its services on it, as containerd
+        serves its TTRPCService plugins. Same discipline as the gRPC socket:
+        a lock beside it, a live socket refused, only a stale one removed."""
+        from pycontainerd.pkg.ttrpc import Server as TTRPCServer
+
+        cfg = self.config
+        path = cfg.ttrpc_address
+        self._take(SocketLock(path))
+        _refuse_live_socket(path)
+        if os.path.exists(path):
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISSOCK(mode):
+                raise _not_a_socket(path, mode)
+            os.unlink(path)
+        server = TTRPCServer()
+        for p in self.plugins:
+            if p.error is None and hasattr(p.instance, "register_ttrpc"):
+                p.instance.register_ttrpc(server)
+        try:
+            await server.listen(path, mode=0o660)
+        except OSError as exc:
+            raise StartError(f"failed to listen on {path}: {exc.strerror}") from None
+        self.ttrpc_server = server
+        if cfg.ttrpc.uid or cfg.ttrpc.gid:
+            try:
+                os.chown(path, cfg.ttrpc.uid, cfg.ttrpc.gid)
+            except OSError as exc:
+                raise StartError(f"cannot give {path} to uid {cfg.ttrpc.uid} gid {cfg.ttrpc.gid}: {exc.strerror}") from None
+        log.info("serving ttrpc", address=path)
+
+    async def _stop_ttrpc(self) -> None:
+        if self.ttrpc_server is None:
+            return
+        await self.ttrpc_server.close()
+        self.ttrpc_server = None
+        try:
+            os.unlink(self.config.ttrpc_address)
+        except FileNotFoundError:
+            pass
 
     # -- stop ----------------------------------------------------------------
 
@@ -441,6 +491,7 @@ class Daemon:
 
     async def stop(self, grace: float = 2.0) -> None:
         self.events.close()
+        await self._stop_ttrpc()
         if self.server is not None:
             await self.server.stop(grace)
             self.server = None

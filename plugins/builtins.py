@@ -32,6 +32,8 @@ MODULES: tuple[str, ...] = (
     "pycontainerd.plugins.services.diff",
     "pycontainerd.plugins.services.version",
     "pycontainerd.plugins.services.events",
+    "pycontainerd.plugins.events.ttrpc",
+    "pycontainerd.plugins.runtimes.v2.manager",
     "pycontainerd.plugins.services.healthcheck",
 )
 

@@ -904,6 +904,7 @@ def test_every_containerd_1_6_section_of_a_plugin_we_have_decodes_against_its_re
     assert ours == [
         GC,
         "io.containerd.metadata.v1.sqlite",
+        "io.containerd.runtime.v2.task",
         DIFF,
         "io.containerd.snapshotter.v1.btrfs",
         "io.containerd.snapshotter.v1.native",
@@ -915,6 +916,7 @@ def test_every_containerd_1_6_section_of_a_plugin_we_have_decodes_against_its_re
              "schedule_delay": "0s", "startup_delay": "100ms"},
         DIFF: {"default": ["walking"]},
         "io.containerd.metadata.v1.sqlite": {"content_sharing_policy": "shared"},
+        "io.containerd.runtime.v2.task": {"platforms": ["linux/amd64"], "sched_core": False},
         "io.containerd.snapshotter.v1.btrfs": {"root_path": ""},
         "io.containerd.snapshotter.v1.native": {"root_path": ""},
         OVERLAY: {"root_path": "", "upperdir_label": False},
@@ -1095,6 +1097,6 @@ def test_inert_settings_are_named_once_each(tmp_path):
         """,
     )
     assert cfg.inert_settings() == [
-        "plugin_dir", "oom_score", "grpc.tcp_tls_cert", "ttrpc.address", "debug.address", "metrics.address", "cgroup.path",
+        "plugin_dir", "oom_score", "grpc.tcp_tls_cert", "debug.address", "metrics.address", "cgroup.path",
     ]
     assert load_text(tmp_path, "version = 2\n").inert_settings() == []

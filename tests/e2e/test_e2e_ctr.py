@@ -44,6 +44,8 @@ BUILTIN_ROWS = [
     ("io.containerd.grpc.v1", "namespaces", "-", "ok"),
     ("io.containerd.grpc.v1", "version", "-", "ok"),
     ("io.containerd.grpc.v1", "events", "-", "ok"),
+    ("io.containerd.ttrpc.v1", "events", "-", "ok"),
+    ("io.containerd.runtime.v2", "task", PLATFORM, "ok"),
     ("io.containerd.grpc.v1", "healthcheck", "-", "ok"),
 ]
 

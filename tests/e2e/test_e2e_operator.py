@@ -260,7 +260,11 @@ def test_socket_path_of_107_bytes_serves_and_108_is_refused(tmp):
     assert os.listdir(tmp) == []
 
     sock = address(107)
-    proc = subprocess.Popen([PYCONTAINERD, "--root", f"{tmp}/root", "--state", f"{tmp}/state", "--address", sock],
+    # the ttrpc socket (<address>.ttrpc by default) would be longer still: give it its own path
+    with open(f"{tmp}/config.toml", "w") as f:
+        f.write(f'version = 2\n[ttrpc]\naddress = "{tmp}/t.ttrpc"\n')
+    proc = subprocess.Popen([PYCONTAINERD, "--config", f"{tmp}/config.toml", "--root", f"{tmp}/root",
+                             "--state", f"{tmp}/state", "--address", sock],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=clean_env())
     try:

@@ -1,0 +1,1 @@
+"""Runtime plugins: v2 (shims over ttrpc)."""

@@ -1,0 +1,469 @@
+"""io.containerd.runtime.v2.task: the PlatformRuntime over v2 shims.
+
+Create makes the bundle, runs the shim binary's `start` action, connects to
+the address it prints, and sends Create; a failure on the way runs the
+shim's `delete` action and removes the bundle, so nothing is left. Delete
+asks the shim to delete the task, then to shut down, then removes the
+bundle.
+
+A shim whose connection drops is dead: its `delete` action cleans up after
+it, TaskExit and TaskDelete are published (status 255 if it could not say),
+and the task leaves the list. When the daemon starts again, every bundle in
+the state directory is reconnected through its `address` file; those whose
+shim is gone are cleaned up the same way, and work directories with no task
+are removed.
+
+The last exit of each task's init process (from its shim's /tasks/exit
+events, or from Wait) is kept as its exit record until the task is deleted.
+[timeouts] io.containerd.timeout.shim.load (reconnecting),
+.shim.shutdown (Shutdown), .shim.cleanup (the `delete` action) and
+.task.state (State) bound those calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import structlog
+
+from pycontainerd.core.context import InitContext
+from pycontainerd.core.registry import PluginType, Registration, hookimpl
+from pycontainerd.pkg import errdefs, goduration
+from pycontainerd.pkg.runtime import CreateOpts, Exit
+from pycontainerd.pkg.ttrpc import Client, StatusError
+
+from .binary import Binary, ShimError, resolve
+from .bundle import ADDRESS, BINARY_PATH, LOG, Bundle
+from .shim import ShimTask
+
+log = structlog.get_logger(__name__)
+
+PLUGIN_ID = "io.containerd.runtime.v2.task"
+TOPIC_EXIT = "/tasks/exit"
+TOPIC_DELETE = "/tasks/delete"
+TIMEOUT_KEYS = {
+    "load": "io.containerd.timeout.shim.load",
+    "shutdown": "io.containerd.timeout.shim.shutdown",
+    "cleanup": "io.containerd.timeout.shim.cleanup",
+    "state": "io.containerd.timeout.task.state",
+}
+DEFAULT_TIMEOUTS = {"load": 5.0, "shutdown": 3.0, "cleanup": 5.0, "state": 2.0}
+
+
+@dataclass
+class Config:
+    """[plugins."io.containerd.runtime.v2.task"], containerd's keys."""
+
+    platforms: list[str] = field(default_factory=lambda: [_default_platform()])
+    sched_core: bool = False
+
+
+class ShimLog:
+    """The bundle's `log` FIFO, held open for reading (the shim opens it for
+    writing and fails if nobody created it); each line goes to our log."""
+
+    def __init__(self, bundle: Bundle):
+        path = bundle.file(LOG)
+        if not os.path.exists(path):
+            os.mkfifo(path, 0o700)
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.log = log.bind(id=bundle.id, namespace=bundle.namespace)
+        self._partial = b""
+        asyncio.get_running_loop().add_reader(self.fd, self._read)
+
+    def _read(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            if line.strip():
+                self.log.info("shim", line=line.decode(errors="replace")[:4096])
+        self._partial = self._partial[-65536:]
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            asyncio.get_running_loop().remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+
+
+class TaskManager:
+    def __init__(self, root: str, state: str, address: str, ttrpc_address: str, events: Any,
+                 timeouts: dict[str, float], sched_core: bool = False):
+        self.sched_core = sched_core
+        self.root = root
+        self.state = state
+        self.address = address
+        self.ttrpc_address = ttrpc_address
+        self.events = events
+        self.timeouts = timeouts
+        self._tasks: dict[tuple[str, str], ShimTask] = {}
+        self._logs: dict[tuple[str, str], ShimLog] = {}
+        self._exits: dict[tuple[str, str], Exit] = {}
+        self._creating: set[tuple[str, str]] = set()
+        self._cleanups: set[asyncio.Task] = set()
+        self._closing = False
+
+    @property
+    def id(self) -> str:
+        return PLUGIN_ID
+
+    # -- PlatformRuntime -----------------------------------------------------
+
+    async def create(self, namespace: str, task_id: str, opts: CreateOpts) -> ShimTask:
+        key = (namespace, task_id)
+        if key in self._tasks or key in self._creating:
+            raise errdefs.AlreadyExists(f"task {task_id}")
+        self._creating.add(key)
+        try:
+            try:
+                task = await self._start_shim(namespace, task_id, opts)
+            except errdefs.ContainerdError as exc:
+                raise _wrap(exc, "failed to start shim") from None
+            try:
+                await task.create(opts)
+            except BaseException as exc:
+                await self._abandon(task)
+                if isinstance(exc, errdefs.ContainerdError):
+                    raise _wrap(exc, "failed to create shim task") from None
+                raise
+            self._exits.pop(key, None)
+            self._tasks[key] = task
+            return task
+        finally:
+            self._creating.discard(key)
+
+    async def get(self, namespace: str, task_id: str) -> ShimTask:
+        task = self._tasks.get((namespace, task_id))
+        if task is None:
+            raise errdefs.NotFound(f"task {task_id}")
+        return task
+
+    async def tasks(self, namespace: str | None, all: bool = False) -> list[ShimTask]:
+        return [t for (ns, _), t in sorted(self._tasks.items()) if all or namespace is None or ns == namespace]
+
+    async def delete(self, namespace: str, task_id: str) -> Exit:
+        task = await self.get(namespace, task_id)
+        key = (namespace, task_id)
+        try:
+            exit_ = await task.delete_in_shim()
+        except errdefs.NotFound:
+            exit_ = None
+        except errdefs.ContainerdError as exc:
+            raise _wrap(exc, "failed to delete task") from None
+        self._tasks.pop(key, None)
+        await self._shutdown_and_remove(task)
+        if exit_ is None:  # the shim went away under us: what the cleanup recorded
+            exit_ = self._exits.get(key) or Exit(pid=0, status=255, exited_at=time.time_ns())
+        self._exits.pop(key, None)
+        return exit_
+
+    # -- exit records ----------------------------------------------------------
+
+    def exit_of(self, namespace: str, task_id: str) -> Exit | None:
+        """The recorded exit of a task's init process, if it has exited."""
+        return self._exits.get((namespace, task_id))
+
+    async def watch_exits(self) -> None:
+        """Keep the exit record from the shims' /tasks/exit events."""
+        from pycontainerd.api.events import task_pb2
+
+        with self.events.subscribe(f'topic=="{TOPIC_EXIT}"') as sub:
+            async for env in sub:
+                try:
+                    ev = task_pb2.TaskExit.FromString(env.event.value)
+                except Exception:  # a publisher's bytes that do not decode
+                    continue
+                key = (env.namespace, ev.container_id)
+                if ev.id == ev.container_id and key in self._tasks:
+                    from pycontainerd.pkg import timestamps
+
+                    self._exits[key] = Exit(pid=ev.pid, status=ev.exit_status, exited_at=timestamps.from_pb(ev.exited_at))
+
+    # -- shims -------------------------------------------------------------------
+
+    async def _start_shim(self, namespace: str, task_id: str, opts: CreateOpts) -> ShimTask:
+        spec = opts.spec.value if opts.spec is not None else b""
+        bundle = await asyncio.to_thread(Bundle.create, self.root, self.state, namespace, task_id, spec)
+        shim_log = None
+        try:
+            try:
+                path = resolve(opts.runtime)
+            except ShimError as exc:
+                raise ShimError(f"failed to resolve runtime path: {exc.message}") from None
+            binary = Binary(bundle, path, self.address, self.ttrpc_address, self.sched_core)
+            shim_log = ShimLog(bundle)
+            options = opts.task_options if opts.task_options is not None else opts.runtime_options
+            try:
+                address = await binary.start(options.SerializeToString() if options is not None else None)
+            except ShimError as exc:
+                raise ShimError(f"start failed: {exc.message}") from None
+            try:
+                client = await Client.connect(address, timeout=self.timeouts["load"])
+            except errdefs.ContainerdError:
+                await self._run_delete_action(binary)
+                raise
+            await asyncio.to_thread(bundle.write, BINARY_PATH, path)
+        except BaseException:
+            if shim_log is not None:
+                shim_log.close()
+            await asyncio.to_thread(bundle.delete)
+            raise
+        task = ShimTask(bundle, client, opts.runtime, self.timeouts)
+        self._watch(task, binary, shim_log)
+        return task
+
+    def _watch(self, task: ShimTask, binary: Binary, shim_log: ShimLog) -> None:
+        key = (task.namespace, task.id)
+        self._logs[key] = shim_log
+
+        def closed() -> None:
+            if self._closing:
+                return
+            job = asyncio.get_running_loop().create_task(self._cleanup_dead_shim(task, binary))
+            self._cleanups.add(job)
+            job.add_done_callback(self._cleanups.discard)
+
+        task.client.on_close(closed)
+
+    async def _abandon(self, task: ShimTask) -> None:
+        """A shim whose Create failed: delete in it, shut it down, clean up."""
+        key = (task.namespace, task.id)
+        try:
+            await asyncio.wait_for(task.delete_in_shim(), self.timeouts["cleanup"])
+        except (errdefs.ContainerdError, asyncio.TimeoutError):
+            pass
+        await self._shutdown_and_remove(task)
+        self._exits.pop(key, None)
+
+    async def _shutdown_and_remove(self, task: ShimTask) -> None:
+        key = (task.namespace, task.id)
+        self._tasks.pop(key, None)
+        self._forget_connection(task)  # the shim exiting now is what we asked for
+        try:
+            await task.shutdown()
+        except errdefs.ContainerdError as exc:
+            log.warning("failed to shutdown shim task", id=task.id, namespace=task.namespace, error=str(exc))
+        ended = asyncio.shield(task.client.wait_closed())
+        try:
+            await asyncio.wait_for(ended, self.timeouts["shutdown"])
+        except asyncio.TimeoutError:
+            pass
+        await task.client.close()
+        shim_log = self._logs.pop(key, None)
+        if shim_log is not None:
+            shim_log.close()
+        try:
+            await asyncio.to_thread(task.bundle.delete)
+        except OSError as exc:
+            log.error("failed to delete bundle", id=task.id, namespace=task.namespace, error=str(exc))
+
+    def _forget_connection(self, task: ShimTask) -> None:
+        """Our own closing of a shim's connection is not its death."""
+        task.client._on_close.clear()
+
+    async def _run_delete_action(self, binary: Binary) -> Exit | None:
+        try:
+            return await asyncio.wait_for(binary.delete(), self.timeouts["cleanup"])
+        except (errdefs.ContainerdError, asyncio.TimeoutError, OSError) as exc:
+            log.warning("failed to clean up after shim disconnected", id=binary.bundle.id,
+                        namespace=binary.bundle.namespace, error=str(exc) or type(exc).__name__)
+            return None
+
+    async def _cleanup_dead_shim(self, task: ShimTask | None, binary: Binary) -> None:
+        """containerd's cleanupAfterDeadShim: the `delete` action, then
+        TaskExit and TaskDelete for a task that was still listed."""
+        from pycontainerd.api.events import task_pb2
+        from pycontainerd.pkg import timestamps
+
+        bundle = binary.bundle
+        key = (bundle.namespace, bundle.id)
+        log.warning("cleaning up after shim disconnected", id=bundle.id, namespace=bundle.namespace)
+        shim_log = self._logs.pop(key, None)
+        if shim_log is not None:
+            shim_log.close()
+        try:
+            address = bundle.read(ADDRESS)
+        except OSError:
+            address = ""
+        exit_ = await self._run_delete_action(binary)
+        if address:  # a killed shim cannot remove its socket, and `delete` does not
+            await asyncio.to_thread(_remove_stale_socket, address)
+        listed = self._tasks.get(key) is task if task is not None else True
+        self._tasks.pop(key, None)
+        if exit_ is None:
+            exit_ = Exit(pid=0, status=255, exited_at=time.time_ns())
+            await asyncio.to_thread(_delete_quietly, bundle)
+        if task is not None and not task.exited.done():
+            task.exited.set_result(exit_)
+        if not listed:
+            return
+        self._exits[key] = exit_
+        when = timestamps.to_pb(exit_.exited_at)
+        self.events.publish(bundle.namespace, TOPIC_EXIT, task_pb2.TaskExit(
+            container_id=bundle.id, id=bundle.id, pid=exit_.pid, exit_status=exit_.status, exited_at=when))
+        self.events.publish(bundle.namespace, TOPIC_DELETE, task_pb2.TaskDelete(
+            container_id=bundle.id, pid=exit_.pid, exit_status=exit_.status, exited_at=when))
+
+    # -- after a restart ---------------------------------------------------------
+
+    async def load_existing(self) -> None:
+        """Reconnect to every shim a previous daemon left running."""
+        for ns in sorted(_dirs(self.state)):
+            for task_id in sorted(_dirs(os.path.join(self.state, ns))):
+                await self._load(Bundle.load(self.state, ns, task_id))
+            for task_id in _dirs(os.path.join(self.root, ns)):
+                if (ns, task_id) not in self._tasks:
+                    await asyncio.to_thread(_remove_tree, os.path.join(self.root, ns, task_id))
+
+    async def _load(self, bundle: Bundle) -> None:
+        bound = log.bind(id=bundle.id, namespace=bundle.namespace)
+        if not os.listdir(bundle.path):
+            await asyncio.to_thread(_delete_quietly, bundle)
+            return
+        try:
+            path = resolve(bundle.read(BINARY_PATH))
+        except (OSError, ShimError) as exc:
+            bound.error("failed to resolve runtime path", error=str(exc))
+            await asyncio.to_thread(_delete_quietly, bundle)
+            return
+        binary = Binary(bundle, path, self.address, self.ttrpc_address, self.sched_core)
+        try:
+            address = bundle.read(ADDRESS)
+            client = await Client.connect(address, timeout=self.timeouts["load"])
+        except (OSError, errdefs.ContainerdError) as exc:
+            bound.warning("shim is gone", error=str(exc))
+            await self._cleanup_dead_shim(None, binary)
+            return
+        task = ShimTask(bundle, client, _runtime_name(path), self.timeouts)
+        try:
+            await task.connect(timeout=self.timeouts["load"])
+        except errdefs.ContainerdError as exc:
+            bound.warning("shim does not answer", error=str(exc))
+            self._forget_connection(task)
+            await client.close()
+            await self._cleanup_dead_shim(None, binary)
+            return
+        self._tasks[(bundle.namespace, bundle.id)] = task
+        self._watch(task, binary, ShimLog(bundle))
+        bound.info("reconnected to shim")
+
+    async def close(self) -> None:
+        """The daemon stops: let go of the shims (they keep running, and the
+        next daemon reconnects), without treating that as their death."""
+        self._closing = True
+        for job in list(self._cleanups):
+            job.cancel()
+        for task in list(self._tasks.values()):
+            self._forget_connection(task)
+            await task.client.close()
+            task.exited.cancel()  # a Wait still pending ends with the daemon
+        for shim_log in self._logs.values():
+            shim_log.close()
+        self._logs.clear()
+
+
+def _wrap(exc: errdefs.ContainerdError, context: str) -> errdefs.ContainerdError:
+    """The same class with `context` in front, as Go's %w wrapping reads."""
+    message = f"{context}: {exc.message}" if exc.message else context
+    if isinstance(exc, StatusError):
+        return StatusError(exc.code, message)
+    return type(exc)(message)
+
+
+def _default_platform() -> str:
+    from pycontainerd.pkg.platforms import default_string
+
+    return default_string()
+
+
+def _runtime_name(path: str) -> str:
+    """The runtime name a shim binary stands for (containerd-shim-runc-v2 ->
+    io.containerd.runc.v2), for tasks found again after a restart."""
+    name = os.path.basename(path)
+    if name.startswith("containerd-shim-"):
+        parts = name.removeprefix("containerd-shim-").rsplit("-", 1)
+        if len(parts) == 2:
+            return f"io.containerd.{parts[0]}.{parts[1]}"
+    return path
+
+
+def _remove_stale_socket(address: str) -> None:
+    """Unlink a shim's socket file if nothing listens on it any more."""
+    import socket
+
+    path = address.removeprefix("unix://")
+    if not path.startswith("/"):  # abstract socket: nothing on disk
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    except OSError:
+        pass
+    finally:
+        probe.close()
+
+
+def _dirs(path: str) -> list[str]:
+    try:
+        return [e.name for e in os.scandir(path) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _delete_quietly(bundle: Bundle) -> None:
+    try:
+        bundle.delete()
+    except OSError as exc:
+        log.error("failed to delete bundle", id=bundle.id, namespace=bundle.namespace, error=str(exc))
+
+
+def _timeouts(daemon_config: Any) -> dict[str, float]:
+    configured = getattr(daemon_config, "timeouts", None) or {}
+    out = dict(DEFAULT_TIMEOUTS)
+    for short, key in TIMEOUT_KEYS.items():
+        if key in configured:
+            out[short] = goduration.parse(configured[key]) / 1e9
+    return out
+
+
+async def init(ic: InitContext) -> TaskManager:
+    if os.geteuid() != 0:
+        from pycontainerd.core.context import SkipPlugin
+
+        raise SkipPlugin("runtime v2 shims need root")
+    ic.meta.platforms = list(ic.config.platforms)
+    manager = TaskManager(
+        root=ic.root, state=ic.state, address=ic.address, ttrpc_address=ic.ttrpc_address,
+        events=ic.get(PluginType.EVENT), timeouts=_timeouts(ic.daemon_config), sched_core=ic.config.sched_core,
+    )
+    await manager.load_existing()
+    ic.spawn("exits", manager.watch_exits())
+    return manager
+
+
+@hookimpl
+def pycontainerd_plugins() -> Iterable[Registration]:
+    return [Registration(type=PluginType.RUNTIME_V2, id="task", requires=(PluginType.EVENT, PluginType.METADATA),
+                         config=Config, init=init)]
