@@ -185,7 +185,8 @@ V1_METRICS: list[MetricSpec] = [
 ]
 
 # the v1 OOM counter (containerd's oomCollector)
-V1_OOM_NAME = f"{NAMESPACE}_memory_oom_total"
+V1_OOM_FAMILY = f"{NAMESPACE}_memory_oom"  # prometheus-client adds _total to a counter family's name
+V1_OOM_NAME = f"{V1_OOM_FAMILY}_total"
 V1_OOM_HELP = "The number of times a container has received an oom event"
 
 

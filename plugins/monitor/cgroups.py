@@ -91,7 +91,7 @@ class CgroupsCollector:
         for spec in self.specs:
             families[(spec.full_name, spec.help)] = Metric(spec.full_name, spec.help, "gauge")
         if self.version == 1:
-            families[(names.V1_OOM_NAME, names.V1_OOM_HELP)] = Metric(names.V1_OOM_NAME, names.V1_OOM_HELP, "counter")
+            families[(names.V1_OOM_NAME, names.V1_OOM_HELP)] = Metric(names.V1_OOM_FAMILY, names.V1_OOM_HELP, "counter")
         return families
 
     def describe(self) -> Iterator[Any]:
@@ -119,7 +119,8 @@ class CgroupsCollector:
             for namespace, task_id, labels, count in self._oom_counts():
                 family.add_sample(names.V1_OOM_NAME, {names.ID_LABEL: task_id, "namespace": namespace, **labels},
                                   float(count))
-        return iter(families.values())
+        # a family without samples is left out, as the Go client does
+        return iter([f for f in families.values() if f.samples])
 
 
 class CgroupsMonitor:
