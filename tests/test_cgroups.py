@@ -246,3 +246,26 @@ def test_v1_oom_is_reported_once_per_kill(cg1):
     assert returncode == -9  # killed by the OOM killer
     assert calls == [1] and count == 1
     assert "oom_kill 1" in cg1.read("memory", "memory.oom_control")
+
+
+def test_mount_table_read_as_the_kernel_writes_it(tmp_path):
+    """Combined controllers, a hierarchy mounted from inside a cgroup
+    namespace (root not /), an escaped space, and the hybrid mode."""
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755\n"
+        "32 31 0:29 /kubepods/pod1 /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct\n"
+        "33 31 0:30 / /sys/fs/cgroup/my\\040memory rw - cgroup cgroup rw,memory\n"
+        "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate\n")
+    assert cgroups.mode(str(mountinfo)) is cgroups.Mode.HYBRID
+    by_controller = paths.v1_mounts(paths.mounts(str(mountinfo)))
+    assert by_controller["cpu"] is by_controller["cpuacct"]
+    assert by_controller["memory"].mountpoint == "/sys/fs/cgroup/my memory"
+    cpu = by_controller["cpu"]
+    assert paths._under(cpu.mountpoint, cpu.root, "/kubepods/pod1/c1") == "/sys/fs/cgroup/cpu,cpuacct/c1"
+    assert paths._under(cpu.mountpoint, cpu.root, "/kubepods/pod1") == "/sys/fs/cgroup/cpu,cpuacct"
+
+
+def test_systemd_cgroups_path_is_refused():
+    with pytest.raises(errdefs.InvalidArgument, match="systemd"):
+        cgroups.load(cgroups_path="system.slice:containerd:abc", host_mode=cgroups.Mode.LEGACY)

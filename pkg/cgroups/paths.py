@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,11 +46,12 @@ class Mount:
     options: frozenset[str]
 
 
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
 def _unescape(text: str) -> str:
     """mountinfo writes space, tab, newline and backslash as octal escapes."""
-    if "\\" not in text:
-        return text
-    return text.encode().decode("unicode_escape")
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), text)
 
 
 def mounts(mountinfo: str = "/proc/self/mountinfo") -> list[Mount]:
@@ -139,9 +141,10 @@ def _under(mountpoint: str, root: str, path: str) -> str:
 
 
 def _clean(cgroups_path: str) -> str:
-    """A cgroupfs-driver cgroupsPath, normalised to a relative path (runc
-    treats a relative one as relative to the hierarchy's root too). The
-    systemd driver's `slice:prefix:name` form is refused."""
+    """A cgroupfs-driver cgroupsPath (containerd's default is absolute,
+    `/<namespace>/<id>`: below each hierarchy's root), as a path relative
+    to that root. The systemd driver's `slice:prefix:name` form is refused:
+    such tasks are found by pid."""
     if ":" in cgroups_path:
         raise errdefs.InvalidArgument(f"cgroups path {errdefs.quote(cgroups_path)}: the systemd driver's form is not supported")
     return os.path.normpath("/" + cgroups_path).lstrip("/")
@@ -198,6 +201,7 @@ def load(pid: int | None = None, cgroups_path: str = "", host_mode: Mode | None 
         raise errdefs.FailedPrecondition("cgroups are not available on this host")
     if not pid and not cgroups_path:
         raise errdefs.InvalidArgument("a pid or a cgroups path is required")
+    relative = "" if pid else _clean(cgroups_path)
     all_mounts = mounts(mountinfo)
     if host_mode is Mode.UNIFIED:
         top = _at(all_mounts, CGROUP_ROOT)
@@ -208,7 +212,7 @@ def load(pid: int | None = None, cgroups_path: str = "", host_mode: Mode | None 
                 raise errdefs.NotFound(f"cgroup of process {pid}")
             directory = _under(top.mountpoint, top.root, unified)
         else:
-            directory = os.path.join(top.mountpoint, _clean(cgroups_path))
+            directory = os.path.join(top.mountpoint, relative)
         if not os.path.isdir(directory):
             raise errdefs.NotFound("cgroup deleted")
         return TaskCgroup(version=2, v2_dir=directory)
@@ -224,7 +228,7 @@ def load(pid: int | None = None, cgroups_path: str = "", host_mode: Mode | None 
                 continue
             directory = _under(m.mountpoint, m.root, procs[name])
         else:
-            directory = os.path.join(m.mountpoint, _clean(cgroups_path))
+            directory = os.path.join(m.mountpoint, relative)
         if os.path.isdir(directory):
             dirs[name] = directory
     if not dirs:
