@@ -23,6 +23,7 @@ def contracts() -> dict[str, tuple[str, tuple[str, ...]]]:
     run by shims for every event) do not import the contracts."""
     from pycontainerd.pkg.content import STORE_METHODS
     from pycontainerd.pkg.diff import DIFFER_METHODS
+    from pycontainerd.pkg.monitor import MONITOR_METHODS
     from pycontainerd.pkg.runtime import RUNTIME_METHODS
     from pycontainerd.pkg.snapshots import SNAPSHOTTER_METHODS
 
@@ -32,6 +33,7 @@ def contracts() -> dict[str, tuple[str, tuple[str, ...]]]:
         PluginType.DIFF: ("differ (pycontainerd.pkg.diff.Applier and Comparer)", DIFFER_METHODS),
         PluginType.GRPC: ("gRPC service", ("register",)),
         PluginType.RUNTIME_V2: ("runtime (pycontainerd.pkg.runtime.PlatformRuntime)", RUNTIME_METHODS),
+        PluginType.TASK_MONITOR: ("task monitor (pycontainerd.pkg.monitor.TaskMonitor)", MONITOR_METHODS),
     }
 
 

@@ -21,6 +21,7 @@ MODULES: tuple[str, ...] = (
     "pycontainerd.plugins.snapshotters.overlayfs",
     "pycontainerd.plugins.snapshotters.btrfs",
     "pycontainerd.plugins.differ.walking",
+    "pycontainerd.plugins.monitor.cgroups",
     "pycontainerd.plugins.services.introspection",
     "pycontainerd.plugins.services.namespaces",
     "pycontainerd.plugins.services.leases",

@@ -904,6 +904,7 @@ def test_every_containerd_1_6_section_of_a_plugin_we_have_decodes_against_its_re
     assert ours == [
         GC,
         "io.containerd.metadata.v1.sqlite",
+        "io.containerd.monitor.v1.cgroups",
         "io.containerd.runtime.v2.task",
         DIFF,
         "io.containerd.snapshotter.v1.btrfs",
@@ -917,6 +918,7 @@ def test_every_containerd_1_6_section_of_a_plugin_we_have_decodes_against_its_re
         DIFF: {"default": ["walking"]},
         "io.containerd.metadata.v1.sqlite": {"content_sharing_policy": "shared"},
         "io.containerd.runtime.v2.task": {"platforms": ["linux/amd64"], "sched_core": False},
+        "io.containerd.monitor.v1.cgroups": {"no_prometheus": False},
         "io.containerd.snapshotter.v1.btrfs": {"root_path": ""},
         "io.containerd.snapshotter.v1.native": {"root_path": ""},
         OVERLAY: {"root_path": "", "upperdir_label": False},

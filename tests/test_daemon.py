@@ -41,6 +41,7 @@ BUILTIN = {
     "io.containerd.service.v1.snapshots-service",
     "io.containerd.grpc.v1.snapshots",
     "io.containerd.differ.v1.walking",
+    "io.containerd.monitor.v1.cgroups",
     "io.containerd.service.v1.diff-service",
     "io.containerd.grpc.v1.diff",
     "io.containerd.service.v1.introspection-service",
@@ -83,7 +84,7 @@ async def init_skips(ic):
 
 async def init_lookup_missing(ic):
     try:
-        ic.get("io.containerd.monitor.v1")  # a type nothing registers
+        ic.get("io.containerd.tracing.processor.v1")  # a type nothing registers
     except errdefs.NotFound as exc:
         seen["missing"] = str(exc)
     try:
@@ -105,7 +106,7 @@ BROKEN = plugin_module(
     "broken",
     Registration(type=PluginType.INTERNAL, id="fails", init=init_fails),
     Registration(type=PluginType.INTERNAL, id="skips", init=init_skips),
-    Registration(type="io.containerd.test.v1", id="looker", requires=(PluginType.INTERNAL, "io.containerd.monitor.v1"), init=init_lookup_missing),
+    Registration(type="io.containerd.test.v1", id="looker", requires=(PluginType.INTERNAL, "io.containerd.tracing.processor.v1"), init=init_lookup_missing),
 )
 
 
@@ -155,7 +156,7 @@ def test_error_skip_and_failed_lookups_are_rows_not_crashes():
         assert rows["io.containerd.internal.v1.skips"].init_err[1] == "no cheese here: skip plugin"
         assert rows["io.containerd.test.v1.looker"].status == "ok"
         assert all(rows[u].status == "ok" for u in BUILTIN - SKIPPABLE)
-    assert "no plugins registered for io.containerd.monitor.v1" in seen["missing"]
+    assert "no plugins registered for io.containerd.tracing.processor.v1" in seen["missing"]
     assert "was skipped: no cheese here" in seen["skipped"]
     assert "failed to load: out of cheese" in seen["failed"]
 

@@ -123,7 +123,7 @@ def test_background_tasks_belong_to_the_daemon_and_stop_newest_first_before_plug
     mod = plugin_module(
         "tasks",
         Registration(type=PluginType.INTERNAL, id="a", init=init_two_tasks),
-        Registration(type=PluginType.TASK_MONITOR, id="b", requires=(PluginType.INTERNAL,), init=init_one_task),
+        Registration(type="io.containerd.test.v1", id="b", requires=(PluginType.INTERNAL,), init=init_one_task),
     )
     with InProcessDaemon(plugins=[mod]) as d:
         assert d.daemon.tasks.names == [
@@ -131,7 +131,7 @@ def test_background_tasks_belong_to_the_daemon_and_stop_newest_first_before_plug
             "io.containerd.runtime.v2.task/exits",  # and the runtime's exit records
             "io.containerd.internal.v1.a/first",
             "io.containerd.internal.v1.a/second",
-            "io.containerd.monitor.v1.b/third",
+            "io.containerd.test.v1.b/third",
         ]
         assert EVENTS == []
     assert EVENTS == ["cancel third", "cancel second", "cancel first", "close b", "close a"]

@@ -36,6 +36,7 @@ BUILTIN_ROWS = [
     ("io.containerd.service.v1", "snapshots-service", "-", "ok"),
     ("io.containerd.grpc.v1", "snapshots", "-", "ok"),
     ("io.containerd.differ.v1", "walking", PLATFORM, "ok"),
+    ("io.containerd.monitor.v1", "cgroups", PLATFORM, "ok"),
     ("io.containerd.service.v1", "diff-service", "-", "ok"),
     ("io.containerd.grpc.v1", "diff", "-", "ok"),
     ("io.containerd.service.v1", "introspection-service", "-", "ok"),

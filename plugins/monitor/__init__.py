@@ -1,0 +1,1 @@
+"""Task monitors (io.containerd.monitor.v1)."""
