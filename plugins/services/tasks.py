@@ -136,6 +136,7 @@ class Local:
     runtime: Any | None
     runtime_error: errdefs.ContainerdError | None
     state_timeout: float
+    monitor: Any | None = None  # pkg.monitor.TaskMonitor, when one is loaded
 
     # -- lookups ----------------------------------------------------------------------
 
@@ -213,7 +214,35 @@ class Local:
         else:
             raise errdefs.AlreadyExists(f"task {errdefs.cut(r.container_id)}")
         task = await runtime.create(ns, r.container_id, opts)
-        return r.container_id, await task.pid()
+        pid = await task.pid()
+        await self._monitor(ns, r.container_id, pid, _cgroups_path(c.spec), {"runtime": c.runtime.name})
+        return r.container_id, pid
+
+    async def _monitor(self, ns: str, cid: str, pid: int, cgroups_path: str, labels: dict[str, str]) -> None:
+        """Hand a task to the task monitor (its cgroup metrics). containerd
+        fails the Create when this fails; here the task runs on unmonitored
+        and the reason is logged: metrics are not worth a container. The
+        shim publishes the task's OOMs itself (watch_oom off)."""
+        if self.monitor is None:
+            return
+        from pycontainerd.pkg.monitor import TaskInfo
+
+        info = TaskInfo(ns, cid, pid=pid, cgroups_path=cgroups_path, labels=labels, watch_oom=False)
+        try:
+            await self.monitor.monitor(info)
+        except errdefs.ContainerdError as exc:
+            log.warning("task not monitored", namespace=ns, id=cid, error=str(exc))
+
+    async def monitor_running(self) -> None:
+        """At start, monitor the tasks the runtime found still running."""
+        if self.monitor is None or self.runtime is None:
+            return
+        for task in await self.runtime.tasks(None, True):
+            try:
+                pid = await task.pid()
+            except errdefs.ContainerdError:
+                continue
+            await self._monitor(task.namespace, task.id, pid, "", {})
 
     # -- the rest, in the API's order -------------------------------------------------
 
@@ -229,7 +258,12 @@ class Local:
             await runtime.get(ns, c.id)
         except errdefs.NotFound:
             raise TaskNotFound(c.id) from None
-        return await runtime.delete(ns, cid)
+        exit = await runtime.delete(ns, cid)
+        if self.monitor is not None:
+            from pycontainerd.pkg.monitor import TaskInfo
+
+            await self.monitor.stop(TaskInfo(ns, cid))
+        return exit
 
     async def delete_process(self, ns: str, cid: str, exec_id: str) -> rt.Exit:
         t = await self.task(ns, cid)
@@ -388,6 +422,26 @@ class Service(pb_grpc.TasksServicer):
         return pb.WaitResponse(exit_status=exit.status, exited_at=ts_to_pb(exit.exited_at))
 
 
+def _cgroups_path(spec: Any) -> str:
+    """The OCI spec's linux.cgroupsPath ("" when absent or unreadable)."""
+    import json
+
+    try:
+        linux = json.loads(spec.value).get("linux") or {}
+        path = linux.get("cgroupsPath", "")
+    except (ValueError, AttributeError):
+        return ""
+    return path if isinstance(path, str) else ""
+
+
+def _monitor(ic: InitContext) -> Any | None:
+    """The task monitor, or None when none is loaded (disabled, skipped)."""
+    try:
+        return ic.get(PluginType.TASK_MONITOR)
+    except errdefs.ContainerdError:
+        return None
+
+
 def _runtime(ic: InitContext) -> Any:
     """The runtime v2 plugin's instance; when there is none, containerd's
     lookup errors (its InitContext.GetByID), or why the plugin is unusable."""
@@ -408,10 +462,12 @@ async def init_local(ic: InitContext) -> Local:
         log.warning("no runtime: tasks cannot be created", error=str(exc))
     timeouts = getattr(ic.daemon_config, "timeouts", None) or {}
     state_timeout = goduration.parse(timeouts.get(STATE_TIMEOUT, "2s")) / 1e9
-    return Local(ic.get(PluginType.METADATA).containers, runtime, runtime_error, state_timeout)
+    local = Local(ic.get(PluginType.METADATA).containers, runtime, runtime_error, state_timeout, _monitor(ic))
+    await local.monitor_running()
+    return local
 
 
 @hookimpl
 def pycontainerd_plugins() -> Iterable[Registration]:
     return service_pair(SERVICE_ID, "tasks", init_local, Service,
-                        requires=(PluginType.EVENT, PluginType.RUNTIME_V2, PluginType.METADATA))
+                        requires=(PluginType.EVENT, PluginType.RUNTIME_V2, PluginType.METADATA, PluginType.TASK_MONITOR))
