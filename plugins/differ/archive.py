@@ -82,7 +82,6 @@ def describe(e: BaseException) -> str:
     what a decompressor or a system call's argument check raises, in the
     words Go's libraries use for the same fault, not Python's."""
     import gzip
-    import zlib
 
     if isinstance(e, gzip.BadGzipFile):
         return "gzip: invalid checksum" if "CRC" in str(e) or "length" in str(e) else "gzip: invalid header"
@@ -90,7 +89,9 @@ def describe(e: BaseException) -> str:
         return e.strerror[:1].lower() + e.strerror[1:]  # Go's wording: "no such file or directory"
     if isinstance(e, EOFError):  # a compressed stream cut short
         return "unexpected EOF"
-    if isinstance(e, zlib.error):
+    from pycontainerd.plugins.differ.inflate import DECOMPRESS_ERRORS
+
+    if isinstance(e, DECOMPRESS_ERRORS):
         return "flate: corrupt input"
     if isinstance(e, OverflowError):  # an id or a size no system call takes
         return "invalid argument"
@@ -733,7 +734,9 @@ def _tar_error(e: tarfile.TarError) -> ArchiveError:
     what Go's flate reader says."""
     import zlib
 
-    if isinstance(e.__context__, zlib.error) or str(e).startswith("zlib error"):
+    from pycontainerd.plugins.differ.inflate import DECOMPRESS_ERRORS
+
+    if isinstance(e.__context__, DECOMPRESS_ERRORS) or str(e).startswith("zlib error"):
         return ArchiveError(describe(zlib.error()))
     return ArchiveError(f"archive/tar: {e}")
 

@@ -120,6 +120,12 @@ class _ReaderAtStream:
         self.offset += len(chunk)
         return chunk
 
+    def readinto(self, buf) -> int:
+        """What ISA-L's reader fills its input buffer with."""
+        data = self.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
     def readable(self) -> bool:
         return True
 
@@ -169,9 +175,9 @@ def decompress_stream(raw: _ReaderAtStream, media_type: str) -> Any:
         return raw
     kind = detect_compression(raw.peek(10))
     if kind == "gzip":
-        import gzip
+        from pycontainerd.plugins.differ.inflate import gzip_reader
 
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        return gzip_reader(raw)  # ISA-L when installed, else zlib
     if kind == "zstd":
         import zstandard
 
