@@ -104,7 +104,7 @@ class LiveProgress:
                          transient=False, redirect_stdout=False, redirect_stderr=False)
 
     def __enter__(self) -> LiveProgress:
-        self.live.start()
+        self.live.start(refresh=True)  # the first state at once, not after a tick
         return self
 
     def __exit__(self, *exc: Any) -> None:
