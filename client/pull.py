@@ -172,16 +172,19 @@ class _Pipeline:
 
 class _Reader:
     """A read()-able view of the registry's chunk iterator that counts
-    bytes for the progress display and stops when the pull has failed."""
+    bytes for the progress display and stops when the pull has failed.
+    The network's small chunks gather in one bytearray (appending and
+    cutting from its front do not copy what stays)."""
 
     def __init__(self, chunks: Iterator[bytes], failed: threading.Event, count):
         self._chunks = chunks
-        self._buf = b""
+        self._buf = bytearray()
         self._failed = failed
         self._count = count
 
     def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
+        buf = self._buf
+        while n < 0 or len(buf) < n:
             if self._failed.is_set():
                 raise PullCancelled("pull cancelled")
             try:
@@ -189,11 +192,13 @@ class _Reader:
             except StopIteration:
                 break
             self._count(len(chunk))
-            self._buf += chunk
-        if n < 0:
-            out, self._buf = self._buf, b""
+            buf += chunk
+        if n < 0 or len(buf) <= n:
+            out = bytes(buf)
+            buf.clear()
         else:
-            out, self._buf = self._buf[:n], self._buf[n:]
+            out = bytes(buf[:n])
+            del buf[:n]
         return out
 
 
