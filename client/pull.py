@@ -122,7 +122,7 @@ class _Pipeline:
             return
         self.tracker.set(ref_key(desc), "waiting", total=desc.size)
         fut = self.pool.submit(self._fetch_blob, desc)
-        fut.add_done_callback(lambda f: f.exception() is not None and self.failed.set())
+        fut.add_done_callback(lambda f: _failure(f) is not None and self.failed.set())
         self.downloads[desc.digest] = fut
 
     def ready(self, desc: Descriptor) -> None:
@@ -133,7 +133,7 @@ class _Pipeline:
 
     def raise_first(self) -> None:
         """The failure that stopped the pull (not the cancellations it caused)."""
-        errors = [f.exception() for f in self.downloads.values() if f.done() and f.exception() is not None]
+        errors = [e for e in map(_failure, self.downloads.values()) if e is not None]
         real = [e for e in errors if not isinstance(e, PullCancelled)]
         if real or errors:
             raise (real or errors)[0]
@@ -168,6 +168,14 @@ class _Pipeline:
         if failed:
             self.failed.set()
         self.pool.shutdown(wait=True, cancel_futures=failed)
+
+
+def _failure(fut: Future) -> BaseException | None:
+    """What a finished download raised (None while running, when it
+    succeeded, or when it was dropped from the queue unstarted)."""
+    if not fut.done() or fut.cancelled():
+        return None
+    return fut.exception()
 
 
 class _Reader:
@@ -239,7 +247,7 @@ def pull_image(client: Any, registry: Registry, ref: str, lease: str,
                 tracker.set(ref_key(d), "done" if unpack else p.statuses[d.digest])
         ok = True
     except BaseException:
-        if p.failed.is_set() or any(f.done() and f.exception() is not None for f in p.downloads.values()):
+        if p.failed.is_set() or any(_failure(f) is not None for f in p.downloads.values()):
             p.close(failed=True)
             p.raise_first()
         raise
