@@ -48,8 +48,10 @@ test: install
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 # Every benchmark the README reports, with the run counts its tables quote;
-# startup_cost.py counts instructions with valgrind's callgrind.
-BENCH_PACKAGES := valgrind
+# startup_cost.py counts instructions with valgrind's callgrind; pull.py
+# measures containerd with pigz's unpigz on its PATH (which it uses to
+# inflate layers when found) and without.
+BENCH_PACKAGES := valgrind pigz
 
 bench: install
 	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -61,6 +63,8 @@ bench: install
 	$(BIN)/python bench/snapshots.py --runs 5
 	$(BIN)/python bench/ingest.py --runs 5
 	$(BIN)/python bench/startup_cost.py
+	$(BIN)/python bench/pull.py --runs 5
+	$(BIN)/python bench/pull.py --runs 5 --containerd-unpigz hidden
 
 proto: install
 	$(BIN)/python -m pycontainerd.api.generate

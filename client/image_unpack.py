@@ -16,8 +16,10 @@ containerd API:
   so GC keeps the chain as long as the image holds the config (and `ctr
   images check` shows it unpacked).
 
-Everything runs under the caller's lease. Sequential: the streaming pull
-pipeline of issue 8 is not here yet.
+Everything runs under the caller's lease. Layers are applied in order, one
+at a time (each needs its parent committed); the pull pipeline
+(client/pull.py) runs this while later layers still download, telling it
+through `ready` when each blob is in.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from pycontainerd.pkg import errdefs, platforms
 from pycontainerd.pkg.images import mediatypes
@@ -113,6 +115,20 @@ def unpack(client: Any, image: Image, snapshotter: str, lease: str,
     default) into `snapshotter` under `lease`; returns the top chain ID."""
     content = ContentClient(client, lease=lease)
     manifest = manifest_for(content, image.target, matcher or platforms.default())
+    return unpack_manifest(client, content, manifest, snapshotter, lease)
+
+
+def unpack_manifest(client: Any, content: ContentClient, manifest: Any, snapshotter: str, lease: str,
+                    ready: Callable[[Descriptor], None] | None = None,
+                    state: Callable[[Descriptor, str], None] | None = None) -> str:
+    """Unpack one manifest's layers in order; returns the top chain ID.
+
+    The pull pipeline calls this while layers still download: `ready(layer)`
+    blocks until that layer's blob is committed in the content store (so
+    its digest was verified) and raises if its download failed; it is only
+    called for a layer that must be applied (a chain ID already committed is
+    skipped without waiting). `state(layer, "unpacking" | "done")` reports
+    progress."""
     rootfs = read_json(content, manifest.config).get("rootfs")
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if not isinstance(diff_ids, list):
@@ -125,22 +141,35 @@ def unpack(client: Any, image: Image, snapshotter: str, lease: str,
     chain = chain_ids(diff_ids)
     for i, layer in enumerate(layers):
         parent = chain[i - 1] if i else ""
+        if _committed(sn, chain[i]):
+            if state is not None:
+                state(layer, "done")
+            continue
+        if ready is not None:
+            ready(layer)
+        if state is not None:
+            state(layer, "unpacking")
         if _apply_layer(sn, differ, layer, diff_ids[i], chain[i], parent):
             content.update(layer.digest, {LABEL_UNCOMPRESSED: diff_ids[i]}, ["labels." + LABEL_UNCOMPRESSED])
+        if state is not None:
+            state(layer, "done")
     top = chain[-1] if chain else ""
     label = LABEL_GC_SNAPSHOT + snapshotter
     content.update(manifest.config.digest, {label: top}, ["labels." + label])
     return top
 
 
-def _apply_layer(sn: Snapshots, differ: Diff, layer: Descriptor, diff_id: str, chain_id: str, parent: str) -> bool:
-    """One layer as the unpacker applies it; False when the chain ID was
-    already committed (nothing applied)."""
+def _committed(sn: Snapshots, chain_id: str) -> bool:
     try:
         sn.stat(chain_id)
-        return False
+        return True
     except errdefs.NotFound:
-        pass
+        return False
+
+
+def _apply_layer(sn: Snapshots, differ: Diff, layer: Descriptor, diff_id: str, chain_id: str, parent: str) -> bool:
+    """One layer as the unpacker applies it; False when the chain ID was
+    committed by someone else meanwhile (nothing applied)."""
     labels = {LABEL_SNAPSHOT_REF: chain_id}
     key = ""
     for _ in range(PREPARE_TRIES):

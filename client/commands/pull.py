@@ -1,7 +1,11 @@
 """What `content fetch` and `images pull` share: ctr's registry and
-platform flags, and the two flows with ctr's output (the fetch progress
-table in its final state, then for a pull `unpacking <platform>
-<digest>...` per platform and `done: <duration>`)."""
+platform flags, and the two flows (client/pull.py's pipeline: a pull
+unpacks while it downloads).
+
+Output: on a terminal, per-blob lines redrawn in place with state, bytes
+and rate (client/pull_progress.py, rich). Otherwise ctr's plain output: the
+fetch progress table in its final state, then for a pull `unpacking
+<platform> <digest>...` per platform and `done: <duration>`."""
 
 from __future__ import annotations
 
@@ -12,9 +16,9 @@ import time
 from typing import Callable
 
 from pycontainerd.client.client import Client
-from pycontainerd.client.image_unpack import unpack
 from pycontainerd.client.leases import TemporaryLease
-from pycontainerd.client.pull import fetch_image, image_platforms
+from pycontainerd.client.pull import DEFAULT_MAX_CONCURRENT_DOWNLOADS, image_platforms, pull_image
+from pycontainerd.client.pull_progress import LiveProgress, Tracker
 from pycontainerd.client.remotes.fetch import ref_key
 from pycontainerd.client.remotes.registry import Options, Registry, static_credentials
 from pycontainerd.client.tabwriter import TabWriter
@@ -36,6 +40,8 @@ def add_flags(p: argparse.ArgumentParser, snapshotter: bool) -> None:
     if snapshotter:
         p.add_argument("--snapshotter", default=None,
                        help="snapshotter name (default: $CONTAINERD_SNAPSHOTTER, else overlayfs)")
+    p.add_argument("--max-concurrent-downloads", type=int, default=DEFAULT_MAX_CONCURRENT_DOWNLOADS,
+                   help="Set the max concurrent downloads for each pull")
     p.add_argument("ref", nargs="?", default="", metavar="<ref>")
 
 
@@ -63,41 +69,60 @@ def _matcher(args: argparse.Namespace) -> platforms.MatchComparer | None:
     return platforms.MatchComparer(_platforms(args))  # containerd's platforms.Ordered
 
 
-def _fetch(client: Client, args: argparse.Namespace, lease: str):
+def _pull(client: Client, args: argparse.Namespace, lease: str, snapshotter: str | None):
+    """Fetch (and, given a snapshotter, unpack) args.ref; print the progress."""
     if not args.ref:
         raise CommandError("please provide an image reference to pull")
     _, labels = _labels(["", *args.label])
+    if snapshotter is None:
+        unpack = None
+    elif args.all_platforms:
+        unpack = lambda root: image_platforms(client, root, lease)  # noqa: E731
+    else:
+        unpack = _platforms(args)
+    tracker = Tracker()
+    live = LiveProgress(tracker, sys.stdout, human_bytes) if sys.stdout.isatty() else None
     start = time.monotonic()
-    with _registry(args) as registry:
-        fetched = fetch_image(client, registry, args.ref, lease, _matcher(args), labels)
-    buf = io.StringIO()
-    w = TabWriter(buf, 1, 8, 1, " ", 0)
-    for row in progress_lines(fetched.image.name, fetched.statuses, time.monotonic() - start, ref_key):
-        w.write(row + "\n")
-    w.flush()
-    sys.stdout.write(buf.getvalue())
-    return fetched.image
+    try:
+        with _registry(args) as registry:
+            if live is not None:
+                with live:
+                    fetched = _run(client, registry, args, lease, labels, unpack, snapshotter, tracker)
+            else:
+                fetched = _run(client, registry, args, lease, labels, unpack, snapshotter, tracker)
+    except errdefs.ContainerdError as exc:
+        raise CommandError(str(exc)) from None
+    if live is None:
+        buf = io.StringIO()
+        w = TabWriter(buf, 1, 8, 1, " ", 0)
+        for row in progress_lines(fetched.image.name, fetched.statuses, time.monotonic() - start, ref_key):
+            w.write(row + "\n")
+        w.flush()
+        sys.stdout.write(buf.getvalue())
+        if snapshotter is not None:
+            for plat, _ in fetched.unpacked:
+                print(f"unpacking {platforms.format_platform(plat)} {fetched.image.target.digest}...")
+            print(f"done: {goduration.format(round((time.monotonic() - start) * 1e9))}\t")
+    return fetched
+
+
+def _run(client, registry, args, lease, labels, unpack, snapshotter, tracker):
+    if args.max_concurrent_downloads < 1:
+        raise CommandError("--max-concurrent-downloads must be at least 1")
+    return pull_image(client, registry, args.ref, lease, _matcher(args), labels, unpack=unpack,
+                      snapshotter=snapshotter or "", tracker=tracker,
+                      max_concurrent_downloads=args.max_concurrent_downloads)
 
 
 def run_fetch(client: Client, args: argparse.Namespace) -> int:
     with TemporaryLease(client) as lease:
-        _fetch(client, args, lease)
+        _pull(client, args, lease, None)
     return 0
 
 
 def run_pull(client: Client, args: argparse.Namespace) -> int:
-    snapshotter = snapshotter_name(args.snapshotter)
     with TemporaryLease(client) as lease:
-        image = _fetch(client, args, lease)
-        wanted = image_platforms(client, image.target) if args.all_platforms else _platforms(args)
-        start = time.monotonic()
-        for plat in wanted:
-            print(f"unpacking {platforms.format_platform(plat)} {image.target.digest}...", flush=True)
-            try:
-                unpack(client, image, snapshotter, lease, platforms.only(plat))
-            except errdefs.ContainerdError as exc:
-                raise CommandError(str(exc)) from None
-        print(f"done: {goduration.format(round((time.monotonic() - start) * 1e9))}\t")
+        _pull(client, args, lease, snapshotter_name(args.snapshotter))
     return 0
 
 

@@ -82,7 +82,6 @@ def describe(e: BaseException) -> str:
     what a decompressor or a system call's argument check raises, in the
     words Go's libraries use for the same fault, not Python's."""
     import gzip
-    import zlib
 
     if isinstance(e, gzip.BadGzipFile):
         return "gzip: invalid checksum" if "CRC" in str(e) or "length" in str(e) else "gzip: invalid header"
@@ -90,7 +89,9 @@ def describe(e: BaseException) -> str:
         return e.strerror[:1].lower() + e.strerror[1:]  # Go's wording: "no such file or directory"
     if isinstance(e, EOFError):  # a compressed stream cut short
         return "unexpected EOF"
-    if isinstance(e, zlib.error):
+    from pycontainerd.plugins.differ.inflate import DECOMPRESS_ERRORS
+
+    if isinstance(e, DECOMPRESS_ERRORS):
         return "flate: corrupt input"
     if isinstance(e, OverflowError):  # an id or a size no system call takes
         return "invalid argument"
@@ -152,13 +153,17 @@ def _inside(root: str, path: str) -> bool:
 # -- continuity's fs.RootPath ---------------------------------------------------
 
 
-def _walk_link(root: str, path: str, walked: list[int]) -> tuple[str, bool]:
+def _walk_link(root: str, path: str, walked: list[int], dirs: set[str] | None = None) -> tuple[str, bool]:
     """(resolved, was a link): the link target as written when `path`
-    (taken relative to root) is a symlink, else `path` made absolute."""
+    (taken relative to root) is a symlink, else `path` made absolute.
+    `dirs` (root-relative paths known to be real directories) spares the
+    lstat of a prefix seen before, and learns the ones found now."""
     if walked[0] > _MAX_LINKS:
         raise ArchiveError("too many links")
     path = join("/", path)
     if path == "/":
+        return path, False
+    if dirs is not None and path in dirs:
         return path, False
     real = join(root, path)
     try:
@@ -166,13 +171,15 @@ def _walk_link(root: str, path: str, walked: list[int]) -> tuple[str, bool]:
     except FileNotFoundError:
         return path, False  # not there yet: it will be created, not followed
     if not stat.S_ISLNK(st.st_mode):
+        if dirs is not None and stat.S_ISDIR(st.st_mode):
+            dirs.add(path)
         return path, False
     target = os.readlink(real)
     walked[0] += 1
     return target, True
 
 
-def _walk_links(root: str, path: str, walked: list[int]) -> str:
+def _walk_links(root: str, path: str, walked: list[int], dirs: set[str] | None = None) -> str:
     """One pass over the components of `path`, left to right, each taken
     relative to the root. At the first symlink the pass stops and returns
     the link's target with the rest of the path appended, so every lstat
@@ -183,7 +190,12 @@ def _walk_links(root: str, path: str, walked: list[int]) -> str:
     comps = [c for c in path.split("/") if c]
     cur = "/"
     for i, name in enumerate(comps):
-        target, is_link = _walk_link(root, join(cur, name), walked)
+        if dirs is not None and name not in (".", ".."):
+            nxt = cur + name if cur == "/" else cur + "/" + name
+            if nxt in dirs:  # a directory this apply has seen: no lstat, no path cleaning
+                cur = nxt
+                continue
+        target, is_link = _walk_link(root, join(cur, name), walked, dirs)
         if not is_link:
             cur = target
             continue
@@ -192,15 +204,18 @@ def _walk_links(root: str, path: str, walked: list[int]) -> str:
     return cur
 
 
-def root_path(root: str, path: str) -> str:
+def root_path(root: str, path: str, dirs: set[str] | None = None) -> str:
     """Join `path` to `root`, evaluating every symlink on the way as if
-    `root` were `/`: the result is always `root` or below it."""
+    `root` were `/`: the result is always `root` or below it. `dirs` is a
+    cache of root-relative paths known to be directories (not symlinks);
+    its owner must drop a path from it whenever that path is removed or
+    replaced (the applier does)."""
     if path == "":
         return root
     walked = [0]
     while True:
         before = walked[0]
-        path = _walk_links(root, path, walked)
+        path = _walk_links(root, path, walked, dirs)
         if before == walked[0]:
             anchored = join("/", path)
             if path == anchored:
@@ -211,12 +226,12 @@ def root_path(root: str, path: str) -> str:
             path = anchored
 
 
-def hardlink_root_path(root: str, linkname: str) -> str:
+def hardlink_root_path(root: str, linkname: str, dirs: set[str] | None = None) -> str:
     """Where a hardlink entry's target lives: its parent resolved inside the
     root, its last component not followed (a hardlink to a symlink links the
     symlink), clamped to the root."""
     ppath, name = split(linkname)
-    ppath = root_path(root, ppath)
+    ppath = root_path(root, ppath, dirs)
     target = join(ppath, name)
     if not _inside(root, target):
         target = root
@@ -499,6 +514,23 @@ class _Applier:
         self.parents = tuple(parents)
         self.cancelled = cancelled or (lambda: False)
         self.unpacked: set[str] = set()
+        # root-relative paths this apply has seen to be real directories:
+        # resolving the next entry's parent then needs no lstat per
+        # component. A path leaves the cache whenever it is removed or
+        # replaced (and with it everything below); a whiteout empties it.
+        self.dirs: set[str] = set()
+
+    def _rel(self, path: str) -> str:
+        return path[len(self.root):] or "/"
+
+    def _forget(self, path: str) -> None:
+        """`path` is being removed or replaced: no cached directory at or
+        below it can be trusted any more."""
+        rel = self._rel(path)
+        self.dirs.discard(rel)
+        prefix = rel.rstrip("/") + "/"
+        stale = [d for d in self.dirs if d.startswith(prefix)]
+        self.dirs.difference_update(stale)
 
     # whiteouts by removal: containerd's default ConvertWhiteout
     def _remove_whiteout(self, hdr: tarfile.TarInfo, path: str) -> bool:
@@ -539,6 +571,8 @@ class _Applier:
         attributes of the same directory in an overlay lowerdir)."""
         if not _inside(self.root, path):
             raise InvalidArchive(f"parent {path!r} outside root")
+        if self._rel(path) in self.dirs:
+            return
         missing: list[str] = []
         cur = path
         while True:
@@ -607,7 +641,7 @@ class _Applier:
                     continue
                 ppath, last = split(name)
                 try:
-                    ppath = root_path(self.root, ppath)
+                    ppath = root_path(self.root, ppath, self.dirs)
                 except (OSError, ArchiveError) as e:
                     raise ArchiveError(f"failed to get root path: {describe(e)}") from e
                 path = join(ppath, join("/", last))
@@ -619,6 +653,8 @@ class _Applier:
                 if ppath != self.root:
                     self._mkparent(ppath if last else dirname(path))
                 validate_whiteout(path)
+                if base(path).startswith(WHITEOUT_PREFIX):
+                    self.dirs.clear()  # whiteouts remove things: trust nothing cached
                 try:
                     write = self.convert(hdr, path)
                 except OSError as e:
@@ -631,14 +667,17 @@ class _Applier:
                     pass
                 else:
                     if not (stat.S_ISDIR(st.st_mode) and hdr.type == tarfile.DIRTYPE):
+                        self._forget(path)
                         remove_all(path)
+                if hdr.type != tarfile.DIRTYPE:
+                    self.dirs.discard(self._rel(path))
                 self._create(path, hdr, tf)
                 if hdr.type == tarfile.DIRTYPE:
                     dirs.append((name, *_header_times(hdr)))
                 self.unpacked.add(path)
         # directory times last: creating their contents moved them
         for name, atime, mtime in dirs:
-            _chtimes(root_path(self.root, name), atime, mtime)
+            _chtimes(root_path(self.root, name, self.dirs), atime, mtime)
         return size
 
     def _create(self, path: str, hdr: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
@@ -670,7 +709,7 @@ class _Applier:
         elif kind in _DEVICES:
             os.mknod(path, mode | _DEVICES[kind], os.makedev(hdr.devmajor, hdr.devminor))
         elif kind == tarfile.LNKTYPE:
-            target = hardlink_root_path(self.root, hdr.linkname)
+            target = hardlink_root_path(self.root, hdr.linkname, self.dirs)
             # never follow: a hardlink to a symlink links the symlink itself
             os.link(target, path, follow_symlinks=False)
         elif kind == tarfile.SYMTYPE:
@@ -733,7 +772,9 @@ def _tar_error(e: tarfile.TarError) -> ArchiveError:
     what Go's flate reader says."""
     import zlib
 
-    if isinstance(e.__context__, zlib.error) or str(e).startswith("zlib error"):
+    from pycontainerd.plugins.differ.inflate import DECOMPRESS_ERRORS
+
+    if isinstance(e.__context__, DECOMPRESS_ERRORS) or str(e).startswith("zlib error"):
         return ArchiveError(describe(zlib.error()))
     return ArchiveError(f"archive/tar: {e}")
 
