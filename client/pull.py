@@ -44,7 +44,8 @@ from .content import ContentClient
 from .image_unpack import manifest_for, unpack_manifest
 from .images import Images
 from .pull_progress import Tracker
-from .remotes.fetch import DISTRIBUTION_SOURCE, children_labels, ref_key
+from .remotes.distribution import source_labels
+from .remotes.fetch import children_labels, ref_key
 from .remotes.registry import Registry
 
 DEFAULT_MAX_CONCURRENT_DOWNLOADS = 3
@@ -82,16 +83,21 @@ class _Pipeline:
         self.statuses: dict[str, str] = {}  # digest -> "exists" | "done"
         self.walked: list[Descriptor] = []
         self.name = ""
-        self.source: dict[str, str] = {}
+        self.ref: reference.Reference | None = None  # the parsed name: where blobs come from
 
     # -- blobs -------------------------------------------------------------------------
 
     def _present(self, desc: Descriptor) -> bool:
+        """Whether the store has `desc`; if so, this repository joins the
+        blob's distribution sources (what a later push mounts from)."""
         try:
-            self.content.info(desc.digest)
-            return True
+            info = self.content.info(desc.digest)
         except errdefs.NotFound:
             return False
+        label = source_labels(self.ref, info.labels)
+        if label and any(info.labels.get(k) != v for k, v in label.items()):
+            self.content.update(desc.digest, label, [f"labels.{k}" for k in label])
+        return True
 
     def _fetch_blob(self, desc: Descriptor) -> None:
         """Stream `desc` into the content store (skipped when present)."""
@@ -105,7 +111,7 @@ class _Pipeline:
         self.tracker.set(key, "downloading", total=desc.size, offset=0)
         reader = _Reader(self.registry.fetch(self.name, desc), self.failed,
                          lambda n: self.tracker.advance(key, n))
-        self.content.write_blob(key, reader, desc.size, desc.digest, labels=dict(self.source))
+        self.content.write_blob(key, reader, desc.size, desc.digest, labels=source_labels(self.ref, {}))
         self.statuses[desc.digest] = "done"
         self.tracker.set(key, "downloaded", offset=desc.size)
 
@@ -229,8 +235,7 @@ def pull_image(client: Any, registry: Registry, ref: str, lease: str,
         name, root = registry.resolve(ref)
         tracker.set(ref, "resolved")
         p.name = name
-        p.source = {DISTRIBUTION_SOURCE + reference.parse_docker_ref(name).domain:
-                    reference.parse_docker_ref(name).path}
+        p.ref = reference.parse_docker_ref(name)
         p.walk(root, matcher)
         if callable(unpack):
             unpack = unpack(root)
