@@ -36,7 +36,6 @@ from e2e_support import START_TIMEOUT, run_pycontainerd
 
 from pycontainerd.api.services.content.v1 import content_pb2 as cpb
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as cpb_grpc
-from pycontainerd.api.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as spb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc as spb_grpc
 
