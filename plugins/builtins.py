@@ -31,6 +31,7 @@ MODULES: tuple[str, ...] = (
     "pycontainerd.plugins.services.version",
     "pycontainerd.plugins.services.events",
     "pycontainerd.plugins.services.healthcheck",
+    "pycontainerd.plugins.metrics.endpoint",
 )
 
 PROXY_CLIENTS: dict[str, tuple[str, str]] = {

@@ -1095,6 +1095,6 @@ def test_inert_settings_are_named_once_each(tmp_path):
         """,
     )
     assert cfg.inert_settings() == [
-        "plugin_dir", "oom_score", "grpc.tcp_tls_cert", "ttrpc.address", "debug.address", "metrics.address", "cgroup.path",
+        "plugin_dir", "oom_score", "grpc.tcp_tls_cert", "ttrpc.address", "cgroup.path",
     ]
     assert load_text(tmp_path, "version = 2\n").inert_settings() == []
