@@ -275,6 +275,12 @@ class Daemon:
                 os.chmod(sock_dir, 0o711)  # makedirs' mode is filtered by the umask
             self._lock = self._take(SocketLock(cfg.grpc.address))
             _refuse_live_socket(cfg.grpc.address)  # a process that takes no lock (containerd) may serve it
+            if os.path.isabs(cfg.debug.address):  # refused now, before any plugin runs, if another serves it
+                debug_dir = os.path.dirname(cfg.debug.address)
+                if not os.path.isdir(debug_dir):
+                    _make_dir(debug_dir, "debug socket", created)
+                self._take(SocketLock(cfg.debug.address))
+                _refuse_live_socket(cfg.debug.address)
             await self._init_plugins()
             await self._serve()
             if cfg.debug.address:
@@ -475,20 +481,17 @@ class Daemon:
         from .debugserver import DebugServer
 
         cfg = self.config.debug
-        self.debug = DebugServer(lambda: self.interceptor.requests)
+        debug = DebugServer(lambda: self.interceptor.requests)
         path = cfg.address
         if not os.path.isabs(path):
             try:
-                await self.debug.start(path)
+                await debug.start(path)
             except OSError as exc:
                 raise StartError(f"failed to get listener for debug endpoint: {path}: {exc.strerror}") from None
+            self.debug = debug
             log.info("serving debug", address=path)
             return
-        sock_dir = os.path.dirname(path)
-        if not os.path.isdir(sock_dir):
-            _make_dir(sock_dir, "debug socket", [])
-        self._take(SocketLock(path))
-        _refuse_live_socket(path)
+        # start() holds the lock beside it and found nobody listening
         if os.path.lexists(path):
             mode = os.lstat(path).st_mode
             if not stat.S_ISSOCK(mode):
@@ -496,11 +499,12 @@ class Daemon:
             os.unlink(path)  # stale: we hold its lock and nobody listens
         old_umask = os.umask(0o117)
         try:
-            await self.debug.start(path)
+            await debug.start(path)
         except OSError as exc:
             raise StartError(f"failed to get listener for debug endpoint: {path}: {exc.strerror}") from None
         finally:
             os.umask(old_umask)
+        self.debug = debug  # from here on, ours to remove at stop
         os.chmod(path, 0o660)
         if cfg.uid or cfg.gid:
             try:

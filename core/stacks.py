@@ -130,3 +130,28 @@ def sample(seconds: float, interval: float = 0.01) -> tuple[Counter, int]:
         rounds += 1
         time.sleep(interval)
     return folded, rounds
+
+
+async def dump_to_log() -> str:
+    """containerd's SIGUSR1: every stack to the log at info level, between
+    containerd's markers, and to <tmp>/pycontainerd.<pid>.stacks.log.
+    Returns the file's path."""
+    import os
+    import tempfile
+
+    import structlog
+
+    log = structlog.get_logger(__name__)
+    captured = capture()
+
+    def write() -> tuple[str, str]:
+        text = render_full(captured)
+        path = os.path.join(tempfile.gettempdir(), f"pycontainerd.{os.getpid()}.stacks.log")
+        with open(path, "w") as f:
+            f.write(text)
+        return text, path
+
+    text, path = await asyncio.to_thread(write)
+    log.info(f"=== BEGIN goroutine stack dump ===\n{text}\n=== END goroutine stack dump ===")
+    log.info(f"goroutine stack dump written to {path}")
+    return path

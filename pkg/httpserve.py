@@ -31,7 +31,7 @@ log = structlog.get_logger(__name__)
 MAX_HEAD = 16 * 1024  # request line + headers; larger is answered 431
 MAX_BODY = 64 * 1024  # the debug socket's bodies are a word ("debug")
 IDLE_SECONDS = 60.0  # a connection that sends nothing this long is closed
-READ_CHUNK = 64 * 1024
+READ_CHUNK = MAX_HEAD  # never more than a head per read, so h11 sees an over-long head as incomplete and refuses it
 
 
 @dataclass
