@@ -487,7 +487,8 @@ class Daemon:
             try:
                 await debug.start(path)
             except OSError as exc:
-                raise StartError(f"failed to get listener for debug endpoint: {path}: {exc.strerror}") from None
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's strerror repeats the address
+                raise StartError(f"failed to get listener for debug endpoint: {path}: {reason.lower()}") from None
             self.debug = debug
             log.info("serving debug", address=path)
             return

@@ -85,8 +85,10 @@ class Metrics:
         try:
             self._server = await httpserve.serve(handle, host=host, port=port)
         except OSError as exc:
-            raise RuntimeError(f"failed to get listener for metrics endpoint: {address}: "
-                               f"{(exc.strerror or str(exc)).lower()}") from None
+            import os
+
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's strerror repeats the address
+            raise RuntimeError(f"failed to get listener for metrics endpoint: {address}: {reason.lower()}") from None
         bound = self._server.sockets[0].getsockname()
         self.address = f"{bound[0]}:{bound[1]}"
         self.registry = registry
