@@ -1,6 +1,7 @@
-"""The metrics plugin's hook: another plugin requires io.containerd.internal.v1,
-gets the metrics plugin through its InitContext and adds a collector; every
-scrape of /v1/metrics then holds that plugin's series."""
+"""The metrics plugin's hook: another plugin gets the metrics plugin through
+its InitContext (it is registered first, so it is always initialised
+before) and adds a collector; every scrape of /v1/metrics then holds that
+plugin's series."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def _monitor(seen: dict):
         return collector
 
     # a type of its own: the built-in types may get contracts this stand-in does not meet
-    reg = Registration(type="io.example.monitor.v1", id="example", requires=(PluginType.INTERNAL,), init=init)
+    reg = Registration(type="io.example.monitor.v1", id="example", init=init)
     return plugin_module("example_monitor", reg)
 
 

@@ -12,9 +12,14 @@ containerd counts them whenever it serves metrics (grpcmetrics.py).
 
 Other plugins add their own series to the same registry (the one hook):
 
-    requires=(PluginType.INTERNAL,)           # in their Registration
-    metrics = ic.get(PluginType.INTERNAL, "metrics")
-    metrics.register(collector)               # a prometheus-client collector
+    metrics = ic.get(PluginType.INTERNAL, "metrics")   # in their init
+    metrics.register(collector)                        # a prometheus-client collector
+
+This plugin is the first of plugins/builtins.py MODULES and requires
+nothing, so containerd's graph walk initialises it before every other
+plugin: no `requires` is needed (and requiring the whole internal type
+would be fragile: containerd's restart plugin requires the services, and
+its tasks service requires the monitors).
 
 `register` keeps the collector for every scrape; when no address is set it
 is not kept (nothing is served, and prometheus-client is never imported:
