@@ -193,7 +193,7 @@ def _check_debug_address(address: str) -> None:
     if not address:
         return
     if not os.path.isabs(address):
-        from .debugserver import split_host_port
+        from pycontainerd.pkg.httpserve import split_host_port
 
         try:
             split_host_port(address)

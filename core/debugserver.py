@@ -89,17 +89,15 @@ class DebugServer:
         self._requests_served = requests_served
         self._started = time.time()
         self._profiling = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.server: httpserve.Server | None = None
 
     async def start(self, address: str) -> None:
         """Listen on `address`: an absolute path is a UNIX socket (the caller
         has cleared the path and set the umask), anything else host:port."""
-        self._loop = asyncio.get_running_loop()
         if os.path.isabs(address):
             self.server = await httpserve.serve(self.handle, path=address)
         else:
-            host, port = split_host_port(address)
+            host, port = httpserve.split_host_port(address)
             self.server = await httpserve.serve(self.handle, host=host, port=port)
 
     async def close(self) -> None:
@@ -237,14 +235,6 @@ def _int(raw: str, default: int) -> int:
         return int(raw)
     except ValueError:
         return default
-
-
-def split_host_port(address: str) -> tuple[str, int]:
-    """Go's host:port ("127.0.0.1:1338", "[::1]:1338", ":1338")."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"address {address[:64]!r}: expected host:port")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def _heap_report(top: int, tracebacks: bool, collect: bool) -> str:

@@ -50,6 +50,14 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
+def split_host_port(address: str) -> tuple[str, int]:
+    """Go's host:port ("127.0.0.1:1338", "[::1]:1338", ":1338" for every interface)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"address {address[:64]!r}: expected host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 def text(status: int, message: str) -> Response:
     """A plain-text answer (a line ending in a newline, as Go's http.Error writes)."""
     return Response(status, (message.rstrip("\n") + "\n").encode())

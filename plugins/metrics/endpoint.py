@@ -62,12 +62,11 @@ class Metrics:
         import prometheus_client
         from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-        from pycontainerd.core.debugserver import split_host_port
         from pycontainerd.pkg import httpserve
 
         from .grpcmetrics import GrpcServerMetrics
 
-        host, port = split_host_port(address)  # ValueError names the address
+        host, port = httpserve.split_host_port(address)  # ValueError names the address
         # Go's client writes no *_created series; dashboards expect none
         prometheus_client.disable_created_metrics()
         registry = CollectorRegistry()

@@ -256,3 +256,28 @@ def test_hostile_http_gets_4xx_and_grpc_keeps_serving(daemon):
     finally:
         idle.close()
     assert "Traceback" not in d.log()
+
+
+def test_a_file_at_the_debug_path_is_refused_and_left_alone(daemon):
+    path = os.path.join(daemon.tempdir(), "debug.sock")
+    with open(path, "w") as f:
+        f.write("mine")
+    proc = daemon(config={"debug": {"address": path}}, wait=False)
+    assert proc.wait_exit() == 1
+    assert f"socket path {path} is not a socket (a regular file); refusing to start" in proc.log()
+    with open(path) as f:
+        assert f.read() == "mine"
+
+
+def test_a_host_port_debug_address_serves_over_tcp(daemon):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = daemon(config={"debug": {"address": f"127.0.0.1:{port}"}})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/debug/vars")
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["pid"] == d.pid
+    finally:
+        conn.close()
