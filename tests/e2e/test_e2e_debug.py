@@ -281,3 +281,18 @@ def test_a_host_port_debug_address_serves_over_tcp(daemon):
         assert r.status == 200 and json.loads(r.read())["pid"] == d.pid
     finally:
         conn.close()
+
+
+def test_tracemalloc_from_the_start_through_the_environment(daemon):
+    d = daemon.tempdir()
+    debug = os.path.join(d, "d.sock")
+    proc = daemon(config={"debug": {"address": debug}}, env={"PYTHONTRACEMALLOC": "5"})
+    heap = run_ctr(proc.address, "pprof", "-d", debug, "heap").stdout.decode()
+    first = heap.splitlines()[0]
+    assert first.startswith("heap profile: tracemalloc: ") and first.endswith(", 5 frames per allocation"), first
+    # start-up's allocations are there from the first byte: module imports lead
+    assert heap.splitlines()[1].startswith("top 50 of ")
+    assert sum(1 for line in heap.splitlines() if " blocks  " in line) == 50
+    assert "importlib" in heap, heap[:3000]
+    status, body = _http(debug, "/debug/pprof/heap?debug=2&top=3&gc=1")
+    assert status == 200 and body.count(b" blocks  ") == 3 and b"\n#\t" in body
