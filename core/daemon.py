@@ -11,7 +11,12 @@ a socket. Then a lock in the root (and one in the state directory) keeps a
 second daemon off them, and the gRPC server binds the socket only after a
 lock beside it is taken, so a second daemon on the same path fails instead
 of silently deleting the first one's socket (grpc #17122). Nothing at the
-socket path but a stale socket is ever removed.
+socket path but a stale socket is ever removed. The debug socket ([debug]
+address, core/debugserver.py) is guarded the same way: its lock is taken
+and a live socket there refused before any plugin runs; it is bound once
+gRPC serves. Plugins may put interceptors on the gRPC server
+(`server_interceptors`, outside the errdefs one: the metrics plugin counts
+calls there).
 On stop, serving ends first, then the background tasks plugins spawned are
 cancelled newest first, then plugins close in reverse init order.
 """
@@ -502,7 +507,8 @@ class Daemon:
         try:
             await debug.start(path)
         except OSError as exc:
-            raise StartError(f"failed to get listener for debug endpoint: {path}: {exc.strerror}") from None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartError(f"failed to get listener for debug endpoint: {path}: {reason.lower()}") from None
         finally:
             os.umask(old_umask)
         self.debug = debug  # from here on, ours to remove at stop
