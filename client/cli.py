@@ -18,11 +18,11 @@ from pycontainerd.pkg.defaults import DEFAULT_ADDRESS
 from pycontainerd.pkg import errdefs
 
 from .client import ADDRESS_ENV, CONNECT_TIMEOUT, DEFAULT_NAMESPACE, NAMESPACE_ENV, Client, default_address
-from .commands import content, images, leases, namespaces, plugins, snapshots, version
+from .commands import content, images, leases, namespaces, plugins, pprof, snapshots, version
 from .commands.common import CommandError, _parse_duration
 
 # the command groups, in the order `pyctr --help` lists them
-COMMANDS = (version, plugins, content, images, leases, namespaces, snapshots)
+COMMANDS = (version, plugins, content, images, leases, namespaces, snapshots, pprof)
 
 ENVIRONMENT = f"""\
 environment (a flag given on the command line wins):
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.namespace:
             kwargs["namespace"] = args.namespace
+        if getattr(args, "no_client", False):  # pprof reads the debug socket, not the API
+            return args.fn(None, args)
         with Client(**kwargs) as client:
             return args.fn(client, args)
     except (errdefs.ContainerdError, CommandError) as exc:

@@ -119,7 +119,9 @@ class TTRPCConfig:
 
 @dataclass
 class DebugConfig:
-    """[debug]: log level and format (text or json); the debug socket keys are accepted."""
+    """[debug]: the debug socket (core/debugserver.py: an absolute path is a
+    UNIX socket owned by uid/gid, anything else host:port), log level and
+    format (text or json)."""
 
     address: str = ""
     uid: int = ranged(0, 0, MAX_ID)
@@ -131,7 +133,8 @@ class DebugConfig:
 
 @dataclass
 class MetricsConfig:
-    """[metrics]: where metrics are served."""
+    """[metrics]: where Prometheus metrics are served (host:port, at
+    /v1/metrics), and whether gRPC calls are timed (plugins/metrics/)."""
 
     address: str = ""
     grpc_histogram: bool = False
@@ -271,7 +274,8 @@ class Config:
 _HONOURED = frozenset({
     "grpc.address", "grpc.tcp_address", "grpc.uid", "grpc.gid",
     "grpc.max_recv_message_size", "grpc.max_send_message_size",
-    "debug.level", "debug.format",
+    "debug.level", "debug.format", "debug.address", "debug.uid", "debug.gid",
+    "metrics.address", "metrics.grpc_histogram",
     "ttrpc.address", "ttrpc.uid", "ttrpc.gid",  # the daemon's ttrpc socket (shims' events)
 })
 # the [timeouts] the runtime v2 plugin applies to its shims

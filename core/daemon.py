@@ -11,7 +11,12 @@ a socket. Then a lock in the root (and one in the state directory) keeps a
 second daemon off them, and the gRPC server binds the socket only after a
 lock beside it is taken, so a second daemon on the same path fails instead
 of silently deleting the first one's socket (grpc #17122). Nothing at the
-socket path but a stale socket is ever removed.
+socket path but a stale socket is ever removed. The debug socket ([debug]
+address, core/debugserver.py) is guarded the same way: its lock is taken
+and a live socket there refused before any plugin runs; it is bound once
+gRPC serves. Plugins may put interceptors on the gRPC server
+(`server_interceptors`, outside the errdefs one: the metrics plugin counts
+calls there).
 On stop, serving ends first, then the background tasks plugins spawned are
 cancelled newest first, then plugins close in reverse init order.
 """
@@ -188,6 +193,31 @@ def _refuse_live_socket(path: str) -> None:
     raise StartError(f"another process is serving {path}; refusing to start (its socket is left as it is)")
 
 
+def _check_debug_address(address: str) -> None:
+    """[debug] address: a UNIX socket path (absolute, as containerd tells
+    them apart) that fits sun_path and holds nothing but a socket, or host:port."""
+    if not address:
+        return
+    if not os.path.isabs(address):
+        from pycontainerd.pkg.httpserve import split_host_port
+
+        try:
+            split_host_port(address)
+        except ValueError as exc:
+            raise StartError(f"[debug] {exc} (or an absolute path for a UNIX socket)") from None
+        return
+    if len(os.fsencode(address)) > MAX_SOCKET_PATH:
+        raise StartError(f"[debug] address {address}: unix socket path too long (> {MAX_SOCKET_PATH})")
+    try:
+        st = os.lstat(address)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StartError(f"cannot use debug socket path {address}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise _not_a_socket(address, st.st_mode)
+
+
 def _check_required(required: list[str], known: set[str], disabled: set[str]) -> None:
     """A required plugin that is disabled or that no source registers can be
     refused before anything is created (a typo, most often: say which)."""
@@ -228,6 +258,8 @@ class Daemon:
         self.tasks = TaskGroup()
         self.server: grpc.aio.Server | None = None
         self.ttrpc_server: Any = None  # pkg.ttrpc.Server on <grpc address>.ttrpc, once serving
+        self.interceptor = ErrdefsInterceptor()
+        self.debug: Any = None  # core/debugserver.DebugServer, when [debug] address is set
         self._lock: SocketLock | None = None
         self._locks: list[FileLock] = []  # root, state, socket: released on stop
         self._stopped = asyncio.Event()
@@ -250,10 +282,19 @@ class Daemon:
                 os.chmod(sock_dir, 0o711)  # makedirs' mode is filtered by the umask
             self._lock = self._take(SocketLock(cfg.grpc.address))
             _refuse_live_socket(cfg.grpc.address)  # a process that takes no lock (containerd) may serve it
+            if os.path.isabs(cfg.debug.address):  # refused now, before any plugin runs, if another serves it
+                debug_dir = os.path.dirname(cfg.debug.address)
+                if not os.path.isdir(debug_dir):
+                    _make_dir(debug_dir, "debug socket", created)
+                self._take(SocketLock(cfg.debug.address))
+                _refuse_live_socket(cfg.debug.address)
             await self._init_plugins()
             await self._serve()
+            if cfg.debug.address:
+                await self._serve_debug()
         except BaseException:
             await self._stop_ttrpc()
+            await self._close_debug()
             if self.server is not None:  # bound, then refused (e.g. the socket's owner): no stale socket
                 await self.server.stop(0)
                 self.server = None
@@ -294,6 +335,7 @@ class Daemon:
         else:
             if not stat.S_ISSOCK(st.st_mode):
                 raise _not_a_socket(path, st.st_mode)
+        _check_debug_address(cfg.debug.address)
         for where, what in ((cfg.root, "root"), (cfg.state, "state")):
             if not where:
                 raise StartError(f"{what} is empty: it must be a directory path")
@@ -402,8 +444,11 @@ class Daemon:
 
     async def _serve(self) -> None:
         cfg = self.config
+        # a plugin may watch every call (the metrics plugin's gRPC counters):
+        # its interceptors go outside ours, so they see the final status
+        watchers = [i for p in self.plugins if p.error is None for i in getattr(p.instance, "server_interceptors", ())]
         self.server = grpc.aio.server(
-            interceptors=[ErrdefsInterceptor()],
+            interceptors=[*watchers, self.interceptor],
             options=[
                 ("grpc.max_receive_message_length", cfg.grpc.max_recv_message_size),
                 ("grpc.max_send_message_length", cfg.grpc.max_send_message_size),
@@ -483,6 +528,58 @@ class Daemon:
             os.unlink(self.config.ttrpc_address)
         except FileNotFoundError:
             pass
+    async def _serve_debug(self) -> None:
+        """containerd's debug endpoint: an absolute path is a UNIX socket
+        guarded like the gRPC one (a lock beside it, a live socket refused,
+        born 0660, given to [debug] uid/gid, removed at stop); anything else
+        is host:port."""
+        from .debugserver import DebugServer
+
+        cfg = self.config.debug
+        debug = DebugServer(lambda: self.interceptor.requests)
+        path = cfg.address
+        if not os.path.isabs(path):
+            try:
+                await debug.start(path)
+            except OSError as exc:
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's strerror repeats the address
+                raise StartError(f"failed to get listener for debug endpoint: {path}: {reason.lower()}") from None
+            self.debug = debug
+            log.info("serving debug", address=path)
+            return
+        # start() holds the lock beside it and found nobody listening
+        if os.path.lexists(path):
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISSOCK(mode):
+                raise _not_a_socket(path, mode)
+            os.unlink(path)  # stale: we hold its lock and nobody listens
+        old_umask = os.umask(0o117)
+        try:
+            await debug.start(path)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartError(f"failed to get listener for debug endpoint: {path}: {reason.lower()}") from None
+        finally:
+            os.umask(old_umask)
+        self.debug = debug  # from here on, ours to remove at stop
+        os.chmod(path, 0o660)
+        if cfg.uid or cfg.gid:
+            try:
+                os.chown(path, cfg.uid, cfg.gid)
+            except OSError as exc:
+                raise StartError(f"cannot give {path} to uid {cfg.uid} gid {cfg.gid}: {exc.strerror}") from None
+        log.info("serving debug", address=path)
+
+    async def _close_debug(self) -> None:
+        if self.debug is None:
+            return
+        await self.debug.close()
+        self.debug = None
+        if os.path.isabs(self.config.debug.address):
+            try:
+                os.unlink(self.config.debug.address)
+            except FileNotFoundError:
+                pass
 
     # -- stop ----------------------------------------------------------------
 
@@ -492,6 +589,7 @@ class Daemon:
     async def stop(self, grace: float = 2.0) -> None:
         self.events.close()
         await self._stop_ttrpc()
+        await self._close_debug()
         if self.server is not None:
             await self.server.stop(grace)
             self.server = None

@@ -9,6 +9,21 @@ import structlog
 
 LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal", "panic")
 
+# what setup last applied: the debug socket's /debug/loglevel reads and changes it
+_current = {"level": "info", "format": "text"}
+
+
+def level() -> str:
+    """The level in force (as it was set: "warn", "debug", ...)."""
+    return _current["level"]
+
+
+def set_level(new: str) -> None:
+    """Change the level at run time, keeping the format (ValueError if unknown).
+    Loggers are not cached (cache_logger_on_first_use=False), so every
+    module's logger follows from its next call on."""
+    setup(new, _current["format"])
+
 
 def setup(level: str = "info", fmt: str = "text") -> None:
     level = (level or "info").lower()
@@ -34,3 +49,4 @@ def setup(level: str = "info", fmt: str = "text") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
+    _current.update(level=level, format=fmt or "text")

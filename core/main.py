@@ -127,6 +127,7 @@ async def _run(daemon: Daemon) -> None:
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_stacks)  # containerd's: every stack to the log
     try:
         await daemon.start()
     finally:
@@ -137,6 +138,17 @@ async def _run(daemon: Daemon) -> None:
     structlog.get_logger(__name__).info("stop requested")
     _notify_systemd("STOPPING=1")
     await daemon.stop()
+
+
+def _dump_stacks() -> None:
+    from . import stacks
+
+    task = asyncio.get_running_loop().create_task(stacks.dump_to_log(), name="sigusr1-stack-dump")
+    _dumps.add(task)  # held until done: the loop keeps only weak references
+    task.add_done_callback(_dumps.discard)
+
+
+_dumps: set = set()
 
 
 def _notify_systemd(state: str) -> None:

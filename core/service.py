@@ -204,7 +204,11 @@ class ErrdefsInterceptor(grpc.aio.ServerInterceptor):
     unexpected is logged in full and answered with a short generic message,
     and no message is longer than MAX_ERROR_MESSAGE."""
 
+    def __init__(self) -> None:
+        self.requests = 0  # calls received (the debug socket's /debug/vars)
+
     async def intercept_service(self, continuation, details):
+        self.requests += 1
         handler = await continuation(details)
         if handler is None:
             return None

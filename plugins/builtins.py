@@ -13,6 +13,9 @@ Only strings here: the daemon imports this module at every start.
 from __future__ import annotations
 
 MODULES: tuple[str, ...] = (
+    # first, requiring nothing, so it is initialised before every plugin
+    # that adds its series to the registry (docs/architecture.md, "Metrics")
+    "pycontainerd.plugins.metrics.endpoint",
     "pycontainerd.plugins.events.exchange",
     "pycontainerd.plugins.content.local",
     "pycontainerd.plugins.metadata.sqlite",

@@ -1099,6 +1099,6 @@ def test_inert_settings_are_named_once_each(tmp_path):
         """,
     )
     assert cfg.inert_settings() == [
-        "plugin_dir", "oom_score", "grpc.tcp_tls_cert", "debug.address", "metrics.address", "cgroup.path",
+        "plugin_dir", "oom_score", "grpc.tcp_tls_cert", "cgroup.path",
     ]
     assert load_text(tmp_path, "version = 2\n").inert_settings() == []

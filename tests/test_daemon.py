@@ -21,6 +21,7 @@ from pycontainerd.testing import InProcessDaemon, plugin_module
 # built-ins that skip themselves where the machine cannot host them
 SKIPPABLE = {"io.containerd.snapshotter.v1.btrfs", "io.containerd.runtime.v2.task"}  # runtime v2: root only
 BUILTIN = {
+    "io.containerd.internal.v1.metrics",
     "io.containerd.event.v1.exchange",
     "io.containerd.metadata.v1.sqlite",
     "io.containerd.content.v1.content",

@@ -48,6 +48,7 @@ BUILTIN_ROWS = [
     ("io.containerd.ttrpc.v1", "events", "-", "ok"),
     ("io.containerd.runtime.v2", "task", PLATFORM, "ok"),
     ("io.containerd.grpc.v1", "healthcheck", "-", "ok"),
+    ("io.containerd.internal.v1", "metrics", "-", "ok"),  # serves nothing until [metrics] address is set
 ]
 
 

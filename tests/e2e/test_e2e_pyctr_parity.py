@@ -108,7 +108,7 @@ def test_tree_draws_each_plugin_once_and_refers_back(served):
     services = [u for u in uris if u.startswith("io.containerd.service.v1.")]
     grpc_refs = [line for line in lines if "io.containerd.grpc.v1.{" in line and line.endswith(" (see above)")]
     assert len(grpc_refs) == len(services) - 1  # drawn under the first service, referred to from the others
-    assert lines[0] == "io.containerd.event.v1.exchange (ok)"  # a root: it requires nothing
+    assert lines[0] == "io.containerd.internal.v1.metrics (ok)"  # a root: it requires nothing (registered first)
 
 
 def test_json_has_init_durations(served):
