@@ -205,6 +205,12 @@ async def init(ic: InitContext) -> CgroupsMonitor:
         raise SkipPlugin("no cgroup hierarchy mounted at /sys/fs/cgroup")
     events = ic.get(PluginType.EVENT)
     monitor = CgroupsMonitor(events, host_mode, ic.config.no_prometheus)
+    try:  # the [metrics] endpoint, always initialised first (plugins/builtins.py)
+        endpoint = ic.get(PluginType.INTERNAL, "metrics")
+    except errdefs.ContainerdError:
+        endpoint = None
+    if monitor.collector is not None and endpoint is not None and endpoint.enabled:
+        endpoint.register(monitor.collector)
     ic.meta.platforms.append(platforms.default_string())
     return monitor
 

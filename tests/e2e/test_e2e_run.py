@@ -8,9 +8,12 @@ ok); elsewhere each test is skipped saying so."""
 from __future__ import annotations
 
 import os
+import socket
 import time
+import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from busybox_image import NAME, write_busybox_layout
 from e2e_support import plugin_rows
@@ -82,3 +85,52 @@ def test_ctr_run_detached_then_tasks_ls_ps_exec_kill_rm(d):
     assert _status(d, "c2") == ""
     d.ctr("containers", "rm", "c2")
     assert d.ctr("containers", "ls", "-q").stdout == b""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _container_samples(url: str, cid: str) -> dict[str, float]:
+    """The scrape's samples of one container, by metric name."""
+    with urllib.request.urlopen(url, timeout=30) as r:
+        text = r.read().decode()
+    return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
+            if s.labels.get("container_id") == cid and s.labels.get("namespace") == "default"}
+
+
+def test_a_running_containers_cgroup_metrics_are_on_the_metrics_endpoint(daemon):
+    """`[metrics] address` serves the task's cgroup statistics under
+    containerd's names while it burns CPU and holds memory; they go when
+    the task is deleted."""
+    if os.geteuid() != 0:
+        pytest.skip("running containers needs root")
+    address = f"127.0.0.1:{_free_port()}"
+    proc = daemon(config={"metrics": {"address": address}})
+    url = f"http://{address}/v1/metrics"
+    proc.ctr("images", "import", write_busybox_layout(os.path.join(proc.dir, "busybox.tar")))
+    # 32 MiB held in a shell variable, then a busy loop
+    script = "x=$(head -c 33554432 /dev/zero | tr '\\0' a); while :; do :; done"
+    proc.ctr("run", "-d", NAME, "m1", "/bin/sh", "-c", script)
+    try:
+        deadline = time.monotonic() + STOP_DEADLINE
+        first = _container_samples(url, "m1")
+        while True:  # until the variable is filled and the CPU time has moved
+            now = _container_samples(url, "m1")
+            if (now.get("container_memory_usage_usage_bytes", 0) >= 32 << 20
+                    and now["container_cpu_total_nanoseconds"] > first["container_cpu_total_nanoseconds"]):
+                break
+            assert time.monotonic() < deadline, f"metrics did not move: {first} -> {now}"
+            time.sleep(0.2)
+        assert now["container_pids_current"] >= 1
+        assert now["container_cpu_user_nanoseconds"] > 0
+    finally:
+        proc.ctr("tasks", "kill", "-s", "SIGKILL", "m1", check=False)
+        deadline = time.monotonic() + STOP_DEADLINE
+        while _status(proc, "m1") not in ("STOPPED", "") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.ctr("tasks", "rm", "m1", check=False)
+        proc.ctr("containers", "rm", "m1", check=False)
+    assert _container_samples(url, "m1") == {}  # no series for a deleted task
