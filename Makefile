@@ -6,7 +6,7 @@
 PYTHON      ?= /usr/bin/python3
 VENV        := .venv
 BIN         := $(VENV)/bin
-DEB_PACKAGES := python3-venv runc containerd btrfs-progs docker-registry apache2-utils
+DEB_PACKAGES := python3-venv runc containerd btrfs-progs docker-registry apache2-utils busybox-static
 PYTEST_ARGS ?=
 
 .PHONY: install deb-packages run test bench proto clean

@@ -19,10 +19,12 @@ from pycontainerd.pkg import errdefs
 
 from .client import ADDRESS_ENV, CONNECT_TIMEOUT, DEFAULT_NAMESPACE, NAMESPACE_ENV, Client, default_address
 from .commands import content, images, leases, namespaces, plugins, snapshots, version
+from .commands import oci
 from .commands.common import CommandError, _parse_duration
 
 # the command groups, in the order `pyctr --help` lists them
 COMMANDS = (version, plugins, content, images, leases, namespaces, snapshots)
+COMMANDS += (oci,)
 
 ENVIRONMENT = f"""\
 environment (a flag given on the command line wins):
@@ -54,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "offline", False):  # a command that needs no daemon (oci spec)
+        return args.fn(args)
     try:
         kwargs: dict[str, Any] = {
             "address": args.address, "debug": args.debug,
