@@ -535,13 +535,24 @@ def _go_escape(text: str) -> str:
     return _GO_ESCAPE_RE.sub(one, text)
 
 
+def shape(spec: dict) -> dict:
+    """The spec as Go would see it after decoding it into specs-go.Spec:
+    keys in struct order, empty optional fields gone (unknown keys too)."""
+    return _shape(spec, "Spec")
+
+
+def go_json(value: Any, indent: bool = False) -> str:
+    """json.dumps as Go's encoding/json writes (HTML-safe escapes, UTF-8
+    kept); dict order as given."""
+    text = json.dumps(value, ensure_ascii=False, indent=4 if indent else None,
+                      separators=(",", ": ") if indent else (",", ":"))
+    return _go_escape(text)
+
+
 def to_json(spec: dict, indent: bool = False) -> str:
     """Go's json.Marshal (or, with indent, MarshalIndent with four spaces)
     of the spec as specs-go.Spec."""
-    shaped = _shape(spec, "Spec")
-    text = json.dumps(shaped, ensure_ascii=False, indent=4 if indent else None,
-                      separators=(",", ": ") if indent else (",", ":"))
-    return _go_escape(text)
+    return go_json(_shape(spec, "Spec"), indent)
 
 
 def dumps(spec: dict) -> bytes:
