@@ -7,6 +7,10 @@ PYTHON      ?= /usr/bin/python3
 VENV        := .venv
 BIN         := $(VENV)/bin
 DEB_PACKAGES := python3-venv runc containerd btrfs-progs docker-registry apache2-utils busybox-static
+# containerd's and cgroups' Go sources: tests/test_proto_conformance.py checks
+# every .proto under api/ against the schemas embedded in their .pb.go files;
+# ttrpc's Go source is the reference for pkg/ttrpc's wire format.
+DEB_PACKAGES += golang-github-containerd-containerd-dev golang-github-containerd-cgroups-dev golang-github-containerd-ttrpc-dev
 PYTEST_ARGS ?=
 
 .PHONY: install deb-packages run test bench proto clean

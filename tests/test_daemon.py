@@ -99,7 +99,7 @@ BROKEN = plugin_module(
     "broken",
     Registration(type=PluginType.INTERNAL, id="fails", init=init_fails),
     Registration(type=PluginType.INTERNAL, id="skips", init=init_skips),
-    Registration(type=PluginType.RUNTIME_V2, id="looker", requires=(PluginType.INTERNAL, "io.containerd.monitor.v1"), init=init_lookup_missing),
+    Registration(type="io.containerd.test.v1", id="looker", requires=(PluginType.INTERNAL, "io.containerd.monitor.v1"), init=init_lookup_missing),
 )
 
 
@@ -147,7 +147,7 @@ def test_error_skip_and_failed_lookups_are_rows_not_crashes():
         assert "out of cheese" in rows["io.containerd.internal.v1.fails"].init_err[1]
         assert rows["io.containerd.internal.v1.skips"].status == "skip"
         assert rows["io.containerd.internal.v1.skips"].init_err[1] == "no cheese here: skip plugin"
-        assert rows["io.containerd.runtime.v2.looker"].status == "ok"
+        assert rows["io.containerd.test.v1.looker"].status == "ok"
         assert all(rows[u].status == "ok" for u in BUILTIN - SKIPPABLE)
     assert "no plugins registered for io.containerd.monitor.v1" in seen["missing"]
     assert "was skipped: no cheese here" in seen["skipped"]

@@ -123,14 +123,14 @@ def test_background_tasks_belong_to_the_daemon_and_stop_newest_first_before_plug
     mod = plugin_module(
         "tasks",
         Registration(type=PluginType.INTERNAL, id="a", init=init_two_tasks),
-        Registration(type=PluginType.RUNTIME_V2, id="b", requires=(PluginType.INTERNAL,), init=init_one_task),
+        Registration(type=PluginType.TASK_MONITOR, id="b", requires=(PluginType.INTERNAL,), init=init_one_task),
     )
     with InProcessDaemon(plugins=[mod]) as d:
         assert d.daemon.tasks.names == [
             "io.containerd.gc.v1.scheduler/scheduler",  # the GC loop is one of them
             "io.containerd.internal.v1.a/first",
             "io.containerd.internal.v1.a/second",
-            "io.containerd.runtime.v2.b/third",
+            "io.containerd.monitor.v1.b/third",
         ]
         assert EVENTS == []
     assert EVENTS == ["cancel third", "cancel second", "cancel first", "close b", "close a"]
