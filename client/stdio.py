@@ -146,6 +146,8 @@ class StdioCopier:
             t.join(timeout)
 
     def close(self) -> None:
+        """Stop copying in; remove the FIFO directory when we made it."""
         self._close_stdin()
-        shutil.rmtree(self.fifos.dir, ignore_errors=True)
+        if self.fifos.dir:
+            shutil.rmtree(self.fifos.dir, ignore_errors=True)
 

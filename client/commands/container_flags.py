@@ -23,7 +23,9 @@ from .snapshots import DEFAULT_SNAPSHOTTER, SNAPSHOTTER_ENV
 RUNC_V2 = "io.containerd.runc.v2"
 
 
-def add_container_flags(p: argparse.ArgumentParser) -> None:
+def add_container_flags(p: argparse.ArgumentParser, run: bool = False) -> None:
+    """ctr's flags; with `run`, also the Linux run flags (cpus, cpu shares,
+    runc binary) that only `run` has (absent, they are zero, as in ctr)."""
     p.add_argument("--snapshotter", default=os.environ.get(SNAPSHOTTER_ENV) or DEFAULT_SNAPSHOTTER,
                    help=f"snapshotter name (default: {DEFAULT_SNAPSHOTTER}) [${SNAPSHOTTER_ENV}]")
     p.add_argument("--snapshotter-label", action="append", default=[], metavar="K=V",
@@ -39,9 +41,12 @@ def add_container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", default=DEFAULT_RUNTIME, help=f"runtime name (default: {DEFAULT_RUNTIME})")
     p.add_argument("--tty", "-t", action="store_true", help="allocate a TTY for the container")
     p.add_argument("--memory-limit", type=int, default=0, help="memory limit (in bytes) for the container")
-    p.add_argument("--cpus", type=float, default=0.0, help="set the CFS cpu quota")
-    p.add_argument("--cpu-shares", type=int, default=1024, help="set the cpu shares (default: 1024)")
-    p.add_argument("--runc-binary", default="", help="specify runc-compatible binary")
+    if run:
+        p.add_argument("--cpus", type=float, default=0.0, help="set the CFS cpu quota")
+        p.add_argument("--cpu-shares", type=int, default=1024, help="set the cpu shares (default: 1024)")
+        p.add_argument("--runc-binary", default="", help="specify runc-compatible binary")
+    else:
+        p.set_defaults(cpus=0.0, cpu_shares=0, runc_binary="")
     p.add_argument("--rootfs", action="store_true", help="use custom rootfs that is not managed by containerd")
     p.add_argument("--user", "-u", default="", help="user id or name[:group] (pyctr's addition)")
     p.add_argument("--privileged", action="store_true", help=argparse.SUPPRESS)
