@@ -19,12 +19,12 @@ from pycontainerd.pkg import errdefs
 
 from .client import ADDRESS_ENV, CONNECT_TIMEOUT, DEFAULT_NAMESPACE, NAMESPACE_ENV, Client, default_address
 from .commands import content, images, leases, namespaces, plugins, snapshots, version
-from .commands import containers, oci, run, tasks
+from .commands import containers, events, oci, run, tasks
 from .commands.common import CommandError, _parse_duration
 
 # the command groups, in the order `pyctr --help` lists them
 COMMANDS = (version, plugins, content, images, leases, namespaces, snapshots)
-COMMANDS += (run, containers, tasks, oci)
+COMMANDS += (run, containers, tasks, events, oci)
 
 ENVIRONMENT = f"""\
 environment (a flag given on the command line wins):
