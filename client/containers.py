@@ -5,8 +5,7 @@ WithNewSnapshot, WithImageStopSignal, WithRuntime, WithSpec), so that a
 container pyctr creates is the container ctr creates for the same flags.
 
     with Client(address) as client:
-        c = create_container(client, "c1", "docker.io/library/busybox:latest",
-                             spec_opts=[spec.with_process_args("echo", "hi")])
+        c = create_container(client, "c1", "docker.io/library/busybox:latest", ["echo", "hi"])
 
 Errors come back as errdefs classes.
 """
@@ -219,8 +218,9 @@ def create_container(
     client: Any,
     container_id: str,
     image: str = "",
+    args: Iterable[str] = (),
     *,
-    spec_opts: Iterable[ocispec.SpecOpt] = (),
+    spec_opts: Iterable[ocispec.SpecOpt] | None = None,
     labels: dict[str, str] | None = None,
     snapshotter: str = "",
     snapshot_labels: dict[str, str] | None = None,
@@ -233,8 +233,13 @@ def create_container(
     host directory that `spec_opts` name (spec.with_rootfs_path). The spec
     is `spec_opts` applied to an empty spec (the first is normally
     spec.with_default_spec()), then the labels as annotations;
-    WITH_IMAGE_CONFIG among them applies the image's config there."""
+    WITH_IMAGE_CONFIG among them applies the image's config there. Without
+    `spec_opts`: containerd's default spec and the image's config; `args`,
+    when given, replace the image's command."""
     labels = dict(labels or {})
+    if spec_opts is None:
+        spec_opts = [ocispec.with_default_spec(), WITH_IMAGE_CONFIG]
+    spec_opts = [*spec_opts, *([ocispec.with_process_args(*args)] if args else [])]
     c = Container(id=container_id, runtime=runtime, runtime_options=runtime_options)
     with TemporaryLease(client) as lease:
         ctx = ocispec.SpecContext(client.namespace, container_id)

@@ -53,11 +53,11 @@ def add_container_flags(p: argparse.ArgumentParser, run: bool = False) -> None:
 
 
 def label_args(items: list[str]) -> dict[str, str]:
-    """ctr's LabelArgs: `k=v`, or `k` alone for an empty value."""
+    """ctr's LabelArgs: `k=v`, or `k` alone for "true"."""
     out = {}
     for item in items:
-        k, _, v = item.partition("=")
-        out[k] = v
+        k, sep, v = item.partition("=")
+        out[k] = v if sep else "true"
     return out
 
 
