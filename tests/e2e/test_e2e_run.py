@@ -393,9 +393,17 @@ def test_run_t_gives_a_terminal_that_follows_resizes(target):
         os.write(fd, b"exit 5\n")
         _read_until(fd, b"\xff", timeout=30)  # until pyctr closes the terminal
     finally:
-        _, status = os.waitpid(pid, 0)
+        deadline = time.monotonic() + 30
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:  # a failure above left it running: stop it and its container
+            os.kill(pid, signal.SIGKILL)
+            done = os.waitpid(pid, 0)
+            pyctr(d, "tasks", "kill", "-s", "KILL", "c-tty", check=False)
+            pyctr(d, "tasks", "rm", "-f", "c-tty", check=False)
+            pyctr(d, "containers", "rm", "c-tty", check=False)
         os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 5
+    assert os.waitstatus_to_exitcode(done[1]) == 5
     assert cs.leftovers(d)["containers"] == []
 
 
