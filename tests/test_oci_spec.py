@@ -141,3 +141,16 @@ def test_host_network_drops_the_namespace_and_binds_host_files():
     assert "network" not in [n["type"] for n in s["linux"]["namespaces"]]
     assert [m["destination"] for m in s["mounts"][-2:]] == ["/etc/hosts", "/etc/resolv.conf"]
     assert s["process"]["env"][0].startswith("HOSTNAME=")
+
+
+def test_current_capabilities_are_named_in_bit_order(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t0000000000200003\n")
+    assert spec.current_capabilities(str(status)) == ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_SYS_ADMIN"]
+
+
+def test_privileged_drops_masks_and_makes_sysfs_writable():
+    s = spec.generate(spec.SpecContext("default", "c1"), spec.with_privileged, spec.with_all_devices_allowed)
+    assert "maskedPaths" not in s["linux"] and "readonlyPaths" not in s["linux"]
+    assert [m for m in s["mounts"] if m["type"] == "sysfs"][0]["options"][-1] == "rw"
+    assert s["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]

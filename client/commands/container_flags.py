@@ -49,7 +49,7 @@ def add_container_flags(p: argparse.ArgumentParser, run: bool = False) -> None:
         p.set_defaults(cpus=0.0, cpu_shares=0, runc_binary="")
     p.add_argument("--rootfs", action="store_true", help="use custom rootfs that is not managed by containerd")
     p.add_argument("--user", "-u", default="", help="user id or name[:group] (pyctr's addition)")
-    p.add_argument("--privileged", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--privileged", action="store_true", help="run privileged container")
 
 
 def label_args(items: list[str]) -> dict[str, str]:
@@ -63,8 +63,6 @@ def label_args(items: list[str]) -> dict[str, str]:
 
 def spec_opts(args: argparse.Namespace, ref: str, command: list[str]) -> list[Any]:
     """ctr's spec options for these flags, in ctr's order."""
-    if args.privileged:
-        raise CommandError("--privileged is not supported by pyctr yet")
     opts: list[Any] = [ocispec.with_default_spec(), ocispec.with_default_unix_devices]
     try:
         if args.env_file:
@@ -86,6 +84,8 @@ def spec_opts(args: argparse.Namespace, ref: str, command: list[str]) -> list[An
         opts.append(ocispec.with_process_cwd(args.cwd))
     if args.tty:
         opts.append(ocispec.with_tty)
+    if args.privileged:
+        opts.extend([ocispec.with_privileged, ocispec.with_all_devices_allowed, ocispec.with_host_devices])
     if args.net_host:
         opts.extend(ocispec.with_host_network())
     if args.cpus > 0:

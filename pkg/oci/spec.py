@@ -16,6 +16,7 @@ import json
 import os
 import re
 import socket
+import stat
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -285,6 +286,92 @@ def with_annotations(annotations: dict[str, str]) -> SpecOpt:
 
 def with_new_privileges(s: dict, ctx: SpecContext) -> None:
     _process(s)["noNewPrivileges"] = False
+
+
+# -- privileged -------------------------------------------------------------------------
+
+# every capability by its bit number (containerd's pkg/cap list, kernel 5.9)
+KNOWN_CAPS = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
+    "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
+    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+# what containerd's host device walk leaves out
+SKIPPED_DEV_DIRS = ("pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev")
+
+
+def current_capabilities(status_path: str = "/proc/self/status") -> list[str]:
+    """containerd's cap.Current: the names of this process's effective
+    capabilities, in bit order (bits it has no name for are left out)."""
+    with open(status_path) as f:
+        for line in f:
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "CapEff":
+                bits = int(value.strip(), 16)
+                return [name for i, name in enumerate(KNOWN_CAPS) if bits >> i & 1]
+    return []
+
+
+def with_capabilities(caps: list[str]) -> SpecOpt:
+    def opt(s: dict, ctx: SpecContext) -> None:
+        c = _process(s).setdefault("capabilities", {})
+        c["bounding"], c["effective"], c["permitted"] = list(caps), list(caps), list(caps)
+    return opt
+
+
+def with_privileged(s: dict, ctx: SpecContext) -> None:
+    """containerd's WithPrivileged: every capability this process has, no
+    masked or read-only paths, sysfs and cgroupfs writable, no SELinux
+    label, AppArmor profile or seccomp filter."""
+    with_capabilities(current_capabilities())(s, ctx)
+    linux = _linux(s)
+    linux.pop("maskedPaths", None)
+    linux.pop("readonlyPaths", None)
+    for m in s.get("mounts") or []:
+        if m.get("type") in ("sysfs", "cgroup"):
+            m["options"] = ["rw" if o == "ro" else o for o in m.get("options") or []]
+    p = _process(s)
+    p.pop("selinuxLabel", None)
+    p.pop("apparmorProfile", None)
+    linux.pop("seccomp", None)
+
+
+def with_all_devices_allowed(s: dict, ctx: SpecContext) -> None:
+    _resources(s)["devices"] = [{"allow": True, "access": RWM}]
+
+
+def host_devices(path: str = "/dev") -> list[dict]:
+    """containerd's HostDevices: every block and character device under
+    /dev (sorted by name, as Go's ReadDir; links, FIFOs, the console and a
+    few directories left out), as runtime-spec devices."""
+    out: list[dict] = []
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if name not in SKIPPED_DEV_DIRS:
+                out.extend(host_devices(full))
+            continue
+        if name == "console":
+            continue
+        kind = "b" if stat.S_ISBLK(st.st_mode) else "c" if stat.S_ISCHR(st.st_mode) else ""
+        if not kind:
+            continue
+        out.append({"path": full, "type": kind, "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
+                    "fileMode": st.st_mode & ~stat.S_IFMT(st.st_mode), "uid": st.st_uid, "gid": st.st_gid})
+    return out
+
+
+def with_host_devices(s: dict, ctx: SpecContext) -> None:
+    linux = _linux(s)
+    linux["devices"] = [*(linux.get("devices") or []), *host_devices()]
 
 
 # -- users and groups, read from the container's root filesystem ------------------------

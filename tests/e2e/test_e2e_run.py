@@ -153,6 +153,17 @@ def test_read_only_rootfs_memory_and_cpus_reach_the_container(target):
     assert out.stdout == b"RO\n"
 
 
+def test_privileged_container_gets_every_capability_and_the_hosts_devices(target):
+    out = pyctr(target, "run", "--rm", "--privileged", cs.IMAGE, "c-priv", "/bin/sh", "-c",
+                "grep CapEff /proc/self/status; ls /dev/null /dev/zero && echo DEVS")
+    with open("/proc/self/status") as f:
+        ours = [line for line in f if line.startswith("CapEff")][0]
+    assert out.stdout.decode().splitlines()[0] == ours.strip()
+    assert out.stdout.endswith(b"DEVS\n")
+    plain = pyctr(target, "run", "--rm", cs.IMAGE, "c-plain", "/bin/sh", "-c", "grep CapEff /proc/self/status")
+    assert plain.stdout.strip() == b"CapEff:\t00000000a80425fb"  # containerd's default set
+
+
 def test_net_host_shares_the_hosts_network(target):
     out = pyctr(target, "run", "--rm", "--net-host", cs.IMAGE, "c-net", "/bin/sh", "-c",
                 "cat /etc/hosts; echo HOSTNAME=$HOSTNAME")
@@ -258,6 +269,7 @@ FLAG_SETS = {
                               "--memory-limit", "67108864"],
     "net-host": ["--net-host"],
     "tty": ["-t"],
+    "privileged": ["--privileged"],
     "labels-native": ["--label", "a=b", "--label", "c", "--snapshotter", "native"],
 }
 
