@@ -435,3 +435,26 @@ def test_readme_python_example_runs_a_container(target):
     assert out.returncode == 0, out.stderr.decode()
     assert re.fullmatch(rb"hello from \S+\nexit code: 7\n", out.stdout), out.stdout
     assert cs.leftovers(target)["containers"] == []
+
+
+def test_rootfs_directory_as_ctr_uses_it(target):
+    """--rootfs: the container runs on a host directory (no image, no
+    snapshot); the record and spec are ctr's."""
+    d = target
+    root = short_dir("pcd-rootfs-")
+    try:
+        layer = cs._layer()
+        import io
+        import tarfile
+        with tarfile.open(fileobj=io.BytesIO(layer)) as t:
+            t.extractall(root)  # our own layer, built above
+        ctr(d, "containers", "create", "--rootfs", root, "rootfs-ctr", "/bin/echo", "on", "a", "rootfs")
+        pyctr(d, "containers", "create", "--rootfs", root, "rootfs-py", "/bin/echo", "on", "a", "rootfs")
+        try:
+            assert _record(d, "rootfs-py") == _record(d, "rootfs-ctr")
+        finally:
+            ctr(d, "containers", "rm", "rootfs-ctr", "rootfs-py")
+        out = pyctr(d, "run", "--rm", "--rootfs", root, "rootfs-run", "/bin/echo", "on", "a", "rootfs")
+        assert out.stdout == b"on a rootfs\n"
+    finally:
+        shutil.rmtree(root)
