@@ -2,7 +2,7 @@
 objects containerd's client gives (container.NewTask, task.Start, Wait,
 Kill, Exec, Delete), with stdio through FIFOs (client/stdio.py).
 
-    task = new_task(client, container, stdio=StdioCopier-args...)
+    task = new_task(client, container)  # its stdout and stderr: ours
     task.start(); code = task.wait().exit_status; task.delete()
 
 Errors come back as errdefs classes.
@@ -10,7 +10,6 @@ Errors come back as errdefs classes.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -282,10 +281,3 @@ def new_task(client: Any, container: Container, *, terminal: bool = False, stdin
     copier.begin_stdin()
     return task
 
-
-def delete_task_quietly(client: Any, container_id: str) -> None:
-    """Delete the task and the FIFO directory it used, if there is one."""
-    with contextlib.suppress(errdefs.NotFound):
-        state = TasksService(client).get(container_id)
-        TasksService(client).delete(container_id)
-        remove_fifo_dir(state.stdout or state.stdin or state.stderr)

@@ -13,7 +13,7 @@ from typing import Any
 from pycontainerd.client.client import Client
 from pycontainerd.client.containers import Container, Containers, delete_container, set_labels
 from pycontainerd.client.tabwriter import TabWriter
-from pycontainerd.client.tasks import TasksService
+from pycontainerd.client.tasks import Task, TasksService
 from pycontainerd.pkg import errdefs, timestamps
 from pycontainerd.pkg.oci import spec as ocispec
 
@@ -105,7 +105,6 @@ def delete_one(client: Client, container_id: str, keep_snapshot: bool) -> None:
     if state is not None:
         if state.status not in ("stopped", "created"):
             raise CommandError(f"cannot delete a non stopped container: {{{state.status} 0 0001-01-01 00:00:00 +0000 UTC}}")
-        from pycontainerd.client.tasks import Task
         Task(client, container_id).delete()
     delete_container(client, container_id, cleanup_snapshot=not keep_snapshot)
 

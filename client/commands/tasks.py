@@ -14,7 +14,7 @@ from pycontainerd.client.containers import Containers, STOP_SIGNAL_LABEL, temp_m
 from pycontainerd.client.snapshots import Snapshots
 from pycontainerd.client.stdio import FIFOSet, StdioCopier
 from pycontainerd.client.tabwriter import TabWriter
-from pycontainerd.client.tasks import Task, TasksService, load_task, new_task
+from pycontainerd.client.tasks import Process, Task, TasksService, load_task, new_task
 from pycontainerd.pkg import errdefs, timestamps
 from pycontainerd.pkg.oci import spec as ocispec
 from pycontainerd.pkg.oci.userdb import UserDBError
@@ -191,7 +191,6 @@ def cmd_rm(client: Client, args: argparse.Namespace) -> int:
             raise CommandError("container id must be provided")
         container_id = args.ids[0]
         load_task(client, container_id)
-        from pycontainerd.client.tasks import Process
         proc = Process(client, container_id, args.exec_id)
         if args.force:
             with contextlib.suppress(errdefs.ContainerdError):
