@@ -19,10 +19,12 @@ from pycontainerd.pkg import errdefs
 
 from .client import ADDRESS_ENV, CONNECT_TIMEOUT, DEFAULT_NAMESPACE, NAMESPACE_ENV, Client, default_address
 from .commands import content, images, leases, namespaces, plugins, pprof, snapshots, version
+from .commands import containers, events, oci, run, tasks
 from .commands.common import CommandError, _parse_duration
 
 # the command groups, in the order `pyctr --help` lists them
-COMMANDS = (version, plugins, content, images, leases, namespaces, snapshots, pprof)
+COMMANDS = (version, plugins, content, images, leases, namespaces, snapshots)
+COMMANDS += (run, containers, tasks, events, oci, pprof)
 
 ENVIRONMENT = f"""\
 environment (a flag given on the command line wins):
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.namespace:
             kwargs["namespace"] = args.namespace
-        if getattr(args, "no_client", False):  # pprof reads the debug socket, not the API
+        if getattr(args, "no_client", False):  # needs no API connection: pprof (the debug socket), oci spec
             return args.fn(None, args)
         with Client(**kwargs) as client:
             return args.fn(client, args)

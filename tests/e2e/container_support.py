@@ -1,0 +1,111 @@
+"""Support for the container tests: a small image built here from
+Debian's busybox-static (one uncompressed layer: /bin/busybox, a link
+per applet, /etc/passwd and /etc/group with a user `app` 1000:1000 and a
+group `staff` 50 it belongs to), as an OCI layout tar, imported with the
+real ctr; and what a container leaves behind, listed so a test can say
+"nothing".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tarfile
+
+import pytest
+
+BUSYBOX = "/bin/busybox"
+IMAGE = "docker.io/library/pcd-busybox:test"
+ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+APPLETS = ("sh", "echo", "id", "env", "pwd", "sleep", "cat", "true", "false", "touch", "ls", "mkdir", "ps",
+           "stty", "hostname", "grep", "head", "wc", "mount", "printf", "kill", "test", "[")
+PASSWD = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
+GROUP = b"root:x:0:\nstaff:x:50:app\napp:x:1000:\n"
+IMAGE_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "IMAGE_VAR=from-image"]
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _layer() -> bytes:
+    with open(BUSYBOX, "rb") as f:
+        busybox = f.read()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        def add(name: str, data: bytes | None = None, mode: int = 0o644, kind: bytes = tarfile.REGTYPE,
+                link: str = "") -> None:
+            info = tarfile.TarInfo(name)
+            info.mode, info.mtime, info.type, info.linkname = mode, 0, kind, link
+            info.size = len(data) if data is not None else 0
+            t.addfile(info, io.BytesIO(data) if data is not None else None)
+        for d in ("bin", "etc", "tmp", "home", "home/app", "proc", "sys", "dev", "run"):
+            add(d, mode=0o1777 if d == "tmp" else 0o755, kind=tarfile.DIRTYPE)
+        add("bin/busybox", busybox, 0o755)
+        for applet in APPLETS:
+            add(f"bin/{applet}", kind=tarfile.SYMTYPE, link="busybox")
+        add("etc/passwd", PASSWD)
+        add("etc/group", GROUP)
+    return buf.getvalue()
+
+
+def image_tar(path: str) -> None:
+    """Write the OCI layout tar of the test image to `path`."""
+    layer = _layer()
+    config = json.dumps({
+        "architecture": ARCH, "os": "linux",
+        "config": {"Env": IMAGE_ENV, "Cmd": ["/bin/echo", "hello from the image"], "WorkingDir": "/",
+                   "Labels": {"org.example.from-image": "yes"}},
+        "rootfs": {"type": "layers", "diff_ids": [_digest(layer)]},
+    }).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(config),
+                   "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": _digest(layer),
+                    "size": len(layer)}],
+    }).encode()
+    index = json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": _digest(manifest),
+        "size": len(manifest), "annotations": {"io.containerd.image.name": IMAGE,
+                                               "org.opencontainers.image.ref.name": "test"}}]}).encode()
+    members = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": index}
+    for blob in (layer, config, manifest):
+        members["blobs/sha256/" + _digest(blob)[7:]] = blob
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            t.addfile(info, io.BytesIO(data))
+
+
+def import_image(daemon, directory: str) -> str:
+    """Import the test image into `daemon` with the real ctr; its name."""
+    if not os.access(BUSYBOX, os.X_OK):
+        pytest.skip(f"{BUSYBOX} is not installed (Debian's busybox-static)")
+    path = os.path.join(directory, "busybox.tar")
+    image_tar(path)
+    daemon.ctr("images", "import", path, timeout=120)
+    return IMAGE
+
+
+def leftovers(daemon) -> dict[str, list[str]]:
+    """Containers, tasks and snapshots (other than the image's own
+    committed layer) the daemon still has, as ctr lists them."""
+    containers = daemon.ctr("containers", "ls", "-q").stdout.decode().split()
+    tasks = daemon.ctr("tasks", "ls", "-q").stdout.decode().split()
+    snapshots = [line.split()[0] for line in daemon.ctr("snapshots", "ls").stdout.decode().splitlines()[1:]
+                 if line.split() and line.split()[-1] != "Committed"]
+    return {"containers": containers, "tasks": tasks, "snapshots": snapshots}
+
+
+def fifo_dirs(base: str = "/run/containerd/fifo") -> list[str]:
+    """What ctr's and pyctr's FIFO directories hold now."""
+    return sorted(os.listdir(base)) if os.path.isdir(base) else []
+
+
+def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, timeout=kwargs.pop("timeout", 60), **kwargs)
