@@ -107,5 +107,14 @@ def fifo_dirs(base: str = "/run/containerd/fifo") -> list[str]:
     return sorted(os.listdir(base)) if os.path.isdir(base) else []
 
 
+def fifos_of(container_id: str, base: str = "/run/containerd/fifo") -> list[str]:
+    """The FIFOs ctr or pyctr made for `container_id` (`<dir>/<id>-stdout`...)
+    still in the FIFO root."""
+    if not os.path.isdir(base):
+        return []
+    return sorted(os.path.join(d, f) for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))
+                  for f in os.listdir(os.path.join(base, d)) if f.startswith(container_id + "-"))
+
+
 def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, timeout=kwargs.pop("timeout", 60), **kwargs)

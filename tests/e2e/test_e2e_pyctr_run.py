@@ -53,6 +53,7 @@ def target(request):
             factory.close()
             pytest.skip(f"pycontainerd's {RUNTIME_PLUGIN} plugin is not loaded ok "
                         f"({status.get(RUNTIME_PLUGIN, 'absent')}): nothing can run containers there yet")
+    d.kind = request.param
     try:
         cs.import_image(d, d.dir)
         yield d
@@ -74,9 +75,12 @@ def ctr(d, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProc
     return d.ctr(*args, check=check, **kwargs)
 
 
-def assert_nothing_left(d, fifos_before: list[str]) -> None:
+def assert_nothing_left(d, container_id: str) -> None:
+    """No records, and no FIFO directory of `container_id` in the shared
+    FIFO root (which also holds other tests' directories: ids are unique
+    per daemon, so only this test's count)."""
     assert cs.leftovers(d) == {"containers": [], "tasks": [], "snapshots": []}
-    assert cs.fifo_dirs() == fifos_before or set(cs.fifo_dirs()) <= set(fifos_before)
+    assert cs.fifos_of(container_id) == []
 
 
 def wait_status(d, container_id: str, status: str, timeout: float = 30) -> None:
@@ -94,11 +98,11 @@ def wait_status(d, container_id: str, status: str, timeout: float = 30) -> None:
 # -- pyctr run ----------------------------------------------------------------------
 
 def test_run_rm_prints_the_output_and_exits_with_the_containers_code(target):
-    before = cs.fifo_dirs()
-    out = pyctr(target, "run", "--rm", cs.IMAGE, "c1", "/bin/sh", "-c", "echo hi; echo oops >&2; exit 3",
+    cid = f"c1-{target.kind}"
+    out = pyctr(target, "run", "--rm", cs.IMAGE, cid, "/bin/sh", "-c", "echo hi; echo oops >&2; exit 3",
                 check=False)
     assert (out.returncode, out.stdout, out.stderr) == (3, b"hi\n", b"oops\n")
-    assert_nothing_left(target, before)
+    assert_nothing_left(target, cid)
 
 
 def test_run_without_a_command_runs_the_images_cmd(target):
@@ -186,47 +190,51 @@ def test_refusals(target):
 
 
 def test_twenty_runs_leave_nothing_behind(target):
-    before = cs.fifo_dirs()
+    # FIFOs in a directory of this test's own: the shared one also holds
+    # those of tests running beside it
+    fifo_root = os.path.join(target.dir, "fifo")
+    os.makedirs(fifo_root)
     for i in range(20):
-        out = pyctr(target, "run", "--rm", cs.IMAGE, f"loop-{i}", "/bin/echo", str(i))
+        out = pyctr(target, "run", "--rm", "--fifo-dir", fifo_root, cs.IMAGE, f"loop-{i}", "/bin/echo", str(i))
         assert out.stdout == f"{i}\n".encode()
-    assert_nothing_left(target, before)
+    assert cs.leftovers(target) == {"containers": [], "tasks": [], "snapshots": []}
+    assert cs.fifo_dirs(fifo_root) == []
 
 
 # -- detached: tasks ls/ps/exec/pause/resume/kill/rm ----------------------------------
 
 def test_detached_task_through_its_life(target):
     d = target
-    before = cs.fifo_dirs()
-    pyctr(d, "run", "-d", cs.IMAGE, "c2", "/bin/sleep", "300")
+    cid = f"c2-{d.kind}"
+    pyctr(d, "run", "-d", cs.IMAGE, cid, "/bin/sleep", "300")
     try:
-        wait_status(d, "c2", "RUNNING")
+        wait_status(d, cid, "RUNNING")
         assert pyctr(d, "tasks", "ls").stdout == ctr(d, "tasks", "ls").stdout
-        assert pyctr(d, "tasks", "ps", "c2").stdout == ctr(d, "tasks", "ps", "c2").stdout
-        out = pyctr(d, "tasks", "exec", "--exec-id", "e1", "c2", "/bin/sh", "-c", "echo $$; exit 4", check=False)
+        assert pyctr(d, "tasks", "ps", cid).stdout == ctr(d, "tasks", "ps", cid).stdout
+        out = pyctr(d, "tasks", "exec", "--exec-id", "e1", cid, "/bin/sh", "-c", "echo $$; exit 4", check=False)
         assert out.returncode == 4 and out.stdout.strip().isdigit()
-        out = pyctr(d, "tasks", "exec", "--exec-id", "e2", "--user", "app", "--cwd", "/tmp", "c2",
+        out = pyctr(d, "tasks", "exec", "--exec-id", "e2", "--user", "app", "--cwd", "/tmp", cid,
                     "/bin/sh", "-c", "id -u; pwd")
         assert out.stdout == b"1000\n/tmp\n"
-        pyctr(d, "tasks", "pause", "c2")
-        wait_status(d, "c2", "PAUSED")
-        pyctr(d, "tasks", "resume", "c2")
-        wait_status(d, "c2", "RUNNING")
-        metrics = pyctr(d, "tasks", "metrics", "c2").stdout.decode()
-        assert metrics.startswith("ID    TIMESTAMP") and "METRIC" in metrics
-        out = pyctr(d, "tasks", "rm", "c2", check=False)
+        pyctr(d, "tasks", "pause", cid)
+        wait_status(d, cid, "PAUSED")
+        pyctr(d, "tasks", "resume", cid)
+        wait_status(d, cid, "RUNNING")
+        metrics = pyctr(d, "tasks", "metrics", cid).stdout.decode()
+        assert metrics.split()[:2] == ["ID", "TIMESTAMP"] and "METRIC" in metrics
+        out = pyctr(d, "tasks", "rm", cid, check=False)
         assert out.returncode == 1 and b"task must be stopped before deletion: running" in out.stderr
-        out = pyctr(d, "containers", "rm", "c2", check=False)
+        out = pyctr(d, "containers", "rm", cid, check=False)
         assert b"cannot delete a non stopped container" in out.stderr
-        pyctr(d, "tasks", "kill", "-s", "SIGKILL", "c2")
-        wait_status(d, "c2", "STOPPED")
-        pyctr(d, "tasks", "rm", "c2")
-        pyctr(d, "containers", "rm", "c2")
+        pyctr(d, "tasks", "kill", "-s", "SIGKILL", cid)
+        wait_status(d, cid, "STOPPED")
+        pyctr(d, "tasks", "rm", cid)
+        pyctr(d, "containers", "rm", cid)
     finally:
-        pyctr(d, "tasks", "kill", "-s", "KILL", "c2", check=False)
-        pyctr(d, "tasks", "rm", "-f", "c2", check=False)
-        pyctr(d, "containers", "rm", "c2", check=False)
-    assert_nothing_left(d, before)
+        pyctr(d, "tasks", "kill", "-s", "KILL", cid, check=False)
+        pyctr(d, "tasks", "rm", "-f", cid, check=False)
+        pyctr(d, "containers", "rm", cid, check=False)
+    assert_nothing_left(d, cid)
 
 
 def test_containers_create_then_tasks_start(target):

@@ -64,6 +64,10 @@ def test_ctr_run_detached_then_tasks_ls_ps_exec_kill_rm(d):
     assert rows["c2"][2] == "RUNNING"
     pid = int(rows["c2"][1])
     assert pid > 0
+    # runc's state is this daemon's own (<state>/runc), not /run/containerd/runc
+    # that a containerd on this host shares with every other daemon
+    runc_state = os.path.join(d.config["state"], "runc", "default", "c2", "state.json")
+    assert os.path.exists(runc_state)
     ps = _rows(d.ctr("tasks", "ps", "c2").stdout)
     assert pid in [int(r[0]) for r in ps] and len(ps) == 2  # the shell and its sleep
 

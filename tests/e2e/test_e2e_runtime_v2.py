@@ -30,7 +30,6 @@ from pycontainerd.testing.daemon import InProcessDaemon, short_tempdir
 
 SHIM = shutil.which("containerd-shim-runc-v2")
 BUSYBOX = "/bin/busybox"
-RUNC_ROOT = "/run/containerd/runc"  # where the runc shim keeps runc's state, per namespace
 SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 
@@ -119,6 +118,11 @@ class Env:
     def state(self) -> str:
         return os.path.join(self.dir, "state", "io.containerd.runtime.v2.task")
 
+    @property
+    def runc_root(self) -> str:
+        """Where the shim keeps runc's state, per namespace: this daemon's own."""
+        return os.path.join(self.dir, "state", "runc")
+
     def start(self, **config) -> InProcessDaemon:
         self.daemon = InProcessDaemon(config={
             **config,
@@ -189,9 +193,9 @@ class Env:
                 problems.append(f"shim {pid} still running")
                 os.kill(pid, signal.SIGKILL)
         for task_id in self.task_ids:
-            subprocess.run(["runc", "--root", os.path.join(RUNC_ROOT, self.namespace), "delete", "--force", task_id],
+            subprocess.run(["runc", "--root", os.path.join(self.runc_root, self.namespace), "delete", "--force", task_id],
                            capture_output=True)
-        shutil.rmtree(os.path.join(RUNC_ROOT, self.namespace), ignore_errors=True)
+        shutil.rmtree(os.path.join(self.runc_root, self.namespace), ignore_errors=True)
         import glob
 
         for task_id in self.task_ids:
@@ -313,7 +317,7 @@ def test_killed_shim_means_a_stopped_task_with_an_exit_event(env):
         env.run(env.runtime.get(env.namespace, "victim"))
     assert not os.path.exists(os.path.join(env.state, env.namespace, "victim"))
     # the shim's delete action took the container down with it
-    assert subprocess.run(["runc", "--root", os.path.join(RUNC_ROOT, env.namespace), "state", "victim"],
+    assert subprocess.run(["runc", "--root", os.path.join(env.runc_root, env.namespace), "state", "victim"],
                           capture_output=True).returncode != 0
 
 

@@ -38,6 +38,7 @@ from pycontainerd.pkg.ttrpc import Client, StatusError
 
 from .binary import Binary, ShimError, resolve
 from .bundle import ADDRESS, BINARY_PATH, LOG, Bundle
+from .runc_root import with_runc_root
 from .shim import ShimTask
 
 log = structlog.get_logger(__name__)
@@ -98,8 +99,9 @@ class ShimLog:
 
 class TaskManager:
     def __init__(self, root: str, state: str, address: str, ttrpc_address: str, events: Any,
-                 timeouts: dict[str, float], sched_core: bool = False):
+                 timeouts: dict[str, float], runc_root: str, sched_core: bool = False):
         self.sched_core = sched_core
+        self.runc_root = runc_root  # runc's state for this daemon's runc tasks: see runc_root.py
         self.root = root
         self.state = state
         self.address = address
@@ -124,6 +126,7 @@ class TaskManager:
         if key in self._tasks or key in self._creating:
             raise errdefs.AlreadyExists(f"task {task_id}")
         self._creating.add(key)
+        opts = with_runc_root(opts, self.runc_root)
         try:
             try:
                 task = await self._start_shim(namespace, task_id, opts)
@@ -457,6 +460,7 @@ async def init(ic: InitContext) -> TaskManager:
     manager = TaskManager(
         root=ic.root, state=ic.state, address=ic.address, ttrpc_address=ic.ttrpc_address,
         events=ic.get(PluginType.EVENT), timeouts=_timeouts(ic.daemon_config), sched_core=ic.config.sched_core,
+        runc_root=os.path.join(ic.daemon_config.state, "runc"),
     )
     await manager.load_existing()
     ic.spawn("exits", manager.watch_exits())
