@@ -14,6 +14,8 @@ DEB_PACKAGES += golang-github-containerd-containerd-dev golang-github-containerd
 PYTEST_ARGS ?=
 # busybox-static: the one static binary the container tests build their image from
 DEB_PACKAGES += busybox-static
+# crun: another OCI runtime under the same runc shim (ctr run --runc-binary)
+DEB_PACKAGES += crun
 
 .PHONY: install deb-packages run test bench proto clean
 

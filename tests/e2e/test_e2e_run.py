@@ -138,3 +138,19 @@ def test_a_running_containers_cgroup_metrics_are_on_the_metrics_endpoint(daemon)
         proc.ctr("tasks", "rm", "m1", check=False)
         proc.ctr("containers", "rm", "m1", check=False)
     assert _container_samples(url, "m1") == {}  # no series for a deleted task
+
+
+def test_another_oci_runtime_under_the_same_shim(d):
+    """`--runc-binary /usr/bin/crun`: the runc shim drives crun instead
+    (the runc options' BinaryName), as it does under containerd. crun 1.8
+    refuses hosts that mix cgroup v1 controllers with a cgroup2 mount (this
+    machine: the same refusal under a real containerd); its own message then
+    shows it was crun that ran, and --rm leaves nothing."""
+    out = d.ctr("run", "--rm", "--runc-binary", "/usr/bin/crun", NAME, "c5", "/bin/sh", "-c", "echo via crun; exit 5",
+                check=False)
+    if out.returncode != 5:
+        assert b"cgroups in hybrid mode not supported" in out.stderr, out.stderr
+    else:
+        assert out.stdout == b"via crun\n"
+    assert d.ctr("containers", "ls", "-q").stdout == b""
+    assert _rows(d.ctr("tasks", "ls").stdout) == []
