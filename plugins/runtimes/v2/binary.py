@@ -26,6 +26,7 @@ import shutil
 import sys
 
 import structlog
+from google.protobuf.message import DecodeError
 
 from pycontainerd.pkg import errdefs, timestamps
 from pycontainerd.pkg.runtime import Exit
@@ -119,9 +120,10 @@ class Binary:
             raise ShimError(f"{errdefs.cut(text, MAX_OUTPUT_QUOTED)}: {_exit_text(proc.returncode)}")
         return text.strip()
 
-    async def delete(self) -> Exit:
-        """Run the `delete` action for a shim that is gone, then remove the
-        bundle; the exit it reports."""
+    async def delete(self, remove_bundle: bool = True) -> Exit:
+        """Run the `delete` action for a shim that is gone (or a task that
+        failed to be created), then remove the bundle unless told not to;
+        the exit it reports."""
         from pycontainerd.api.runtime.task.v2 import shim_pb2
 
         log.info("cleaning up dead shim", id=self.bundle.id, namespace=self.bundle.namespace)
@@ -136,8 +138,12 @@ class Binary:
             raise ShimError(f"{errdefs.cut(err.decode(errors='replace'), MAX_OUTPUT_QUOTED)}: {_exit_text(proc.returncode)}")
         if err.strip():
             log.warning("cleanup warnings", id=self.bundle.id, warnings=errdefs.cut(err.decode(errors="replace")))
-        resp = shim_pb2.DeleteResponse.FromString(out)
-        await asyncio.to_thread(self.bundle.delete)
+        try:
+            resp = shim_pb2.DeleteResponse.FromString(out)
+        except DecodeError:  # a shim printing something else: what it said, bounded
+            raise ShimError(f"cleanup: the shim printed no DeleteResponse: {errdefs.cut(out.decode(errors='replace'))}") from None
+        if remove_bundle:
+            await asyncio.to_thread(self.bundle.delete)
         return Exit(pid=resp.pid, status=resp.exit_status, exited_at=timestamps.from_pb(resp.exited_at))
 
 
