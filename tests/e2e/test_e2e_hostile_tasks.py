@@ -435,6 +435,15 @@ def test_a_bad_shim_binary_is_a_clear_error_and_leaves_nothing(world, kind):
     world.container("bad", runtime=path)
     err = failure(world.tasks.Create, world.create_request("bad"), metadata=world.md, timeout=TIMEOUT)
     world.assert_clean(err)
+    expected = {
+        "not-executable": (grpc.StatusCode.UNKNOWN, f"failed to start shim: start failed: : fork/exec {path}: permission denied"),
+        "garbage-address": (grpc.StatusCode.UNAVAILABLE, "failed to start shim: ttrpc: connect \\x00 garbage !!: "
+                                                         "No such file or directory: unavailable"),
+        "own-ttrpc-socket": (grpc.StatusCode.UNIMPLEMENTED, "failed to create shim task: service containerd.task.v2.Task: "
+                                                            "not implemented"),
+        "fails": (grpc.StatusCode.UNKNOWN, "failed to start shim: start failed: shim says no\n: exit status 3"),
+    }[kind]
+    assert (err.code(), err.details()) == expected
     assert err.code() not in (grpc.StatusCode.OK, grpc.StatusCode.INTERNAL), err.details()
     assert not world.nothing_left()
     assert os.path.exists(world.daemon.address + ".ttrpc")  # never taken for a shim's

@@ -106,14 +106,22 @@ class Binary:
             env["SCHED_CORE"] = "1"
         return env
 
+    def _exec_error(self, exc: OSError) -> str:
+        """Go's wording for a program that could not be run."""
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        return f"fork/exec {errdefs.cut(self.path)}: {reason}"
+
     async def start(self, options: bytes | None) -> str:
         """Run the `start` action; the address the shim prints."""
-        proc = await asyncio.create_subprocess_exec(
-            *self._argv("-id", self.bundle.id, "start"),
-            cwd=self.bundle.path, env=self._env(), process_group=0,
-            stdin=asyncio.subprocess.PIPE if options else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv("-id", self.bundle.id, "start"),
+                cwd=self.bundle.path, env=self._env(), process_group=0,
+                stdin=asyncio.subprocess.PIPE if options else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as exc:  # not executable, not a program: Go's "<output>: <error>", output empty
+            raise ShimError(f": {self._exec_error(exc)}") from None
         out, _ = await proc.communicate(options or None)
         text = out.decode(errors="replace")
         if proc.returncode != 0:
@@ -128,11 +136,14 @@ class Binary:
 
         log.info("cleaning up dead shim", id=self.bundle.id, namespace=self.bundle.namespace)
         cwd = self.bundle.path if os.path.isdir(self.bundle.path) else None
-        proc = await asyncio.create_subprocess_exec(
-            *self._argv("-id", self.bundle.id, "-bundle", self.bundle.path, "delete"),
-            cwd=cwd, env=self._env(), process_group=0, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv("-id", self.bundle.id, "-bundle", self.bundle.path, "delete"),
+                cwd=cwd, env=self._env(), process_group=0, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise ShimError(f": {self._exec_error(exc)}") from None
         out, err = await proc.communicate()
         if proc.returncode != 0:
             raise ShimError(f"{errdefs.cut(err.decode(errors='replace'), MAX_OUTPUT_QUOTED)}: {_exit_text(proc.returncode)}")
