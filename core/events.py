@@ -139,7 +139,7 @@ class Exchange:
         self._deliver(envelope)
 
     def _deliver(self, env: Envelope) -> None:
-        log.debug("event", topic=env.topic, namespace=env.namespace)
+        log.debug("event", topic=errdefs.cut(env.topic), namespace=env.namespace)  # topics have no length limit
         size = _size_of(env)
         for sub in list(self._subscribers):
             sub._offer(env, size)

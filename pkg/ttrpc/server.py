@@ -12,12 +12,20 @@ A peer that sends garbage costs only its own connection: an oversized
 message is skipped and answered RESOURCE_EXHAUSTED, an undecodable request
 or an even stream id INVALID_ARGUMENT (ttrpc's wording), any other message
 type is ignored, and a broken stream closes that connection alone.
+
+What one peer can hold is bounded: large request bodies are charged to one
+server-wide `framing.Budget` while they are read and handled; a connection
+buffers at most READ_LIMIT bytes it has not asked for; and it has at most
+MAX_INFLIGHT calls running: past that, its requests wait in the socket (not
+in memory) until one finishes, as do requests of a peer that does not read
+its answers (the reply buffer is drained before the next request is read).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
@@ -33,6 +41,12 @@ from .messages import Request, Response, Status
 from .status import INVALID_ARGUMENT, RESOURCE_EXHAUSTED, to_status
 
 log = structlog.get_logger(__name__)
+
+READ_LIMIT = 64 << 10  # bytes a connection's reader buffers ahead of what is asked
+MAX_INFLIGHT = 128  # calls running at once for one connection
+# asyncio's default backlog is 100: a burst of connections (a hostile one, or
+# many shims at once) had every later connect fail with EAGAIN; Go listens
+# with the system's maximum
 
 
 @dataclass
@@ -59,6 +73,7 @@ class Server:
         self._services: dict[str, dict[str, Handler]] = {}
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task] = set()
+        self._budget = framing.Budget()
 
     def register(self, service: str, methods: dict[str, Handler]) -> None:
         if service in self._services:
@@ -71,7 +86,7 @@ class Server:
         old = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(
-                self._connection, path, limit=framing.MAX_MESSAGE + framing.HEADER_LENGTH
+                self._connection, path, limit=READ_LIMIT, backlog=socket.SOMAXCONN
             )
         finally:
             os.umask(old)
@@ -96,6 +111,7 @@ class Server:
         assert me is not None
         self._connections.add(me)
         calls: set[asyncio.Task] = set()
+        slots = asyncio.Semaphore(MAX_INFLIGHT)
 
         def reply(stream_id: int, resp: Response) -> None:
             if not writer.is_closing():
@@ -103,26 +119,29 @@ class Server:
 
         try:
             while True:
+                await slots.acquire()
                 try:
-                    header, body = await framing.read_message(reader)
-                except framing.Oversized as exc:
+                    header, body = await framing.read_message(reader, self._budget)
+                except (framing.Oversized, framing.Busy) as exc:
+                    slots.release()
                     reply(exc.header.stream_id, Response(status=Status(code=RESOURCE_EXHAUSTED, message=str(exc))))
+                    await writer.drain()
                     continue
-                if header.type != framing.TYPE_REQUEST:
-                    continue
-                try:
-                    req = Request.FromString(body)
-                except DecodeError as exc:
-                    msg = f"unmarshal request error: {errdefs.cut(str(exc))}"
-                    reply(header.stream_id, Response(status=Status(code=INVALID_ARGUMENT, message=msg)))
-                    continue
-                if header.stream_id % 2 != 1:
-                    msg = "StreamID must be odd for client initiated streams"
-                    reply(header.stream_id, Response(status=Status(code=INVALID_ARGUMENT, message=msg)))
+                except BaseException:
+                    slots.release()
+                    raise
+                charged = framing.charge(header)
+                req = self._request(header, body, reply)
+                del body
+                if req is None:
+                    self._budget.give(charged)
+                    slots.release()
+                    await writer.drain()
                     continue
                 task = asyncio.get_running_loop().create_task(self._call(header.stream_id, req, reply))
                 calls.add(task)
                 task.add_done_callback(calls.discard)
+                task.add_done_callback(lambda _t, n=charged: (self._budget.give(n), slots.release()))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
@@ -133,6 +152,25 @@ class Server:
                 task.cancel()
             self._connections.discard(me)
             writer.close()
+
+    @staticmethod
+    def _request(header: framing.Header, body: bytes, reply: Callable[[int, Response], None]) -> Request | None:
+        """The request a message carries, or None when it is not one we
+        run (another type: ignored; undecodable or an even stream id:
+        answered INVALID_ARGUMENT with ttrpc's wording)."""
+        if header.type != framing.TYPE_REQUEST:
+            return None
+        try:
+            req = Request.FromString(body)
+        except DecodeError as exc:
+            msg = f"unmarshal request error: {errdefs.cut(str(exc))}"
+            reply(header.stream_id, Response(status=Status(code=INVALID_ARGUMENT, message=msg)))
+            return None
+        if header.stream_id % 2 != 1:
+            msg = "StreamID must be odd for client initiated streams"
+            reply(header.stream_id, Response(status=Status(code=INVALID_ARGUMENT, message=msg)))
+            return None
+        return req
 
     async def _call(self, stream_id: int, req: Request, reply: Callable[[int, Response], None]) -> None:
         ctx = CallContext(service=req.service, method=req.method)
@@ -156,10 +194,10 @@ class Server:
     def _resolve(self, service: str, method: str) -> Handler:
         methods = self._services.get(service)
         if methods is None:
-            raise _Unimplemented(f"service {service}")
+            raise _Unimplemented(f"service {errdefs.cut(service)}")
         handler = methods.get(method)
         if handler is None:
-            raise _Unimplemented(f"method {method}")
+            raise _Unimplemented(f"method {errdefs.cut(method)}")
         return handler
 
 

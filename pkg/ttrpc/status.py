@@ -42,15 +42,25 @@ class StatusError(errdefs.ContainerdError):
         super().__init__(message)
 
 
+def bounded(message: str) -> str:
+    """`message` within MAX_STATUS_MESSAGE bytes, the cut marker included
+    (errdefs.cut counts characters and adds its marker past the limit)."""
+    data = message.encode()
+    if len(data) <= MAX_STATUS_MESSAGE:
+        return message
+    keep = data[: MAX_STATUS_MESSAGE - 64].decode(errors="ignore")
+    return f"{keep}...({len(message) - len(keep)} more characters)"
+
+
 def to_status(err: BaseException) -> Status:
     """The Status a handler's exception is answered with: errdefs classes
     keep their code and text; anything else is logged and answered as
     UNKNOWN without Python's internals."""
     if isinstance(err, StatusError):
-        return Status(code=err.code, message=errdefs.cut(str(err), MAX_STATUS_MESSAGE))
+        return Status(code=err.code, message=bounded(str(err)))
     if isinstance(err, errdefs.ContainerdError):
         code, message = errgrpc.to_grpc(err)
-        return Status(code=code.value[0], message=errdefs.cut(message, MAX_STATUS_MESSAGE))
+        return Status(code=code.value[0], message=bounded(message))
     log.error("ttrpc handler failed", error_type=type(err).__name__, error=errdefs.cut(str(err)))
     return Status(code=grpc.StatusCode.UNKNOWN.value[0], message="internal error")
 

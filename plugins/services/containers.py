@@ -6,6 +6,12 @@ service adds: it publishes `/containers/create`, `/containers/update` and
 `/containers/delete` after each change, and refuses an update without an
 id before the store sees it. `io.containerd.grpc.v1.containers` serves it,
 List in one answer and ListStream one container per message.
+
+One difference from containerd 1.6, on purpose: Delete refuses while the
+runtime holds a task for the container (FAILED_PRECONDITION, the wording
+containerd's client uses for the same check). containerd's server drops the
+record and leaves the task running with no container to reach it through:
+no API call can kill or delete it until a restart.
 """
 
 from __future__ import annotations
@@ -36,12 +42,19 @@ class IDRequired(errdefs.InvalidArgument):
         super().__init__("Container.ID required")
 
 
-class Local:
-    """The container store, with events."""
+class TaskExists(errdefs.FailedPrecondition):
+    def __init__(self, cid: str) -> None:
+        super().__init__(f"cannot delete running task {errdefs.cut(cid)}")
 
-    def __init__(self, store, events):
+
+class Local:
+    """The container store, with events. `runtime` (the runtime v2 plugin,
+    None when there is none) is asked whether a container still has a task."""
+
+    def __init__(self, store, events, runtime=None):
         self.store = store
         self.events = events
+        self.runtime = runtime
 
     async def get(self, ns: str, cid: str) -> Container:
         return await self.store.get(ns, cid)
@@ -67,6 +80,13 @@ class Local:
         return updated
 
     async def delete(self, ns: str, cid: str) -> None:
+        if self.runtime is not None:
+            try:
+                await self.runtime.get(ns, cid)
+            except errdefs.NotFound:
+                pass
+            else:
+                raise TaskExists(cid)
         await self.store.delete(ns, cid)
         self.events.publish(ns, "/containers/delete", events_pb.ContainerDelete(id=cid))
 
@@ -107,10 +127,14 @@ class Service(pb_grpc.ContainersServicer):
 
 
 async def init_local(ic: InitContext) -> Local:
-    return Local(ic.get(PluginType.METADATA).containers, ic.get(PluginType.EVENT))
+    try:
+        runtime = ic.get(PluginType.RUNTIME_V2, "task")
+    except errdefs.ContainerdError:  # none loaded (skipped without root, disabled): no tasks to protect
+        runtime = None
+    return Local(ic.get(PluginType.METADATA).containers, ic.get(PluginType.EVENT), runtime)
 
 
 @hookimpl
 def pycontainerd_plugins() -> Iterable[Registration]:
     return service_pair(SERVICE_ID, "containers", init_local, Service,
-                        requires=(PluginType.EVENT, PluginType.METADATA))
+                        requires=(PluginType.EVENT, PluginType.METADATA, PluginType.RUNTIME_V2))

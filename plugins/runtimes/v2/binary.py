@@ -26,6 +26,7 @@ import shutil
 import sys
 
 import structlog
+from google.protobuf.message import DecodeError
 
 from pycontainerd.pkg import errdefs, timestamps
 from pycontainerd.pkg.runtime import Exit
@@ -105,39 +106,55 @@ class Binary:
             env["SCHED_CORE"] = "1"
         return env
 
+    def _exec_error(self, exc: OSError) -> str:
+        """Go's wording for a program that could not be run."""
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        return f"fork/exec {errdefs.cut(self.path)}: {reason}"
+
     async def start(self, options: bytes | None) -> str:
         """Run the `start` action; the address the shim prints."""
-        proc = await asyncio.create_subprocess_exec(
-            *self._argv("-id", self.bundle.id, "start"),
-            cwd=self.bundle.path, env=self._env(), process_group=0,
-            stdin=asyncio.subprocess.PIPE if options else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv("-id", self.bundle.id, "start"),
+                cwd=self.bundle.path, env=self._env(), process_group=0,
+                stdin=asyncio.subprocess.PIPE if options else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as exc:  # not executable, not a program: Go's "<output>: <error>", output empty
+            raise ShimError(f": {self._exec_error(exc)}") from None
         out, _ = await proc.communicate(options or None)
         text = out.decode(errors="replace")
         if proc.returncode != 0:
             raise ShimError(f"{errdefs.cut(text, MAX_OUTPUT_QUOTED)}: {_exit_text(proc.returncode)}")
         return text.strip()
 
-    async def delete(self) -> Exit:
-        """Run the `delete` action for a shim that is gone, then remove the
-        bundle; the exit it reports."""
+    async def delete(self, remove_bundle: bool = True) -> Exit:
+        """Run the `delete` action for a shim that is gone (or a task that
+        failed to be created), then remove the bundle unless told not to;
+        the exit it reports."""
         from pycontainerd.api.runtime.task.v2 import shim_pb2
 
         log.info("cleaning up dead shim", id=self.bundle.id, namespace=self.bundle.namespace)
         cwd = self.bundle.path if os.path.isdir(self.bundle.path) else None
-        proc = await asyncio.create_subprocess_exec(
-            *self._argv("-id", self.bundle.id, "-bundle", self.bundle.path, "delete"),
-            cwd=cwd, env=self._env(), process_group=0, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv("-id", self.bundle.id, "-bundle", self.bundle.path, "delete"),
+                cwd=cwd, env=self._env(), process_group=0, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise ShimError(f": {self._exec_error(exc)}") from None
         out, err = await proc.communicate()
         if proc.returncode != 0:
             raise ShimError(f"{errdefs.cut(err.decode(errors='replace'), MAX_OUTPUT_QUOTED)}: {_exit_text(proc.returncode)}")
         if err.strip():
             log.warning("cleanup warnings", id=self.bundle.id, warnings=errdefs.cut(err.decode(errors="replace")))
-        resp = shim_pb2.DeleteResponse.FromString(out)
-        await asyncio.to_thread(self.bundle.delete)
+        try:
+            resp = shim_pb2.DeleteResponse.FromString(out)
+        except DecodeError:  # a shim printing something else: what it said, bounded
+            raise ShimError(f"cleanup: the shim printed no DeleteResponse: {errdefs.cut(out.decode(errors='replace'))}") from None
+        if remove_bundle:
+            await asyncio.to_thread(self.bundle.delete)
         return Exit(pid=resp.pid, status=resp.exit_status, exited_at=timestamps.from_pb(resp.exited_at))
 
 

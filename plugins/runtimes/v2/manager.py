@@ -239,12 +239,27 @@ class TaskManager:
         task.client.on_close(closed)
 
     async def _abandon(self, task: ShimTask) -> None:
-        """A shim whose Create failed: delete in it, shut it down, clean up."""
+        """A shim whose Create failed: delete in it, run the binary's
+        `delete` action, shut it down, clean up.
+
+        The `delete` action is ours, not containerd's: the runc shim runs
+        `runc create` before it opens the stdio paths, and when opening them
+        fails (a path that does not exist, a directory) it answers the error
+        with the container left created in runc, its `runc init` process
+        waiting in its cgroup for ever. The action's `runc delete --force`
+        takes it away; when nothing was created it finds nothing."""
         key = (task.namespace, task.id)
         try:
             await asyncio.wait_for(task.delete_in_shim(), self.timeouts["cleanup"])
         except (errdefs.ContainerdError, asyncio.TimeoutError):
             pass
+        try:
+            path = await asyncio.to_thread(task.bundle.read, BINARY_PATH)
+        except OSError:
+            path = ""
+        if path:
+            binary = Binary(task.bundle, path, self.address, self.ttrpc_address, self.sched_core)
+            await self._run_delete_action(binary, remove_bundle=False)
         await self._shutdown_and_remove(task)
         self._exits.pop(key, None)
 
@@ -274,9 +289,9 @@ class TaskManager:
         """Our own closing of a shim's connection is not its death."""
         task.client._on_close.clear()
 
-    async def _run_delete_action(self, binary: Binary) -> Exit | None:
+    async def _run_delete_action(self, binary: Binary, remove_bundle: bool = True) -> Exit | None:
         try:
-            return await asyncio.wait_for(binary.delete(), self.timeouts["cleanup"])
+            return await asyncio.wait_for(binary.delete(remove_bundle), self.timeouts["cleanup"])
         except (errdefs.ContainerdError, asyncio.TimeoutError, OSError) as exc:
             log.warning("failed to clean up after shim disconnected", id=binary.bundle.id,
                         namespace=binary.bundle.namespace, error=str(exc) or type(exc).__name__)
