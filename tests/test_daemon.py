@@ -259,6 +259,8 @@ def test_deleting_a_namespace_that_holds_objects_fails_with_failed_precondition(
     def put(conn):
         conn.execute("INSERT INTO images (namespace, name) VALUES ('busy', 'docker.io/library/alpine:latest')")
         conn.execute("INSERT INTO snapshots (namespace, snapshotter, key, backend_key) VALUES ('busy', 'overlayfs', 'k1', 'busy/1/k1')")
+        # a GC root: another test's collection on this shared daemon must not take it
+        conn.execute("INSERT INTO labels VALUES ('busy', 'snapshot', 'overlayfs/k1', 'containerd.io/gc.root', 'x')")
 
     asyncio.run_coroutine_threadsafe(db.update(put), pycontainerd_daemon._loop).result()
     with pytest.raises(errdefs.FailedPrecondition) as err:
