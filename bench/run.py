@@ -218,7 +218,7 @@ def measure(args) -> dict:
         "containerd_cri": args.containerd_cri, "results": rows,
         "daemon_cpu_ms": {k: med[k]["cpu_ms"] for k in KINDS},
         "steps_ms": {k: {s: statistics.median(v) for s, v in w["steps"][k].items() if v} for k in KINDS},
-        "leftover_containers": w["left"], "versions": w["versions"], "samples": samples,
+        "id_prefix": tag, "leftover_containers": w["left"], "versions": w["versions"], "samples": samples,
         "machine": f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs"}
 
 
