@@ -102,7 +102,7 @@ def rows_of(results: dict) -> tuple[list[dict], list[str]]:
                      "busy_rss_mib": f"RSS with {s['containers']} containers running"}[r["metric"]]
             rows.append(row(label, r["unit"], r["pycontainerd"], r["containerd"], r["target"]))
         cpu = s["daemon_cpu_ms"]
-        notes.append(f"run.py: {s['runs']} run(s), containerd without CRI; the daemon's own CPU per run --rm: "
+        notes.append(f"run.py: {s['runs']} run(s), containerd without CRI; the daemon's own CPU per run --rm (mean): "
                      f"pycontainerd {cpu['pycontainerd']:.0f} ms, containerd {cpu['containerd']:.0f} ms.")
     return rows, notes
 
