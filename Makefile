@@ -49,7 +49,8 @@ run: install
 test: install
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
-# Every benchmark the README reports, with the run counts its tables quote;
+# Every benchmark the README reports, with the run counts its tables quote:
+# bench/all.py runs startup, snapshots, ingest, pull and run (their one table);
 # startup_cost.py counts instructions with valgrind's callgrind; pull.py
 # measures containerd with pigz's unpigz on its PATH (which it uses to
 # inflate layers when found) and without.
@@ -61,11 +62,8 @@ bench: install
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-	$(BIN)/python bench/startup.py --runs 11
-	$(BIN)/python bench/snapshots.py --runs 5
-	$(BIN)/python bench/ingest.py --runs 5
+	$(BIN)/python bench/all.py
 	$(BIN)/python bench/startup_cost.py
-	$(BIN)/python bench/pull.py --runs 5
 	$(BIN)/python bench/pull.py --runs 5 --containerd-unpigz hidden
 
 proto: install

@@ -27,7 +27,7 @@ containerd runs with all its default plugins, CRI included, unless
 """
 from __future__ import annotations
 
-import argparse, json, os, platform, shutil, signal, statistics, subprocess, sys, tempfile, time
+import argparse, contextlib, json, os, platform, shutil, signal, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import grpc
@@ -156,10 +156,12 @@ def run_once(kind: str, binary, args, ctr_calls: int | None = None) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def with_daemon(kind: str, binary: str, args, workload):
-    """Start a fresh daemon of `kind` (own temp root, state and socket), run
-    `workload(sock)` once it answers, stop it by PID and remove its files.
-    The other benchmarks measure their work through this."""
+@contextlib.contextmanager
+def running(kind: str, binary: str, args, env: dict | None = None):
+    """A fresh daemon of `kind` (own temp root, state and socket on /dev/shm)
+    while the block runs: yields (socket, Popen) once it answers Version;
+    afterwards stopped by PID and its files removed. A failure in the block
+    is raised with the tail of the daemon's log."""
     tmp = tempfile.mkdtemp(prefix=f"bench-{kind}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     sock, cfg = f"{tmp}/grpc.sock", f"{tmp}/config.toml"
     Path(cfg).write_text(config_text(kind, tmp, sock, args))
@@ -167,9 +169,9 @@ def with_daemon(kind: str, binary: str, args, workload):
     try:
         with open(f"{tmp}/daemon.log", "wb") as log:
             proc = subprocess.Popen([binary, "--config", cfg], stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True, env=env)
             wait_ready(proc, sock, 60, 0.01)
-            return workload(sock)
+            yield sock, proc
     except Exception as exc:
         tail = Path(f"{tmp}/daemon.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{kind}: {exc}\n--- its log ---\n{tail}") from exc
@@ -177,6 +179,13 @@ def with_daemon(kind: str, binary: str, args, workload):
         if proc is not None:
             stop(proc, {})
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def with_daemon(kind: str, binary: str, args, workload):
+    """Start a fresh daemon of `kind` (see running()), run `workload(sock)`
+    once it answers, stop it. The other benchmarks measure their work through this."""
+    with running(kind, binary, args) as (sock, _proc):
+        return workload(sock)
 
 
 def summarize(samples: dict[str, list[dict]]) -> list[dict]:
