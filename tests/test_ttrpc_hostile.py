@@ -31,7 +31,6 @@ from pycontainerd.api.services.events.v1 import events_pb2 as grpc_events_pb2
 from pycontainerd.api.services.events.v1 import events_pb2_grpc
 from pycontainerd.api.services.ttrpc.events.v1 import events_pb2
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
-from pycontainerd.pkg import errdefs
 from pycontainerd.pkg.ttrpc import CallContext, Server, framing
 from pycontainerd.pkg.ttrpc.messages import KeyValue, Request, Response
 from pycontainerd.testing.daemon import InProcessDaemon, short_tempdir

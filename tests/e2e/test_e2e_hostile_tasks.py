@@ -21,9 +21,7 @@ import json
 import os
 import shutil
 import signal
-import stat
 import subprocess
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
