@@ -82,6 +82,24 @@ def cmd_ps(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def start_and_follow(proc, con, detach: bool) -> int:
+    """Start a task or exec'd process as `ctr tasks start`/`exec` do: unless
+    detached, watch it from before the start (so a quick exit is not
+    missed), relay its stdio to its exit, then delete it; its exit code (0
+    when detached)."""
+    try:
+        if not detach:
+            proc.watch()
+        proc.start()
+        if detach:
+            return 0
+        return follow(proc, con)
+    finally:
+        if not detach:
+            with contextlib.suppress(errdefs.ContainerdError):
+                proc.delete()
+
+
 def cmd_start(client: Client, args: argparse.Namespace) -> int:
     container_id = _need_id(args)
     container = Containers(client).get(container_id)
@@ -89,18 +107,7 @@ def cmd_start(client: Client, args: argparse.Namespace) -> int:
     stdio = stdio_for(tty, args.null_io)
     with (Console() if tty else contextlib.nullcontext()) as con:
         task = new_task(client, container, terminal=tty, fifo_dir=args.fifo_dir, **stdio)
-        try:
-            if not args.detach:
-                task.watch()
-            task.start()
-            if args.detach:
-                return 0
-            code = follow(task, con)
-        finally:
-            if not args.detach:
-                with contextlib.suppress(errdefs.ContainerdError):
-                    task.delete()
-    return code
+        return start_and_follow(task, con, args.detach)
 
 
 def cmd_attach(client: Client, args: argparse.Namespace) -> int:
@@ -147,18 +154,7 @@ def cmd_exec(client: Client, args: argparse.Namespace) -> int:
     stdio = stdio_for(args.tty, False)
     with (Console() if args.tty else contextlib.nullcontext()) as con:
         proc = task.exec(args.exec_id, process, terminal=args.tty, fifo_dir=args.fifo_dir, **stdio)
-        try:
-            if not args.detach:
-                proc.watch()
-            proc.start()
-            if args.detach:
-                return 0
-            code = follow(proc, con)
-        finally:
-            if not args.detach:
-                with contextlib.suppress(errdefs.ContainerdError):
-                    proc.delete()
-    return code
+        return start_and_follow(proc, con, args.detach)
 
 
 def cmd_kill(client: Client, args: argparse.Namespace) -> int:
