@@ -394,6 +394,8 @@ def _until_size(fd: int, size: bytes, timeout: float = 30) -> bytes:
     `size` (each question has its own marker); what it printed."""
     deadline = time.monotonic() + timeout
     for n in range(1000):
+        # never block on a terminal nobody reads any more: the deadline holds
+        assert select.select([], [fd], [], max(deadline - time.monotonic(), 0))[1], "the terminal stopped reading"
         os.write(fd, b"stty size; tty; echo M$((%d+1))x\n" % n)
         out = _read_until(fd, b"M%dx" % (n + 1))
         if size in out or time.monotonic() > deadline:
