@@ -158,28 +158,46 @@ def test_daemon_sigkill_then_restart_knows_every_task(world):
     exited = world.id("exit7")
     d.ctr("run", "-d", "--null-io", NAME, exited, "/bin/sh", "-c", "exit 7")
     _wait_status(d, exited, "STOPPED")
+    # one more that will die while no daemon runs, and one whose shim will
+    dies, orphan = world.id("dies"), world.id("orphan")
+    for cid in (dies, orphan):
+        d.ctr("run", "-d", "--null-io", NAME, cid, "/bin/sleep", "300")
+    # an exec'd process outlives the daemon too (its FIFOs in this test's directory)
+    d.ctr("tasks", "exec", "-d", "--fifo-dir", os.path.join(d.dir, "fifo"), "--exec-id", "x1", running[0],
+          "/bin/sleep", "300")
     before = _tasks(d)
-    shims = {cid: cs.shim_pid_of(d.address, cid) for cid in [*running, exited]}
+    shims = {cid: cs.shim_pid_of(d.address, cid) for cid in [*running, exited, dies]}
+    orphan_shim = cs.shim_pid_of(d.address, orphan)
 
     d.kill()  # SIGKILL, by pid
-    assert all(cs._alive(pid) for pid in shims.values()), "a shim died with the daemon"
+    assert all(cs._alive(pid) for pid in [*shims.values(), orphan_shim]), "a shim died with the daemon"
+    os.kill(before[dies][0], signal.SIGKILL)
+    os.kill(orphan_shim, signal.SIGKILL)
     world.restart()
     d = world.d
 
     after = _tasks(d)
+    # the orphan's shim was found dead: cleaned up (container killed,
+    # bundle and mounts gone), its container left for the user to remove
+    assert orphan not in after and not cs._alive(before[orphan][0])
+    assert cs.bundle_dirs(d.root, d.state, orphan) == []
+    d.ctr("containers", "rm", orphan)
     assert {cid: after[cid] for cid in running} == {cid: (before[cid][0], "RUNNING") for cid in running}
-    assert after[exited][1] == "STOPPED"
+    assert after[exited] == (before[exited][0], "STOPPED")
+    assert len(_rows(d.ctr("tasks", "ps", running[0]).stdout)) == 2  # init and the exec
+    _wait_status(d, dies, "STOPPED")
     channel, stub, pb = _tasks_stub(d)
     with channel:
-        process = stub.Get(pb.GetRequest(container_id=exited), metadata=NS, timeout=DEADLINE).process
-        assert (process.exit_status, process.pid) == (7, before[exited][0])
-        assert stub.Wait(pb.WaitRequest(container_id=exited), metadata=NS, timeout=DEADLINE).exit_status == 7
+        for cid, status in ((exited, 7), (dies, 137)):
+            process = stub.Get(pb.GetRequest(container_id=cid), metadata=NS, timeout=DEADLINE).process
+            assert (process.exit_status, process.pid) == (status, before[cid][0])
+            assert stub.Wait(pb.WaitRequest(container_id=cid), metadata=NS, timeout=DEADLINE).exit_status == status
         waits = {cid: stub.Wait.future(pb.WaitRequest(container_id=cid), metadata=NS, timeout=DEADLINE)
                  for cid in running}
         for cid in running:
             d.ctr("tasks", "kill", "-s", "SIGKILL", cid)
         assert {cid: w.result().exit_status for cid, w in waits.items()} == {cid: 137 for cid in running}
-    for cid in [*running, exited]:
+    for cid in [*running, exited, dies]:
         d.ctr("tasks", "rm", cid)
         d.ctr("containers", "rm", cid)
     for pid in shims.values():
@@ -293,11 +311,15 @@ def both(pair, *args: str) -> tuple[subprocess.CompletedProcess, subprocess.Comp
 
 
 def same_error(pair, *args: str) -> str:
-    """Run `args` on both daemons: both fail, with the same message; that message."""
+    """Run `args` with ctr on both daemons, then with pyctr on pycontainerd:
+    all three fail with the same message (pyctr's named `pyctr:`); that
+    message."""
     ours, theirs = both(pair, *args)
     assert ours.returncode == theirs.returncode == 1, (ours, theirs)
     assert ours.stdout == theirs.stdout == b""
     assert ours.stderr == theirs.stderr
+    py = pair[0].d.pyctr(*args, check=False, stdin=subprocess.DEVNULL)
+    assert (py.returncode, py.stdout, py.stderr) == (1, b"", b"py" + ours.stderr)
     return ours.stderr.decode()
 
 
