@@ -32,7 +32,7 @@ import pytest
 
 import container_support as cs
 from busybox_image import NAME, write_busybox_layout
-from e2e_support import CONTAINERD, CTR, DaemonFactory, clean_env, plugin_rows, short_dir, start_containerd
+from e2e_support import CONTAINERD, CTR, PYCTR, DaemonFactory, clean_env, plugin_rows, short_dir, start_containerd
 
 pytestmark = pytest.mark.e2e
 
@@ -270,6 +270,33 @@ def test_shim_sigkill_gives_an_exit_event_and_rm_cleans_up(world):
     assert out.stderr.endswith(f"ctr: no running task found: task {cid} not found: not found\n".encode())
     d.ctr("containers", "rm", cid)
     assert world.residue() == {}
+
+
+@pytest.mark.parametrize("tool", ["ctr", "pyctr"])
+def test_shim_sigkill_under_an_attached_run_rm(world, tool):
+    """The client waiting on the task learns it is gone and fails; --rm
+    still removes the container. pyctr also removes its FIFO directory
+    (ctr leaves its own behind on this path, against containerd too)."""
+    d = world.d
+    cid = world.id(f"attached-{tool}")
+    fifo_root = os.path.join(d.dir, "fifo-" + tool)
+    argv = [CTR if tool == "ctr" else PYCTR, "--address", d.address, "run", "--rm", "--fifo-dir", fifo_root,
+            NAME, cid, "/bin/sleep", "300"]
+    client = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=clean_env())
+    try:
+        _wait_status(d, cid, "RUNNING")
+        os.kill(cs.shim_pid_of(d.address, cid), signal.SIGKILL)
+        out, err = client.communicate(timeout=DEADLINE)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.communicate()
+    assert client.returncode == 1 and out == b""
+    assert err == f"{tool}: task {cid} not found: not found\n".encode()
+    if tool == "pyctr":
+        assert os.listdir(fifo_root) == []
+    assert world.residue(fifo_root=fifo_root if tool == "pyctr" else "/run/containerd/fifo") == {}
 
 
 # -- 4. bad input ---------------------------------------------------------------------------
