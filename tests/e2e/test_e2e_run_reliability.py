@@ -194,9 +194,16 @@ def test_daemon_sigkill_then_restart_knows_every_task(world):
             assert stub.Wait(pb.WaitRequest(container_id=cid), metadata=NS, timeout=DEADLINE).exit_status == status
         waits = {cid: stub.Wait.future(pb.WaitRequest(container_id=cid), metadata=NS, timeout=DEADLINE)
                  for cid in running}
-        for cid in running:
-            d.ctr("tasks", "kill", "-s", "SIGKILL", cid)
-        assert {cid: w.result().exit_status for cid, w in waits.items()} == {cid: 137 for cid in running}
+        events = Events(d)  # the shims' events reach the new daemon
+        try:
+            for cid in running:
+                d.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+            assert {cid: w.result().exit_status for cid, w in waits.items()} == {cid: 137 for cid in running}
+            exits = {cid: events.wait_for("/tasks/exit", cid) for cid in running}
+        finally:
+            events.close()
+        assert {cid: (e["pid"], e["exit_status"]) for cid, e in exits.items()} == \
+            {cid: (before[cid][0], 137) for cid in running}
     for cid in [*running, exited, dies]:
         d.ctr("tasks", "rm", cid)
         d.ctr("containers", "rm", cid)
@@ -235,8 +242,11 @@ class Events:
         while True:
             for line in self.out.decode().splitlines():
                 parts = line.split(" ", 6)
-                if len(parts) == 7 and parts[5] == topic and json.loads(parts[6]).get("container_id") == cid:
-                    return json.loads(parts[6])
+                if len(parts) == 7 and parts[5] == topic:
+                    event = json.loads(parts[6])
+                    # the init process's: an exec's exit has its own id
+                    if event.get("container_id") == cid and event.get("id", cid) == cid:
+                        return event
             assert time.monotonic() < deadline, f"no {topic} of {cid} in:\n{self.out.decode()}"
             self._read(0.2)
 
