@@ -172,9 +172,11 @@ def mounts_under(*dirs: str) -> list[str]:
 
 
 def bundle_dirs(root: str, state: str, container_id: str, namespace: str = "default") -> list[str]:
-    """The task's bundle (state) and work (root) directories still there."""
+    """The task's bundle (state) and work (root) directories, and runc's
+    state of it (pycontainerd keeps it under <state>/runc), still there."""
     paths = (os.path.join(state, RUNTIME_DIR, namespace, container_id),
-             os.path.join(root, RUNTIME_DIR, namespace, container_id))
+             os.path.join(root, RUNTIME_DIR, namespace, container_id),
+             os.path.join(state, "runc", namespace, container_id))
     return [p for p in paths if os.path.lexists(p)]
 
 
