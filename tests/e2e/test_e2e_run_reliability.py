@@ -32,7 +32,7 @@ import pytest
 
 import container_support as cs
 from busybox_image import NAME, write_busybox_layout
-from e2e_support import CONTAINERD, CTR, PYCTR, DaemonFactory, clean_env, plugin_rows, short_dir, start_containerd
+from e2e_support import CONTAINERD, CTR, PYCONTAINERD, PYCTR, DaemonFactory, clean_env, plugin_rows, short_dir, start_containerd
 
 pytestmark = pytest.mark.e2e
 
@@ -213,6 +213,84 @@ def test_daemon_sigkill_then_restart_knows_every_task(world):
             assert time.monotonic() < deadline, f"shim {pid} outlived its task"
             time.sleep(0.05)
     assert world.residue() == {}
+
+
+def test_restart_cleans_up_a_shim_left_before_its_task_was_created(world):
+    """A daemon that dies between starting a shim and its Create leaves a
+    shim serving no task, blocked opening the bundle's log FIFO for
+    writing. Made here as that daemon would have (bundle, log FIFO, the
+    shim's own `start` action), with no daemon running: the next daemon
+    lets the shim serve (it holds the log FIFO open before calling it),
+    finds it has no task, and shuts it down and removes its bundle."""
+    d = world.d
+    d.stop()
+    cid = world.id("leaked")
+    bundle = os.path.join(d.state, cs.RUNTIME_DIR, "default", cid)
+    work = os.path.join(d.root, cs.RUNTIME_DIR, "default", cid)
+    for path in (os.path.dirname(bundle), os.path.dirname(work)):
+        os.makedirs(path, 0o711, exist_ok=True)
+    os.mkdir(bundle, 0o700)
+    os.mkdir(os.path.join(bundle, "rootfs"), 0o711)
+    os.mkdir(work, 0o711)
+    os.symlink(work, os.path.join(bundle, "work"))
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump({"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": ["/bin/true"], "cwd": "/"},
+                   "linux": {"cgroupsPath": f"/default/{cid}"}}, f)
+    shim = "/usr/bin/containerd-shim-runc-v2"
+    with open(os.path.join(bundle, "shim-binary-path"), "w") as f:
+        f.write(shim)
+    os.mkfifo(os.path.join(bundle, "log"), 0o700)
+    started = subprocess.run([shim, "-namespace", "default", "-address", d.address, "-publish-binary",
+                              PYCONTAINERD, "-id", cid, "start"], cwd=bundle, capture_output=True, timeout=DEADLINE,
+                             env=clean_env({"TTRPC_ADDRESS": d.address + ".ttrpc"}), stdin=subprocess.DEVNULL)
+    assert started.returncode == 0, started.stderr
+    shim_socket = started.stdout.decode().strip().removeprefix("unix://")
+    pid = cs.shim_pid_of(d.address, cid)
+
+    world.restart()
+    deadline = time.monotonic() + DEADLINE
+    while cs._alive(pid):
+        assert time.monotonic() < deadline, "the leaked shim still runs"
+        time.sleep(0.05)
+    assert cid not in _tasks(world.d)
+    assert not os.path.exists(shim_socket)
+    assert world.residue() == {}
+
+
+def test_daemon_sigkill_as_shims_start_leaves_nothing_once_cleaned_up(world):
+    """The daemon SIGKILLed as soon as the first of a burst of `run --rm`
+    has its shim: whatever each run had reached (a snapshot, a container,
+    a shim with no task yet, a task), the next daemon and ctr clean it
+    all up."""
+    d = world.d
+    ids = [world.id(f"burst{i}") for i in range(8)]
+    clients = [subprocess.Popen([CTR, "--address", d.address, "run", "--rm", "--null-io", NAME, cid,
+                                 "/bin/sleep", "300"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=clean_env()) for cid in ids]
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while not cs.shim_pids(d.address) - world.shims_before:
+            assert time.monotonic() < deadline, "no shim started"
+        d.kill()
+        for client in clients:
+            client.wait(DEADLINE)
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+    world.restart()
+    d = world.d
+    for cid in d.ctr("containers", "ls", "-q").stdout.decode().split():
+        d.ctr("tasks", "kill", "-s", "SIGKILL", cid, check=False)
+        d.ctr("tasks", "rm", "-f", cid, check=False)
+        d.ctr("containers", "rm", cid)
+    # snapshots ctr prepared under its leases stay with them (containerd's
+    # rule): the killed clients could not end their leases, so we do
+    leases = [line.split()[0] for line in d.ctr("leases", "ls").stdout.decode().splitlines()[1:] if line.strip()]
+    if leases:
+        d.ctr("leases", "rm", *leases)
+    assert world.settled_residue() == {}
 
 
 # -- 3. a shim SIGKILLed --------------------------------------------------------------------
