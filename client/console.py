@@ -46,11 +46,13 @@ class Console:
         return terminal_size(self.fd)
 
     def follow_resizes(self, resize: Callable[[int, int], None]) -> None:
-        """ctr's HandleConsoleResize: the size now, then on every SIGWINCH."""
+        """ctr's HandleConsoleResize: the size now, then on every SIGWINCH.
+        The handler goes in first: a window resized between the first send
+        and the handler would otherwise never reach the container."""
         def send(*_: object) -> None:
             try:
                 resize(*self.size())
             except Exception as exc:  # a resize that fails is reported, never fatal
                 print(f"pyctr: resize pty: {exc}", file=sys.stderr)
-        send()
         self._old_handler = signal.signal(signal.SIGWINCH, send)
+        send()
