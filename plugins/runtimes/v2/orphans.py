@@ -13,8 +13,6 @@ import os
 
 import structlog
 
-from pycontainerd.pkg import errdefs
-
 log = structlog.get_logger(__name__)
 
 
@@ -32,10 +30,9 @@ def remove_empty_cgroups(path: str) -> list[str]:
     """Blocking: rmdir `path` under every cgroup mount; what went."""
     from pycontainerd.pkg.cgroups import paths
 
-    try:
-        relative = paths._clean(path) if path else ""
-    except errdefs.InvalidArgument:  # the systemd driver's form: systemd removes its scopes
+    if ":" in path:  # the systemd driver's slice:prefix:name: systemd removes its scopes
         return []
+    relative = os.path.normpath("/" + path).lstrip("/") if path else ""
     if not relative:
         return []
     removed = []
