@@ -198,13 +198,19 @@ class Process:
         return self.service.get(self.container_id, self.exec_id)
 
     def delete(self) -> ExitStatus:
-        state = self.state()
-        if self.exec_id:
-            status = self.service.delete_process(self.container_id, self.exec_id)
-        else:
-            if state.status not in ("stopped", "unknown") and not (state.status == "created" and state.pid == 0):
-                raise errdefs.FailedPrecondition(f"task must be stopped before deletion: {state.status}")
-            status = self.service.delete(self.container_id)
+        try:
+            state = self.state()
+            if self.exec_id:
+                status = self.service.delete_process(self.container_id, self.exec_id)
+            else:
+                if state.status not in ("stopped", "unknown") and not (state.status == "created" and state.pid == 0):
+                    raise errdefs.FailedPrecondition(f"task must be stopped before deletion: {state.status}")
+                status = self.service.delete(self.container_id)
+        except errdefs.NotFound:
+            # the process is gone already (its shim was killed, say): there
+            # is nothing left to copy, and our FIFO directory must not stay
+            self.close_io()
+            raise
         if self.stdio is None:  # a loaded task: its FIFO directory, when it is one of ours
             remove_fifo_dir(state.stdout or state.stdin or state.stderr)
         self.close_io()

@@ -118,3 +118,117 @@ def fifos_of(container_id: str, base: str = "/run/containerd/fifo") -> list[str]
 
 def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, timeout=kwargs.pop("timeout", 60), **kwargs)
+
+
+# -- what a daemon's containers leave on the host ------------------------------------
+
+RUNTIME_DIR = "io.containerd.runtime.v2.task"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def shim_pids(address: str) -> set[int]:
+    """Live processes whose command line names `address` after `-address`:
+    the shims a daemon on that socket started (every daemon of the tests
+    has a socket of its own, so these are that daemon's only)."""
+    want = os.fsencode(address)
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(a == b"-address" and b == want for a, b in zip(argv, argv[1:])) and _alive(int(entry)):
+            found.add(int(entry))
+    return found
+
+
+def shim_pid_of(address: str, container_id: str, namespace: str = "default") -> int:
+    """The pid of the shim serving `container_id` for the daemon on `address`."""
+    for pid in shim_pids(address):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        pairs = dict(zip(argv, argv[1:]))
+        if pairs.get(b"-id") == container_id.encode() and pairs.get(b"-namespace") == namespace.encode():
+            return pid
+    raise AssertionError(f"no shim of {address} serves {namespace}/{container_id}")
+
+
+def mounts_under(*dirs: str) -> list[str]:
+    """Mount points in /proc/self/mountinfo at or below any of `dirs`."""
+    prefixes = tuple(os.path.realpath(d).rstrip("/") + "/" for d in dirs)
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4].replace("\\040", " ") for line in f]
+    return [p for p in points if (p + "/").startswith(prefixes)]
+
+
+def bundle_dirs(root: str, state: str, container_id: str, namespace: str = "default") -> list[str]:
+    """The task's bundle (state) and work (root) directories, and runc's
+    state of it (pycontainerd keeps it under <state>/runc), still there."""
+    paths = (os.path.join(state, RUNTIME_DIR, namespace, container_id),
+             os.path.join(root, RUNTIME_DIR, namespace, container_id),
+             os.path.join(state, "runc", namespace, container_id))
+    return [p for p in paths if os.path.lexists(p)]
+
+
+def cgroups_of(container_id: str, namespace: str = "default") -> list[str]:
+    """The cgroups `/<namespace>/<id>` (ctr's and pyctr's cgroupsPath) under
+    any controller, v1 or v2."""
+    import glob
+
+    rel = os.path.join(namespace, container_id)
+    return sorted(glob.glob(f"/sys/fs/cgroup/*/{rel}") + glob.glob(f"/sys/fs/cgroup/{rel}"))
+
+
+def residue(d, ids: list[str], shims_before: set[int] = frozenset(), fifo_root: str = "/run/containerd/fifo",
+            namespace: str = "default") -> dict[str, list]:
+    """Everything containers `ids` of daemon `d` left behind, by kind; only
+    non-empty kinds appear, so "nothing" is `{}`."""
+    records = leftovers(d)
+    found = {
+        "containers": [c for c in records["containers"] if c in ids],
+        "tasks": [t for t in records["tasks"] if t in ids],
+        "snapshots": [s for s in records["snapshots"] if s in ids],
+        "mounts": mounts_under(d.root, d.state),
+        "shims": sorted(shim_pids(d.address) - set(shims_before)),
+        "fifos": [f for cid in ids for f in fifos_of(cid, fifo_root)],
+        "bundles": [b for cid in ids for b in bundle_dirs(d.root, d.state, cid, namespace)],
+        "cgroups": [c for cid in ids for c in cgroups_of(cid, namespace)],
+    }
+    return {k: v for k, v in found.items() if v}
+
+
+def force_cleanup(d, ids: list[str], shims_before: set[int] = frozenset(), namespace: str = "default") -> None:
+    """After a failed test: remove what `ids` left, by pid and by path."""
+    import signal
+    import time
+
+    for cid in ids:
+        d.ctr("-n", namespace, "tasks", "kill", "-s", "SIGKILL", cid, check=False, timeout=30)
+    for cid in ids:
+        d.ctr("-n", namespace, "tasks", "rm", "-f", cid, check=False, timeout=30)
+        d.ctr("-n", namespace, "containers", "rm", cid, check=False, timeout=30)
+    for pid in shim_pids(d.address) - set(shims_before):
+        os.kill(pid, signal.SIGKILL)
+    runc_root = os.path.join(d.state, "runc", namespace)
+    for cid in ids:
+        run(["runc", "--root", runc_root, "delete", "--force", cid])
+    for point in reversed(mounts_under(d.root, d.state)):
+        run(["umount", "-l", point])
+    for cid in ids:
+        for cg in cgroups_of(cid, namespace):
+            for _ in range(50):
+                try:
+                    os.rmdir(cg)
+                    break
+                except OSError:
+                    time.sleep(0.1)

@@ -70,7 +70,8 @@ def _diff_ids(img) -> list[str]:
 
 
 def test_push_mounts_across_repositories_skips_what_exists_and_sends_indexes(target, proxy, registry):
-    d, n = target, os.path.basename(target.dir)  # repositories of this run alone
+    # repositories of this run alone; mkdtemp's `_` may not end a path component
+    d, n = target, os.path.basename(target.dir).replace("_", "")
     img = make_image(HOST, [{"etc/one": os.urandom(40_000)}, {"etc/two": b"two\n"}])
     _upload(registry.host, f"src/app{n}:v1", [img])
     src, dst = f"{proxy.host}/src/app{n}:v1", f"{proxy.host}/dst/app{n}:v1"

@@ -194,11 +194,15 @@ def test_twenty_runs_leave_nothing_behind(target):
     # those of tests running beside it
     fifo_root = os.path.join(target.dir, "fifo")
     os.makedirs(fifo_root)
-    for i in range(20):
-        out = pyctr(target, "run", "--rm", "--fifo-dir", fifo_root, cs.IMAGE, f"loop-{i}", "/bin/echo", str(i))
+    shims = cs.shim_pids(target.address)
+    ids = [f"loop-{target.kind}-{i}" for i in range(20)]  # cgroups are the host's: one set per daemon
+    for i, cid in enumerate(ids):
+        out = pyctr(target, "run", "--rm", "--fifo-dir", fifo_root, cs.IMAGE, cid, "/bin/echo", str(i))
         assert out.stdout == f"{i}\n".encode()
     assert cs.leftovers(target) == {"containers": [], "tasks": [], "snapshots": []}
     assert cs.fifo_dirs(fifo_root) == []
+    # and on the host: mounts, shims, bundles, cgroups
+    assert cs.residue(target, ids, shims, fifo_root) == {}
 
 
 # -- detached: tasks ls/ps/exec/pause/resume/kill/rm ----------------------------------

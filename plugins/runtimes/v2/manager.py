@@ -10,8 +10,9 @@ A shim whose connection drops is dead: its `delete` action cleans up after
 it, TaskExit and TaskDelete are published (status 255 if it could not say),
 and the task leaves the list. When the daemon starts again, every bundle in
 the state directory is reconnected through its `address` file; those whose
-shim is gone are cleaned up the same way, and work directories with no task
-are removed.
+shim is gone are cleaned up the same way, those whose shim serves no task
+(a daemon died between starting it and its Create) are shut down and
+cleaned up without an event, and work directories with no task are removed.
 
 The last exit of each task's init process (from its shim's /tasks/exit
 events, or from Wait) is kept as its exit record until the task is deleted.
@@ -37,7 +38,8 @@ from pycontainerd.pkg.runtime import CreateOpts, Exit
 from pycontainerd.pkg.ttrpc import Client, StatusError
 
 from .binary import Binary, ShimError, resolve
-from .bundle import ADDRESS, BINARY_PATH, LOG, Bundle
+from . import orphans
+from .bundle import ADDRESS, BINARY_PATH, CONFIG, LOG, Bundle
 from .runc_root import with_runc_root
 from .shim import ShimTask
 
@@ -204,6 +206,9 @@ class TaskManager:
             except ShimError as exc:
                 raise ShimError(f"failed to resolve runtime path: {exc.message}") from None
             binary = Binary(bundle, path, self.address, self.ttrpc_address, self.sched_core)
+            # written before the shim starts, so a daemon that dies while it
+            # starts leaves a bundle the next one can clean up with this binary
+            await asyncio.to_thread(bundle.write, BINARY_PATH, path)
             shim_log = ShimLog(bundle)
             options = opts.task_options if opts.task_options is not None else opts.runtime_options
             try:
@@ -215,7 +220,6 @@ class TaskManager:
             except errdefs.ContainerdError:
                 await self._run_delete_action(binary)
                 raise
-            await asyncio.to_thread(bundle.write, BINARY_PATH, path)
         except BaseException:
             if shim_log is not None:
                 shim_log.close()
@@ -297,9 +301,10 @@ class TaskManager:
                         namespace=binary.bundle.namespace, error=str(exc) or type(exc).__name__)
             return None
 
-    async def _cleanup_dead_shim(self, task: ShimTask | None, binary: Binary) -> None:
+    async def _cleanup_dead_shim(self, task: ShimTask | None, binary: Binary, announce: bool = True) -> None:
         """containerd's cleanupAfterDeadShim: the `delete` action, then
-        TaskExit and TaskDelete for a task that was still listed."""
+        TaskExit and TaskDelete for a task that was still listed (unless
+        `announce` is False: a task that never existed)."""
         from pycontainerd.api.events import task_pb2
         from pycontainerd.pkg import timestamps
 
@@ -323,7 +328,7 @@ class TaskManager:
             await asyncio.to_thread(_delete_quietly, bundle)
         if task is not None and not task.exited.done():
             task.exited.set_result(exit_)
-        if not listed:
+        if not listed or not announce:
             return
         self._exits[key] = exit_
         when = timestamps.to_pb(exit_.exited_at)
@@ -355,25 +360,59 @@ class TaskManager:
             await asyncio.to_thread(_delete_quietly, bundle)
             return
         binary = Binary(bundle, path, self.address, self.ttrpc_address, self.sched_core)
+        # the log FIFO is held open before the first call, as containerd's
+        # loadShim does: a shim a dead daemon left starting blocks in opening
+        # it for writing until a reader comes, and serves nothing until then
+        shim_log = ShimLog(bundle)
         try:
             address = bundle.read(ADDRESS)
             client = await Client.connect(address, timeout=self.timeouts["load"])
         except (OSError, errdefs.ContainerdError) as exc:
             bound.warning("shim is gone", error=str(exc))
+            shim_log.close()
             await self._cleanup_dead_shim(None, binary)
             return
         task = ShimTask(bundle, client, _runtime_name(path), self.timeouts)
         try:
-            await task.connect(timeout=self.timeouts["load"])
+            connected = await task.connect(timeout=self.timeouts["load"])
         except errdefs.ContainerdError as exc:
             bound.warning("shim does not answer", error=str(exc))
             self._forget_connection(task)
             await client.close()
+            shim_log.close()
             await self._cleanup_dead_shim(None, binary)
             return
+        if not connected.task_pid and await _never_created(task):
+            bound.info("cleaning leaked shim process")
+            shim_log.close()
+            await self._clean_leaked_shim(task, binary)
+            return
         self._tasks[(bundle.namespace, bundle.id)] = task
-        self._watch(task, binary, ShimLog(bundle))
+        self._watch(task, binary, shim_log)
         bound.info("reconnected to shim")
+
+    async def _clean_leaked_shim(self, task: ShimTask, binary: Binary) -> None:
+        """A shim serving no task: a daemon died between starting it and
+        its Create (or between a Delete and the Shutdown). Shut it down, run
+        its `delete` action (runc's half-made container, its cgroups, the
+        rootfs mount) and remove the bundle; the task was never listed, so
+        nothing is published (containerd 1.7's cleanup of leaked shims)."""
+        try:
+            cgroup = orphans.cgroups_path(await asyncio.to_thread(_read_bytes, task.bundle.file(CONFIG)))
+        except OSError:
+            cgroup = ""
+        self._forget_connection(task)
+        try:
+            await task.shutdown()
+        except errdefs.ContainerdError as exc:
+            log.warning("failed to shutdown leaked shim", id=task.id, namespace=task.namespace, error=str(exc))
+        try:
+            await asyncio.wait_for(asyncio.shield(task.client.wait_closed()), self.timeouts["shutdown"])
+        except asyncio.TimeoutError:
+            pass
+        await task.client.close()
+        await self._cleanup_dead_shim(None, binary, announce=False)
+        await asyncio.to_thread(orphans.remove_empty_cgroups, cgroup)
 
     async def close(self) -> None:
         """The daemon stops: let go of the shims (they keep running, and the
@@ -402,6 +441,18 @@ def _default_platform() -> str:
     from pycontainerd.pkg.platforms import default_string
 
     return default_string()
+
+
+async def _never_created(task: ShimTask) -> bool:
+    """Whether a shim that answers Connect with no task pid has no task at
+    all (its State of the task is NotFound)."""
+    try:
+        await task.state()
+    except errdefs.NotFound:
+        return True
+    except errdefs.ContainerdError:
+        return False
+    return False
 
 
 def _runtime_name(path: str) -> str:
@@ -435,6 +486,11 @@ def _remove_stale_socket(address: str) -> None:
         pass
     finally:
         probe.close()
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _dirs(path: str) -> list[str]:
