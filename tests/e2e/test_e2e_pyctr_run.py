@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pty
 import re
+import secrets
 import select
 import shutil
 import signal
@@ -65,6 +66,13 @@ def target(request):
             shutil.rmtree(d.dir, ignore_errors=True)
 
 
+def unique(base: str) -> str:
+    """A container id no other test on this host uses: cgroups (/<ns>/<id>)
+    and a real containerd's runc state (/run/containerd/runc/<ns>) are
+    host-wide, and xdist runs parametrisations of one test side by side."""
+    return f"{base}-{secrets.token_hex(3)}"
+
+
 def pyctr(d, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     kwargs.setdefault("stdin", subprocess.DEVNULL)
     return d.pyctr(*args, check=check, **kwargs)
@@ -106,12 +114,12 @@ def test_run_rm_prints_the_output_and_exits_with_the_containers_code(target):
 
 
 def test_run_without_a_command_runs_the_images_cmd(target):
-    out = pyctr(target, "run", "--rm", cs.IMAGE, "c-default")
+    out = pyctr(target, "run", "--rm", cs.IMAGE, unique("c-default"))
     assert out.stdout == b"hello from the image\n"
 
 
 def test_run_passes_stdin_through_and_closes_it(target):
-    out = pyctr(target, "run", "--rm", cs.IMAGE, "c-stdin", "/bin/sh", "-c", "cat; echo done",
+    out = pyctr(target, "run", "--rm", cs.IMAGE, unique("c-stdin"), "/bin/sh", "-c", "cat; echo done",
                 stdin=None, input=b"line one\nline two\n")
     assert out.stdout == b"line one\nline two\ndone\n"
 
@@ -129,7 +137,7 @@ def test_env_env_file_cwd_user_and_a_read_only_mount(target):
         script = "id; echo A=$A B=$B IMAGE_VAR=$IMAGE_VAR; pwd; cat /host/file; touch /host/new && echo WROTE"
         out = pyctr(d, "run", "--rm", "--env", "A=1", "--env-file", env_file, "--cwd", "/tmp",
                     "--user", "1000:1000", "--mount", f"type=bind,src={host},dst=/host,options=rbind:ro",
-                    cs.IMAGE, "c-env", "/bin/sh", "-c", script, check=False)
+                    cs.IMAGE, unique("c-env"), "/bin/sh", "-c", script, check=False)
         lines = out.stdout.decode().splitlines()
         assert lines[0].startswith("uid=1000(app) gid=1000(app)"), lines
         assert lines[1:4] == ["A=1 B=2 IMAGE_VAR=overridden", "/tmp", "from the host"]
@@ -143,32 +151,32 @@ def test_env_env_file_cwd_user_and_a_read_only_mount(target):
 def test_user_by_name_is_looked_up_in_the_image(target):
     """As containerd's WithUser: uid and gid from the image's /etc/passwd;
     the supplementary groups only come with the image config's own user."""
-    out = pyctr(target, "run", "--rm", "--user", "app", cs.IMAGE, "c-user", "/bin/id")
+    out = pyctr(target, "run", "--rm", "--user", "app", cs.IMAGE, unique("c-user"), "/bin/id")
     assert out.stdout == b"uid=1000(app) gid=1000(app) groups=1000(app)\n"
-    out = pyctr(target, "run", "--rm", "--user", "nobody", cs.IMAGE, "c-user", "/bin/id", check=False)
+    out = pyctr(target, "run", "--rm", "--user", "nobody", cs.IMAGE, unique("c-user"), "/bin/id", check=False)
     assert (out.returncode, out.stderr) == (1, b"pyctr: no users found\n")
     assert cs.leftovers(target)["containers"] == []
 
 
 def test_read_only_rootfs_memory_and_cpus_reach_the_container(target):
     out = pyctr(target, "run", "--rm", "--read-only", "--memory-limit", "67108864", "--cpus", "0.5",
-                cs.IMAGE, "c-limits", "/bin/sh", "-c", "touch /x || echo RO", check=False)
+                cs.IMAGE, unique("c-limits"), "/bin/sh", "-c", "touch /x || echo RO", check=False)
     assert out.stdout == b"RO\n"
 
 
 def test_privileged_container_gets_every_capability_and_the_hosts_devices(target):
-    out = pyctr(target, "run", "--rm", "--privileged", cs.IMAGE, "c-priv", "/bin/sh", "-c",
+    out = pyctr(target, "run", "--rm", "--privileged", cs.IMAGE, unique("c-priv"), "/bin/sh", "-c",
                 "grep CapEff /proc/self/status; ls /dev/null /dev/zero && echo DEVS")
     with open("/proc/self/status") as f:
         ours = [line for line in f if line.startswith("CapEff")][0]
     assert out.stdout.decode().splitlines()[0] == ours.strip()
     assert out.stdout.endswith(b"DEVS\n")
-    plain = pyctr(target, "run", "--rm", cs.IMAGE, "c-plain", "/bin/sh", "-c", "grep CapEff /proc/self/status")
+    plain = pyctr(target, "run", "--rm", cs.IMAGE, unique("c-plain"), "/bin/sh", "-c", "grep CapEff /proc/self/status")
     assert plain.stdout.strip() == b"CapEff:\t00000000a80425fb"  # containerd's default set
 
 
 def test_net_host_shares_the_hosts_network(target):
-    out = pyctr(target, "run", "--rm", "--net-host", cs.IMAGE, "c-net", "/bin/sh", "-c",
+    out = pyctr(target, "run", "--rm", "--net-host", cs.IMAGE, unique("c-net"), "/bin/sh", "-c",
                 "cat /etc/hosts; echo HOSTNAME=$HOSTNAME")
     with open("/etc/hosts", "rb") as f:
         hosts = f.read()
@@ -178,13 +186,13 @@ def test_net_host_shares_the_hosts_network(target):
 
 def test_refusals(target):
     d = target
-    out = pyctr(d, "run", "--rm", "--cni", cs.IMAGE, "c-cni", "/bin/true", check=False)
+    out = pyctr(d, "run", "--rm", "--cni", cs.IMAGE, unique("c-cni"), "/bin/true", check=False)
     assert out.returncode == 1 and b"--cni is not supported" in out.stderr
-    out = pyctr(d, "run", "--rm", "-d", cs.IMAGE, "c-x", check=False)
+    out = pyctr(d, "run", "--rm", "-d", cs.IMAGE, unique("c-x"), check=False)
     assert out.stderr == b"pyctr: flags --detach and --rm cannot be specified together\n"
-    out = pyctr(d, "run", "--rm", "docker.io/library/nope:1", "c-x", check=False)
+    out = pyctr(d, "run", "--rm", "docker.io/library/nope:1", unique("c-x"), check=False)
     assert out.returncode == 1 and b"not found" in out.stderr
-    out = pyctr(d, "run", "--rm", cs.IMAGE, "c-nocmd", "/bin/does-not-exist", check=False)
+    out = pyctr(d, "run", "--rm", cs.IMAGE, unique("c-nocmd"), "/bin/does-not-exist", check=False)
     assert out.returncode != 0 and b"does-not-exist" in out.stderr
     assert cs.leftovers(d)["containers"] == []
 
@@ -243,18 +251,19 @@ def test_detached_task_through_its_life(target):
 
 def test_containers_create_then_tasks_start(target):
     d = target
-    pyctr(d, "containers", "create", "--label", "a=b", cs.IMAGE, "c7", "/bin/sh", "-c", "echo started; exit 2")
+    c7 = unique("c7")
+    pyctr(d, "containers", "create", "--label", "a=b", cs.IMAGE, c7, "/bin/sh", "-c", "echo started; exit 2")
     try:
         assert pyctr(d, "containers", "ls").stdout == ctr(d, "containers", "ls").stdout
-        labels = pyctr(d, "containers", "label", "c7", "x=y").stdout.decode().strip().split(",")
+        labels = pyctr(d, "containers", "label", c7, "x=y").stdout.decode().strip().split(",")
         assert {"a=b", "x=y"} <= set(labels)
-        assert ctr(d, "containers", "info", "c7").stdout == pyctr(d, "containers", "info", "c7").stdout
-        assert ctr(d, "containers", "info", "--spec", "c7").stdout == \
-            pyctr(d, "containers", "info", "--spec", "c7").stdout
-        out = pyctr(d, "tasks", "start", "c7", check=False)
+        assert ctr(d, "containers", "info", c7).stdout == pyctr(d, "containers", "info", c7).stdout
+        assert ctr(d, "containers", "info", "--spec", c7).stdout == \
+            pyctr(d, "containers", "info", "--spec", c7).stdout
+        out = pyctr(d, "tasks", "start", c7, check=False)
         assert (out.returncode, out.stdout) == (2, b"started\n")
     finally:
-        pyctr(d, "containers", "rm", "c7", check=False)
+        pyctr(d, "containers", "rm", c7, check=False)
     assert cs.leftovers(d)["containers"] == []
 
 
@@ -292,15 +301,16 @@ def test_containers_create_makes_ctrs_container(target, flags, tmp_path):
     envfile.write_text("E=from-file\n\nF=<&>\n")
     flags = [f.replace("{envfile}", str(envfile)) for f in flags]
     command = ["/bin/echo", "$A"]  # ctr would read a `-c` after the id as its own --config
-    ctr(d, "containers", "create", *flags, cs.IMAGE, "ref-ctr", *command)
+    ref_ctr, ref_py = unique("ref-ctr"), unique("ref-py")
+    ctr(d, "containers", "create", *flags, cs.IMAGE, ref_ctr, *command)
     try:
-        pyctr(d, "containers", "create", *flags, cs.IMAGE, "ref-py", *command)
+        pyctr(d, "containers", "create", *flags, cs.IMAGE, ref_py, *command)
         try:
-            assert _record(d, "ref-py") == _record(d, "ref-ctr")
+            assert _record(d, ref_py) == _record(d, ref_ctr)
         finally:
-            pyctr(d, "containers", "rm", "ref-py")
+            pyctr(d, "containers", "rm", ref_py)
     finally:
-        ctr(d, "containers", "rm", "ref-ctr")
+        ctr(d, "containers", "rm", ref_ctr)
 
 
 RUN_FLAG_SETS = {
@@ -315,12 +325,13 @@ def test_run_makes_ctrs_container(target, flags):
     """`run -d` with run-only flags, then the records compared; the tasks
     exit on their own and are removed."""
     d = target
-    ctr(d, "run", "-d", *flags, cs.IMAGE, "run-ctr", "/bin/true")
-    pyctr(d, "run", "-d", *flags, cs.IMAGE, "run-py", "/bin/true")
+    run_ctr_id, run_py_id = unique("run-ctr"), unique("run-py")
+    ctr(d, "run", "-d", *flags, cs.IMAGE, run_ctr_id, "/bin/true")
+    pyctr(d, "run", "-d", *flags, cs.IMAGE, run_py_id, "/bin/true")
     try:
-        assert _record(d, "run-py") == _record(d, "run-ctr")
+        assert _record(d, run_py_id) == _record(d, run_ctr_id)
     finally:
-        for cid in ("run-ctr", "run-py"):
+        for cid in (run_ctr_id, run_py_id):
             wait_status(d, cid, "STOPPED")
             pyctr(d, "tasks", "rm", cid)
             pyctr(d, "containers", "rm", cid)
@@ -330,6 +341,7 @@ def test_run_makes_ctrs_container(target, flags):
 
 def test_events_are_printed_as_ctr_prints_them(target):
     d = target
+    events_id = unique("c-events")
     procs = [subprocess.Popen([tool, "--address", d.address, "events"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, env=clean_env()) for tool in (CTR, PYCTR)]
     try:
@@ -346,7 +358,7 @@ def test_events_are_printed_as_ctr_prints_them(target):
                     seen[i] += os.read(p.stdout.fileno(), 65536)
                     if PROBE_TOPIC.encode() in seen[i]:
                         break
-        pyctr(d, "run", "--rm", cs.IMAGE, "c-events", "/bin/true")
+        pyctr(d, "run", "--rm", cs.IMAGE, events_id, "/bin/true")
         publish_probe(d.address)
         outs = [b"", b""]
         for i, p in enumerate(procs):
@@ -362,7 +374,7 @@ def test_events_are_printed_as_ctr_prints_them(target):
 
     def lines(out: bytes) -> list[str]:
         # the envelope's time is the daemon's; the rest must be the same bytes
-        return [" ".join(line.split(" ")[4:]) for line in out.decode().splitlines() if "c-events" in line]
+        return [" ".join(line.split(" ")[4:]) for line in out.decode().splitlines() if events_id in line]
     theirs, ours = lines(outs[0]), lines(outs[1])
     topics = [line.split(" ")[1] for line in ours]
     assert topics == ["/containers/create", "/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete",
@@ -409,9 +421,10 @@ def _until_size(fd: int, size: bytes, timeout: float = 30) -> bytes:
 
 def test_run_t_gives_a_terminal_that_follows_resizes(target):
     d = target
+    cid = unique("c-tty")
     pid, fd = pty.fork()
     if pid == 0:  # the child: pyctr on a fresh terminal
-        os.execve(PYCTR, [PYCTR, "--address", d.address, "run", "-t", "--rm", cs.IMAGE, "c-tty", "/bin/sh"],
+        os.execve(PYCTR, [PYCTR, "--address", d.address, "run", "-t", "--rm", cs.IMAGE, cid, "/bin/sh"],
                   clean_env({"TERM": "xterm"}))
     try:
         _set_size(fd, 30, 100)
@@ -429,9 +442,9 @@ def test_run_t_gives_a_terminal_that_follows_resizes(target):
         if done[0] == 0:  # a failure above left it running: stop it and its container
             os.kill(pid, signal.SIGKILL)
             done = os.waitpid(pid, 0)
-            pyctr(d, "tasks", "kill", "-s", "KILL", "c-tty", check=False)
-            pyctr(d, "tasks", "rm", "-f", "c-tty", check=False)
-            pyctr(d, "containers", "rm", "c-tty", check=False)
+            pyctr(d, "tasks", "kill", "-s", "KILL", cid, check=False)
+            pyctr(d, "tasks", "rm", "-f", cid, check=False)
+            pyctr(d, "containers", "rm", cid, check=False)
         os.close(fd)
     assert os.waitstatus_to_exitcode(done[1]) == 5
     assert cs.leftovers(d)["containers"] == []
@@ -447,7 +460,7 @@ def test_readme_python_example_runs_a_container(target):
     text = (REPO / "README.md").read_text()
     code = re.search(r"<!-- readme-python-run:begin -->\n```python\n(.*?)```\n", text, re.S).group(1)
     code = code.replace("/run/containerd/containerd.sock", target.address) \
-               .replace("docker.io/library/busybox:latest", cs.IMAGE)
+               .replace("docker.io/library/busybox:latest", cs.IMAGE).replace('"hello"', f'"{unique("hello")}"')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, env=clean_env(),
                          stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr.decode()
