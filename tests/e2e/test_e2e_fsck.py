@@ -19,6 +19,7 @@ btrfs subvolumes on a loop-mounted btrfs are checked too.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -379,7 +380,7 @@ def test_native_root_path_views_and_a_parent_that_children_need(daemon):
     assert (p.returncode, p.stdout) == (0, b""), p.stderr
     assert "fsck: snapshotter native not checked: disabled" in p.stderr.decode()
 
-    with sqlite3.connect(os.path.join(elsewhere, "metadata.db")) as db:
+    with contextlib.closing(sqlite3.connect(os.path.join(elsewhere, "metadata.db"))) as db:
         sid = db.execute("SELECT id FROM snapshots WHERE key GLOB 'default/*/base'").fetchone()[0]
     shutil.rmtree(os.path.join(elsewhere, "snapshots", str(sid)))
     rc, out, err = _fsck(d, "--repair")
@@ -424,7 +425,9 @@ def test_btrfs_subvolumes_on_a_loop_mounted_btrfs(daemon):
         assert (rc, out) == (0, ""), err
 
         broot = os.path.join(d.root, "io.containerd.snapshotter.v1.btrfs")
-        with sqlite3.connect(os.path.join(broot, "metadata.db")) as db:
+        # closing(): sqlite3's own `with` commits but leaves the file open,
+        # and an open file keeps the loop-mounted btrfs busy at umount
+        with contextlib.closing(sqlite3.connect(os.path.join(broot, "metadata.db"))) as db:
             vid = db.execute("SELECT id FROM snapshots WHERE key GLOB 'default/*/v1'").fetchone()[0]
         subprocess.run(["btrfs", "subvolume", "delete", os.path.join(broot, "view", str(vid))], check=True,
                        capture_output=True)
@@ -449,4 +452,4 @@ def test_btrfs_subvolumes_on_a_loop_mounted_btrfs(daemon):
         for proc in (d, d2):  # its root is on the image: stop it before unmounting
             if proc is not None and proc.running:
                 proc.stop()
-        subprocess.run(["umount", point], capture_output=True)
+        subprocess.run(["umount", point], check=True, capture_output=True)
