@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import time
 import urllib.request
 
@@ -16,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from busybox_image import NAME, write_busybox_layout
-from e2e_support import plugin_rows
+from e2e_support import CTR, plugin_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -154,3 +155,27 @@ def test_another_oci_runtime_under_the_same_shim(d):
         assert out.stdout == b"via crun\n"
     assert d.ctr("containers", "ls", "-q").stdout == b""
     assert _rows(d.ctr("tasks", "ls").stdout) == []
+
+
+def test_ctr_tasks_attach_and_exec_with_a_terminal(d):
+    """`ctr tasks attach` reconnects to a detached task's stdio, and `ctr
+    tasks exec -t` gives its process a terminal, both through this daemon."""
+    d.ctr("run", "-d", NAME, "c8", "/bin/sh", "-c", "read x; echo got $x; exit 6")
+    out = d.ctr("tasks", "attach", "c8", input=b"hello\n", check=False)
+    assert (out.returncode, out.stdout) == (6, b"got hello\n"), out.stderr
+    assert _status(d, "c8") == ""  # ctr attach deletes the task it waited for
+    d.ctr("run", "-d", NAME, "c9", "/bin/sleep", "300")
+    try:
+        # ctr puts its own terminal in raw mode: give it one
+        out = subprocess.run(["script", "-qec", f"{CTR} --address {d.address} tasks exec -t --exec-id t1 c9 "
+                              "/bin/sh -c 'tty; exit 4'", "/dev/null"],
+                             capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert b"/dev/pts/" in out.stdout, out
+        assert out.returncode == 4, out
+    finally:
+        d.ctr("tasks", "kill", "-s", "SIGKILL", "c9", check=False)
+        deadline = time.monotonic() + STOP_DEADLINE
+        while _status(d, "c9") not in ("STOPPED", "") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        d.ctr("tasks", "rm", "c9", check=False)
+        d.ctr("containers", "rm", "c8", "c9", check=False)
