@@ -75,6 +75,12 @@ def test_ctr_run_detached_then_tasks_ls_ps_exec_kill_rm(d):
     out = d.ctr("tasks", "exec", "--exec-id", "e1", "c2", "/bin/sh", "-c", "echo $$")
     assert int(out.stdout.decode().strip()) > 0  # its pid inside the container's pid namespace
 
+    # an exec's row carries runc's ProcessDetails, printed by pyctr as ctr prints it
+    d.ctr("tasks", "exec", "-d", "--exec-id", "e2", "c2", "/bin/sleep", "300")
+    ps = d.ctr("tasks", "ps", "c2").stdout
+    assert b"&ProcessDetails{ExecID:e2,XXX_unrecognized:[],}" in ps
+    assert d.pyctr("tasks", "ps", "c2").stdout == ps
+
     # checkpoint needs CRIU: refused clearly, and the task runs on
     out = d.ctr("tasks", "checkpoint", "c2", check=False)
     assert out.returncode != 0 and b"CRIU" in out.stderr
