@@ -62,6 +62,9 @@ GO_FILES: dict[str, str] = {
     # containerd 1.6 keeps the shim API and runc's options under runtime/v2/.
     "runtime/task/v2/shim.proto": f"{CONTAINERD}/runtime/v2/task/shim.pb.go",
     "runtime/runc/options/oci.proto": f"{CONTAINERD}/runtime/v2/runc/options/oci.pb.go",
+    # runtime v1: its shim's API and its options, where containerd 1.6 keeps them.
+    "runtime/v1/shim/v1/shim.proto": f"{CONTAINERD}/runtime/v1/shim/v1/shim.pb.go",
+    "runtime/linux/runctypes/runc.proto": f"{CONTAINERD}/runtime/linux/runctypes/runc.pb.go",
     # github.com/containerd/cgroups, placed under api/cgroups/ with its own layout.
     "cgroups/stats/v1/metrics.proto": f"{CGROUPS}/stats/v1/metrics.pb.go",
     "cgroups/v2/stats/metrics.proto": f"{CGROUPS}/v2/stats/metrics.pb.go",
