@@ -32,6 +32,7 @@ def contracts() -> dict[str, tuple[str, tuple[str, ...]]]:
         PluginType.CONTENT: ("content store (pycontainerd.pkg.content.Store)", STORE_METHODS),
         PluginType.DIFF: ("differ (pycontainerd.pkg.diff.Applier and Comparer)", DIFFER_METHODS),
         PluginType.GRPC: ("gRPC service", ("register",)),
+        PluginType.RUNTIME: ("runtime (pycontainerd.pkg.runtime.PlatformRuntime)", RUNTIME_METHODS),
         PluginType.RUNTIME_V2: ("runtime (pycontainerd.pkg.runtime.PlatformRuntime)", RUNTIME_METHODS),
         PluginType.TASK_MONITOR: ("task monitor (pycontainerd.pkg.monitor.TaskMonitor)", MONITOR_METHODS),
     }

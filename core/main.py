@@ -61,8 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     dump = cfg_sub.add_parser("dump", help="print the effective config after imports and merging")
     dump.add_argument("--config", "-c", dest="sub_config")
     pub = sub.add_parser("publish", help="forward an event read from stdin to the daemon's events service")
-    pub.add_argument("--topic", required=True, help="topic of the event, e.g. /tasks/exit")
-    pub.add_argument("--namespace", required=True, help="namespace of the event")
+    pub.add_argument("--topic", default="", help="topic of the event, e.g. /tasks/exit")
+    pub.add_argument("--namespace", default="", help="namespace of the event")
     for kind, (help_text, _) in SERVE_COMMANDS.items():
         # `serve`'s own arguments are the plugin module's to parse
         kind_sub = sub.add_parser(kind, help=help_text).add_subparsers(dest=f"{kind}_command", required=True)
@@ -73,26 +73,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def publish(address: str, topic: str, namespace: str, data: bytes) -> int:
-    """Forward a serialized google.protobuf.Any as an envelope, as
-    `containerd publish` does for shims that cannot hold a connection."""
-    import datetime
+    """containerd's `publish`, run by v1 shims per event (core/publish.py)."""
+    from .publish import publish as publish_event
 
-    import grpc
-    from google.protobuf import any_pb2, timestamp_pb2
-
-    from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
-
-    event = any_pb2.Any.FromString(data)
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(datetime.datetime.now(datetime.timezone.utc))
-    envelope = events_pb2.Envelope(timestamp=ts, namespace=namespace, topic=topic, event=event)
-    with grpc.insecure_channel("unix:" + address) as channel:
-        try:
-            events_pb2_grpc.EventsStub(channel).Forward(events_pb2.ForwardRequest(envelope=envelope), timeout=10)
-        except grpc.RpcError as exc:
-            print(f"pycontainerd: publish {topic}: {exc.details()}", file=sys.stderr)
-            return 1
-    return 0
+    return publish_event(address, topic, namespace, data)
 
 
 def load_config(path: str | None) -> configmod.Config:

@@ -37,6 +37,7 @@ MODULES: tuple[str, ...] = (
     "pycontainerd.plugins.services.version",
     "pycontainerd.plugins.services.events",
     "pycontainerd.plugins.events.ttrpc",
+    "pycontainerd.plugins.runtimes.v1.runtime",
     "pycontainerd.plugins.runtimes.v2.manager",
     "pycontainerd.plugins.services.healthcheck",
 )

@@ -19,7 +19,8 @@ from pycontainerd.pkg import errdefs
 from pycontainerd.testing import InProcessDaemon, plugin_module
 
 # built-ins that skip themselves where the machine cannot host them
-SKIPPABLE = {"io.containerd.snapshotter.v1.btrfs", "io.containerd.runtime.v2.task"}  # runtime v2: root only
+SKIPPABLE = {"io.containerd.snapshotter.v1.btrfs", "io.containerd.runtime.v2.task",
+             "io.containerd.runtime.v1.linux"}  # the runtimes: root only
 BUILTIN = {
     "io.containerd.internal.v1.metrics",
     "io.containerd.event.v1.exchange",
@@ -52,6 +53,7 @@ BUILTIN = {
     "io.containerd.grpc.v1.version",
     "io.containerd.grpc.v1.events",
     "io.containerd.ttrpc.v1.events",
+    "io.containerd.runtime.v1.linux",
     "io.containerd.runtime.v2.task",
     "io.containerd.grpc.v1.healthcheck",
 }

@@ -1,9 +1,11 @@
 """The tasks service: containerd.services.tasks.v1.Tasks.
 
 `io.containerd.service.v1.tasks-service` turns requests about a
-container's task into calls on the runtime (pkg/runtime.PlatformRuntime,
-the io.containerd.runtime.v2.task plugin's instance), as containerd 1.6's
-services/tasks/local.go does: it reads the container from the metadata
+container's task into calls on the runtime (pkg/runtime.PlatformRuntime),
+as containerd 1.6's services/tasks/local.go does: a container whose
+runtime name is a loaded io.containerd.runtime.v1 plugin's id
+(`io.containerd.runtime.v1.linux`) goes to that plugin, every other name
+to io.containerd.runtime.v2.task. It it reads the container from the metadata
 plugin's container store (its spec, runtime name and options), hands the
 runtime the request's rootfs mounts, stdio paths, terminal flag and task
 options, and translates what comes back into the API's messages.
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import structlog
@@ -137,6 +139,7 @@ class Local:
     runtime_error: errdefs.ContainerdError | None
     state_timeout: float
     monitor: Any | None = None  # pkg.monitor.TaskMonitor, when one is loaded
+    v1_runtimes: dict[str, Any] = field(default_factory=dict)  # io.containerd.runtime.v1 instances by id
 
     # -- lookups ----------------------------------------------------------------------
 
@@ -144,8 +147,11 @@ class Local:
         return await self.containers.get(ns, cid)
 
     def runtime_for(self, name: str) -> Any:
-        """containerd's getRuntime: every name goes to the v2 runtime (there
-        is no v1 runtime here)."""
+        """containerd's getRuntime: a v1 runtime's own id picks it; every
+        other name goes to the v2 runtime."""
+        v1 = self.v1_runtimes.get(name)
+        if v1 is not None:
+            return v1
         if self.runtime is None:
             err = self.runtime_error or errdefs.NotFound(f"no plugins registered for {PluginType.RUNTIME_V2}")
             raise type(err)(f"runtime for task {errdefs.cut(name)}: {err.message}")
@@ -167,7 +173,7 @@ class Local:
         return await t.process(exec_id) if exec_id else t
 
     def all_runtimes(self) -> list[Any]:
-        return [self.runtime] if self.runtime is not None else []
+        return [*self.v1_runtimes.values(), *([self.runtime] if self.runtime is not None else [])]
 
     async def process_state(self, p: Any) -> task_pb2.Process:
         """containerd's getProcessState: NotFound passes through (the
@@ -215,19 +221,23 @@ class Local:
             raise errdefs.AlreadyExists(f"task {errdefs.cut(r.container_id)}")
         task = await runtime.create(ns, r.container_id, opts)
         pid = await task.pid()
-        await self._monitor(ns, r.container_id, pid, _cgroups_path(c.spec), {"runtime": c.runtime.name})
+        await self._monitor(ns, r.container_id, pid, _cgroups_path(c.spec), {"runtime": c.runtime.name},
+                            watch_oom=runtime in self.v1_runtimes.values())
         return r.container_id, pid
 
-    async def _monitor(self, ns: str, cid: str, pid: int, cgroups_path: str, labels: dict[str, str]) -> None:
+    async def _monitor(self, ns: str, cid: str, pid: int, cgroups_path: str, labels: dict[str, str],
+                       watch_oom: bool = False) -> None:
         """Hand a task to the task monitor (its cgroup metrics). containerd
         fails the Create when this fails; here the task runs on unmonitored
-        and the reason is logged: metrics are not worth a container. The
-        shim publishes the task's OOMs itself (watch_oom off)."""
+        and the reason is logged: metrics are not worth a container. A v2
+        shim publishes its task's OOMs itself; a v1 task's are the
+        monitor's to watch (`watch_oom`), as containerd's cgroups monitor
+        does for v1 tasks only."""
         if self.monitor is None:
             return
         from pycontainerd.pkg.monitor import TaskInfo
 
-        info = TaskInfo(ns, cid, pid=pid, cgroups_path=cgroups_path, labels=labels, watch_oom=False)
+        info = TaskInfo(ns, cid, pid=pid, cgroups_path=cgroups_path, labels=labels, watch_oom=watch_oom)
         try:
             await self.monitor.monitor(info)
         except errdefs.ContainerdError as exc:
@@ -235,14 +245,16 @@ class Local:
 
     async def monitor_running(self) -> None:
         """At start, monitor the tasks the runtime found still running."""
-        if self.monitor is None or self.runtime is None:
+        if self.monitor is None:
             return
-        for task in await self.runtime.tasks(None, True):
-            try:
-                pid = await task.pid()
-            except errdefs.ContainerdError:
-                continue
-            await self._monitor(task.namespace, task.id, pid, "", {})
+        for runtime in self.all_runtimes():
+            for task in await runtime.tasks(None, True):
+                try:
+                    pid = await task.pid()
+                except errdefs.ContainerdError:
+                    continue
+                await self._monitor(task.namespace, task.id, pid, "", {},
+                                    watch_oom=runtime in self.v1_runtimes.values())
 
     # -- the rest, in the API's order -------------------------------------------------
 
@@ -453,6 +465,22 @@ def _runtime(ic: InitContext) -> Any:
     return ic.get(PluginType.RUNTIME_V2, RUNTIME_ID)  # skipped or failed: that says why
 
 
+def _v1_runtimes(ic: InitContext) -> dict[str, Any]:
+    """containerd's loadV1Runtimes: every io.containerd.runtime.v1 plugin
+    that loaded, by its id; one that failed is logged and left out."""
+    found = {}
+    for p in ic.plugins:
+        if p.registration.type != PluginType.RUNTIME:
+            continue
+        try:
+            instance = ic.get(PluginType.RUNTIME, p.registration.id)
+        except errdefs.ContainerdError as exc:
+            log.warning("could not load runtime instance due to initialization error", error=str(exc))
+            continue
+        found[instance.id] = instance
+    return found
+
+
 async def init_local(ic: InitContext) -> Local:
     runtime, runtime_error = None, None
     try:
@@ -462,7 +490,8 @@ async def init_local(ic: InitContext) -> Local:
         log.warning("no runtime: tasks cannot be created", error=str(exc))
     timeouts = getattr(ic.daemon_config, "timeouts", None) or {}
     state_timeout = goduration.parse(timeouts.get(STATE_TIMEOUT, "2s")) / 1e9
-    local = Local(ic.get(PluginType.METADATA).containers, runtime, runtime_error, state_timeout, _monitor(ic))
+    local = Local(ic.get(PluginType.METADATA).containers, runtime, runtime_error, state_timeout, _monitor(ic),
+                  v1_runtimes=_v1_runtimes(ic))
     await local.monitor_running()
     return local
 
@@ -470,4 +499,5 @@ async def init_local(ic: InitContext) -> Local:
 @hookimpl
 def pycontainerd_plugins() -> Iterable[Registration]:
     return service_pair(SERVICE_ID, "tasks", init_local, Service,
-                        requires=(PluginType.EVENT, PluginType.RUNTIME_V2, PluginType.METADATA, PluginType.TASK_MONITOR))
+                        requires=(PluginType.EVENT, PluginType.RUNTIME, PluginType.RUNTIME_V2, PluginType.METADATA,
+                                  PluginType.TASK_MONITOR))

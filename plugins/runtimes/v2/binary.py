@@ -29,6 +29,7 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from pycontainerd.pkg import errdefs, timestamps
+from pycontainerd.pkg.executable import daemon_executable as publish_binary
 from pycontainerd.pkg.runtime import Exit
 
 from .bundle import Bundle
@@ -51,15 +52,6 @@ def binary_name(runtime: str) -> str:
     if len(parts) < 2:
         return ""
     return SHIM_BINARY_FORMAT.format(parts[-2], parts[-1])
-
-
-def publish_binary() -> str:
-    """The executable shims are told to publish events with: our own
-    `pycontainerd` (beside the interpreter in a venv), else argv[0]."""
-    beside = os.path.join(os.path.dirname(sys.executable), "pycontainerd")
-    if os.access(beside, os.X_OK):
-        return beside
-    return os.path.abspath(sys.argv[0])
 
 
 def resolve(runtime: str) -> str:
