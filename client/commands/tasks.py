@@ -70,6 +70,10 @@ def _process_details(info) -> str:
         from pycontainerd.api.runtime.runc.options import oci_pb2
         details = oci_pb2.ProcessDetails.FromString(info.value)
         return f"&ProcessDetails{{ExecID:{details.exec_id},XXX_unrecognized:[],}}"
+    if info.type_url.endswith("containerd.linux.runc.ProcessDetails"):  # the v1 shim's (runtime v1)
+        from pycontainerd.api.runtime.linux.runctypes import runc_pb2
+        details = runc_pb2.ProcessDetails.FromString(info.value)
+        return f"&ProcessDetails{{ExecID:{details.exec_id},XXX_unrecognized:[],}}"
     return f"{info.type_url}"
 
 

@@ -73,6 +73,7 @@ class Bundle:
             _bundle_permissions(bundle.path, spec)
             if not os.path.isdir(bundle.work_dir):
                 made.append(bundle.work_dir)
+            os.makedirs(os.path.dirname(bundle.work_dir), mode=0o711, exist_ok=True)
             os.makedirs(bundle.work_dir, mode=0o711, exist_ok=True)
             os.makedirs(os.path.join(bundle.path, "rootfs"), mode=0o711, exist_ok=True)
             _write_file(os.path.join(bundle.path, CONFIG), spec, 0o666)

@@ -42,7 +42,7 @@ from pycontainerd.core.context import InitContext, SkipPlugin
 from pycontainerd.core.registry import PluginType, Registration, hookimpl
 from pycontainerd.pkg import errdefs
 from pycontainerd.pkg.mount import mounts_to_pb, unmount_all
-from pycontainerd.pkg.runtime import CreateOpts, Exit
+from pycontainerd.pkg.runtime import CreateOpts, Exit, Status
 from pycontainerd.pkg.ttrpc import Client, Closed
 
 from . import shim as shimmod
@@ -59,6 +59,7 @@ KILLED_STATUS = 128 + 9  # what a task whose shim died is said to have exited wi
 CONNECT_TIMEOUT = 10.0
 KILL_TIMEOUT = 10.0
 CLEANUP_TIMEOUT = 60.0  # containerd's cleanupTimeout
+EXIT_EVENT_TIMEOUT = 5.0  # how long Delete waits for the shim to publish the task's exit
 
 
 @dataclass
@@ -177,6 +178,8 @@ class Runtime:
             exit_ = await task.delete_in_shim()
         except Closed:  # the shim died: its cleanup (already under way) says how the task ended
             return await asyncio.wait_for(asyncio.shield(task.exited), CLEANUP_TIMEOUT)
+        if exit_ is not None and task.expect_exit:
+            await self._exit_published(task)
         self._tasks.pop(key, None)
         self._forget_connection(task)
         await task.kill_shim()
@@ -189,6 +192,32 @@ class Runtime:
         self.events.publish(namespace, TOPIC_DELETE, task_pb2.TaskDelete(
             container_id=task_id, pid=exit_.pid, exit_status=exit_.status, exited_at=timestamps.to_pb(exit_.exited_at)))
         return exit_
+
+    async def _exit_published(self, task: V1Task) -> None:
+        """Wait (bounded) until the shim's /tasks/exit of the init process
+        has arrived. The shim sends its events one at a time, each by
+        running `pycontainerd publish`, which takes a good part of a second
+        here: killing the shim as soon as its task is deleted (as
+        containerd does, whose `publish` is quicker) would lose the exits
+        still queued in it."""
+        try:
+            await asyncio.wait_for(task.exit_seen.wait(), EXIT_EVENT_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("the shim did not publish the task's exit in time", id=task.id, namespace=task.namespace)
+
+    async def watch_exits(self) -> None:
+        """Note each v1 task's init exit as its shim's event arrives."""
+        from pycontainerd.api.events import task_pb2
+
+        with self.events.subscribe(f'topic=="{TOPIC_EXIT}"') as sub:
+            async for env in sub:
+                try:
+                    ev = task_pb2.TaskExit.FromString(env.event.value)
+                except Exception:  # a publisher's bytes that do not decode
+                    continue
+                task = self._tasks.get((env.namespace, ev.container_id))
+                if task is not None and ev.id == ev.container_id:
+                    task.exit_seen.set()
 
     # -- dead shims ------------------------------------------------------------------------
 
@@ -306,6 +335,10 @@ class Runtime:
             process = shimmod.ShimProcess(shim_pid)
         task = V1Task(bundle, client, pid, self.events, process, logs, KILL_TIMEOUT)
         await task._find_cgroup()
+        try:  # a task still running will send its exit to this daemon; one that ended while none ran will not
+            task.expect_exit = (await task.state()).status != Status.STOPPED
+        except errdefs.ContainerdError:
+            task.expect_exit = False
         self._tasks[(bundle.namespace, bundle.id)] = task
         self._watch(task)
         bound.info("reconnected to shim", pid=pid)
@@ -356,7 +389,7 @@ async def init(ic: InitContext) -> Runtime:
 
     ic.meta.platforms = [default_string()]
     for directory in (ic.root, ic.state):
-        os.makedirs(directory, mode=0o711, exist_ok=True)
+        os.chmod(directory, 0o711)  # as containerd makes them: shims of other users' mappings walk through
     try:
         shimmod.resolve(config.shim)
     except shimmod.ShimError as exc:  # containerd loads anyway; every Create will say this
@@ -365,6 +398,7 @@ async def init(ic: InitContext) -> Runtime:
                       containers=ic.get(PluginType.METADATA).containers, config=config,
                       default_runtime_root=os.path.join(ic.daemon_config.state, "runc"))
     await runtime.load_existing()
+    ic.spawn("exits", runtime.watch_exits())
     return runtime
 
 

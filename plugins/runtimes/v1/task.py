@@ -67,6 +67,11 @@ class V1Task:
         self.kill_timeout = kill_timeout
         self.exited: asyncio.Future = asyncio.get_running_loop().create_future()  # the dead-shim cleanup's Exit
         self.cgroup = None  # pkg.cgroups.TaskCgroup, found from the init pid
+        # the init process's /tasks/exit, once the shim's publish of it has
+        # reached the daemon (`expect_exit`: it ran under this daemon, so the
+        # shim will send one); Delete waits for it before killing the shim
+        self.exit_seen = asyncio.Event()
+        self.expect_exit = False
 
     # identity
 
@@ -97,6 +102,7 @@ class V1Task:
         pb = _pb()
         resp = await self.call("Start", pb.StartRequest(id=self.id), pb.StartResponse)
         self._pid = resp.pid
+        self.expect_exit = True
         await self._find_cgroup()
         self.publish(TOPIC_START, _events().TaskStart(container_id=self.id, pid=self._pid))
 
