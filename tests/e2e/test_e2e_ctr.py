@@ -46,6 +46,7 @@ BUILTIN_ROWS = [
     ("io.containerd.grpc.v1", "version", "-", "ok"),
     ("io.containerd.grpc.v1", "events", "-", "ok"),
     ("io.containerd.ttrpc.v1", "events", "-", "ok"),
+    ("io.containerd.runtime.v1", "linux", PLATFORM, "ok"),
     ("io.containerd.runtime.v2", "task", PLATFORM, "ok"),
     ("io.containerd.grpc.v1", "healthcheck", "-", "ok"),
     ("io.containerd.internal.v1", "metrics", "-", "ok"),  # serves nothing until [metrics] address is set
