@@ -3,7 +3,7 @@
     pycontainerd [--config F] [--log-level L] [--address A] [--root R] [--state S]
     pycontainerd config default
     pycontainerd config dump [--config F]
-    pycontainerd publish --topic T --namespace N [--address A] < event   (a serialized Any, as shims send)
+    pycontainerd [--address A] publish --topic T --namespace N < event   (a serialized Any, as shims send)
     pycontainerd snapshotter serve --snapshotter S --address A --root R
     pycontainerd content serve --address A --root R
     pycontainerd fsck [--config F] [--root R] [--repair] [--verify-content]
@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def publish(address: str, topic: str, namespace: str, data: bytes) -> int:
+def publish(address: str, topic: str, namespace: str, data: bytes | None) -> int:
     """containerd's `publish`, run by v1 shims per event (core/publish.py)."""
     from .publish import publish as publish_event
 
@@ -181,7 +181,7 @@ def _main(argv: list[str] | None) -> int:
 
         if args.command == "publish":
             address = args.address or load_config(args.config).grpc.address
-            return publish(address, args.topic, args.namespace, sys.stdin.buffer.read())
+            return publish(address, args.topic, args.namespace, None)  # the event: stdin, read once the topic is checked
 
         cfg = load_config(args.config)
         if args.address:

@@ -25,9 +25,9 @@ class PublishError(Exception):
     """What the command prints (after `pycontainerd: `) before exiting 1."""
 
 
-def publish(address: str, topic: str, namespace: str, data: bytes) -> int:
-    """Publish the serialized Any `data`; 0 on success, else 1 with the
-    reason on stderr."""
+def publish(address: str, topic: str, namespace: str, data: bytes | None = None) -> int:
+    """Publish the serialized Any `data` (None: read stdin); 0 on
+    success, else 1 with the reason on stderr."""
     try:
         send(address, topic, namespace, data)
     except PublishError as exc:
@@ -36,9 +36,11 @@ def publish(address: str, topic: str, namespace: str, data: bytes) -> int:
     return 0
 
 
-def send(address: str, topic: str, namespace: str, data: bytes) -> None:
+def send(address: str, topic: str, namespace: str, data: bytes | None) -> None:
     if not topic:
         raise PublishError("topic required to publish event: invalid argument")
+    if data is None:
+        data = sys.stdin.buffer.read()
     from google.protobuf import any_pb2
     from google.protobuf.message import DecodeError
 

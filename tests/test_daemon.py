@@ -476,3 +476,50 @@ def test_a_daemon_on_a_root_another_in_process_daemon_holds_does_not_start(tmp_p
         second.stop()
         with first.client() as c:
             assert c.version()
+
+
+def test_publish_command_without_a_topic_says_containerds_words(capsys):
+    from pycontainerd.core.main import main
+
+    assert main(["--address", "/nonexistent/pcd.sock", "publish", "--namespace", "n"]) == 1
+    assert capsys.readouterr().err == "pycontainerd: topic required to publish event: invalid argument\n"
+
+
+def test_publish_command_as_the_v1_shim_runs_it(pycontainerd_daemon, pycontainerd_client):
+    """containerd-shim runs `<binary> --address A publish --topic T
+    --namespace N` with the event (a serialized Any) on stdin; the daemon
+    gets it through Events.Publish, in that namespace."""
+    import subprocess
+    import sys
+    import time
+
+    from pycontainerd.api.events import task_pb2
+    from pycontainerd.core.events import pack
+
+    got = []
+
+    def listen():
+        for env in pycontainerd_client.subscribe('topic=="/tasks/exit"'):
+            got.append(env)
+            break
+
+    before = pycontainerd_daemon.daemon.events.subscriber_count
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while pycontainerd_daemon.daemon.events.subscriber_count == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    event = pack(task_pb2.TaskExit(container_id="c1", id="c1", pid=42, exit_status=3)).SerializeToString()
+    out = subprocess.run([sys.executable, "-m", "pycontainerd.core.main", "--address", pycontainerd_daemon.address,
+                          "publish", "--topic", "/tasks/exit", "--namespace", "shimns"],
+                         input=event, capture_output=True, timeout=30)
+    assert (out.returncode, out.stderr) == (0, b"")
+    t.join(10)
+    assert got and (got[0].namespace, got[0].topic) == ("shimns", "/tasks/exit")
+    assert task_pb2.TaskExit.FromString(got[0].event.value).exit_status == 3
+    # a bad namespace is the daemon's to refuse, with containerd's words
+    out = subprocess.run([sys.executable, "-m", "pycontainerd.core.main", "--address", pycontainerd_daemon.address,
+                          "publish", "--topic", "/tasks/exit", "--namespace", ""],
+                         input=event, capture_output=True, timeout=30)
+    assert out.returncode == 1
+    assert out.stderr == b"pycontainerd: failed publishing event: namespace is required: failed precondition\n"
