@@ -17,7 +17,6 @@ from __future__ import annotations
 import sys
 
 NAMESPACE_HEADER = "containerd-namespace"
-DIAL_TIMEOUT = 2.0  # containerd's publish gives up dialling after 2 s
 CALL_TIMEOUT = 10.0  # a daemon that takes the connection but never answers does not hold the shim for ever
 
 
@@ -55,15 +54,15 @@ def send(address: str, topic: str, namespace: str, data: bytes | None) -> None:
 
     target = address if address.startswith("unix:") else "unix:" + address
     with grpc.insecure_channel(target) as channel:
-        try:
-            grpc.channel_ready_future(channel).result(timeout=DIAL_TIMEOUT)
-        except grpc.FutureTimeoutError:
-            raise PublishError(f'failed to dial "{address}": context deadline exceeded') from None
         stub = events_pb2_grpc.EventsStub(channel)
         try:
+            # no wait for readiness: a socket nobody serves fails at once (containerd's
+            # FailOnNonTempDialError), and the call's deadline bounds the rest
             stub.Publish(events_pb2.PublishRequest(topic=topic, event=event), timeout=CALL_TIMEOUT,
                          metadata=((NAMESPACE_HEADER, namespace),))
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                raise PublishError(f'failed to dial "{address}": {exc.details() or "unavailable"}') from None
             raise PublishError(_error_text(exc)) from None
 
 
