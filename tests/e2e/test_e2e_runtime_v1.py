@@ -249,6 +249,24 @@ def test_a_detached_v1_task_through_ls_ps_exec_pause_resume_metrics_kill_rm(worl
     assert status == "RUNNING" and pid > 0
     info = d.ctr("containers", "info", cid).stdout
     assert json.loads(info)["Runtime"]["Name"] == V1
+    # the shim runs as containerd starts it: containerd's command line, in
+    # the bundle, its socket as fd 3, GOMAXPROCS=2, an OOM score one above ours
+    shim = shim_pid(d, cid)
+    bundle = os.path.join(d.state, PLUGIN_DIR, "default", cid)
+    with open(f"/proc/{shim}/cmdline", "rb") as f:
+        argv = f.read().decode().split("\0")[:-1]
+    assert argv == [SHIM, "-namespace", "default", "-workdir", os.path.join(d.root, PLUGIN_DIR, "default", cid),
+                    "-address", d.address, "-containerd-binary", os.path.join(os.path.dirname(PYCTR), "pycontainerd"),
+                    "-runtime-root", os.path.join(d.state, "runc")]
+    assert os.readlink(f"/proc/{shim}/cwd") == bundle
+    assert os.readlink(f"/proc/{shim}/fd/3").startswith("socket:")
+    with open(f"/proc/{shim}/environ", "rb") as f:
+        assert b"GOMAXPROCS=2" in f.read().split(b"\0")
+    with open(f"/proc/{d.pid}/oom_score_adj") as mine, open(f"/proc/{shim}/oom_score_adj") as theirs:
+        assert int(theirs.read()) == min(int(mine.read()) + 1, 1000)
+    with open(os.path.join(bundle, "address")) as f:
+        assert f.read() == "unix://" + shim_socket(d, cid)
+    assert sorted(os.listdir(bundle)) == ["address", "config.json", "init.pid", "log.json", "rootfs", "shim.pid"]
 
     out = d.ctr("tasks", "exec", "--exec-id", "e1", cid, "/bin/sh", "-c", "echo in exec; exit 5", check=False)
     assert (out.returncode, out.stdout) == (5, b"in exec\n"), out.stderr
@@ -274,7 +292,6 @@ def test_a_detached_v1_task_through_ls_ps_exec_pause_resume_metrics_kill_rm(worl
         process = stub.Get(pb.GetRequest(container_id=cid), metadata=NS, timeout=DEADLINE).process
         assert (process.pid, process.exit_status) == (pid, 137)
         assert stub.Wait(pb.WaitRequest(container_id=cid), metadata=NS, timeout=DEADLINE).exit_status == 137
-    shim = shim_pid(d, cid)
     d.ctr("tasks", "rm", cid)
     assert cid not in _tasks(d)
     assert not cs._alive(shim), "the shim outlived its task"
@@ -410,6 +427,42 @@ def test_a_shim_sigkilled_under_the_daemon_gives_exit_137_and_its_task_goes(worl
         time.sleep(0.05)
     d.ctr("containers", "rm", cid)
     assert world.settled_residue() == {}
+
+
+def test_restart_cleans_up_a_shim_started_before_its_task_was_created(daemon):
+    """A daemon SIGKILLed between starting a shim and its Create leaves a
+    bundle and a shim that serves no task. Made here as that daemon would
+    have (the bundle, the shim on its socket, `address` and `shim.pid`),
+    with no daemon running: the next daemon kills the shim and removes the
+    bundle, and lists no task."""
+    _need_root_and_tools()
+    from pycontainerd.plugins.runtimes.v1 import shim as shimmod
+    from pycontainerd.plugins.runtimes.v1.bundle import Bundle
+
+    w = World(daemon)
+    try:
+        d = w.d
+        root, state, address = d.root, d.state, d.address
+        d.stop()
+        cid = w.id("leaked")
+        bundle = Bundle.create(os.path.join(root, PLUGIN_DIR), os.path.join(state, PLUGIN_DIR), "default", cid, b"{}")
+        sock = shimmod.listen(bundle.shim_address(address))
+        args = shimmod.shim_args(bundle, address, os.path.join(state, "runc"), "", False, False)
+        child = shimmod.spawn(SHIM, args, bundle, sock, subprocess.DEVNULL, subprocess.DEVNULL)
+        sock.close()
+        bundle.write("address", bundle.shim_address(address))
+        bundle.write("shim.pid", str(child.pid))
+        try:
+            w.restart()
+            child.wait(DEADLINE)  # killed by the new daemon (and reaped here: it is this test's child)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert cid not in _tasks(w.d)
+        assert bundle_dirs(w.d, cid) == [] and not os.path.exists(shim_socket(w.d, cid))
+    finally:
+        w.close()
 
 
 # -- bad input ----------------------------------------------------------------------------------------

@@ -334,14 +334,33 @@ class Runtime:
         if shim_pid > 0 and await asyncio.to_thread(shimmod.is_shim_of, shim_pid, bundle):
             process = shimmod.ShimProcess(shim_pid)
         task = V1Task(bundle, client, pid, self.events, process, logs, KILL_TIMEOUT)
-        await task._find_cgroup()
         try:  # a task still running will send its exit to this daemon; one that ended while none ran will not
-            task.expect_exit = (await task.state()).status != Status.STOPPED
-        except errdefs.ContainerdError:
+            task.expect_exit = (await asyncio.wait_for(task.state(), CONNECT_TIMEOUT)).status != Status.STOPPED
+        except errdefs.NotFound:
+            await self._clean_shim_without_task(task)
+            return
+        except (errdefs.ContainerdError, asyncio.TimeoutError):
             task.expect_exit = False
+        await task._find_cgroup()
         self._tasks[(bundle.namespace, bundle.id)] = task
         self._watch(task)
         bound.info("reconnected to shim", pid=pid)
+
+    async def _clean_shim_without_task(self, task: V1Task) -> None:
+        """A shim that knows no task: a daemon died between starting it and
+        its Create. Kill it, take away what runc may have half made, remove
+        the bundle; the task was never listed, so nothing is published."""
+        log.info("cleaning up a shim that serves no task", id=task.id, namespace=task.namespace)
+        self._forget_connection(task)
+        await task.kill_shim()
+        await task.client.close()
+        if task.logs is not None:
+            task.logs.close()
+        try:
+            await asyncio.wait_for(self._terminate(task.bundle), CLEANUP_TIMEOUT)
+        except (asyncio.TimeoutError, OSError, errdefs.ContainerdError) as exc:
+            log.warning("failed to terminate task", id=task.id, namespace=task.namespace, error=str(exc) or type(exc).__name__)
+        await asyncio.to_thread(_delete_quietly, task.bundle)
 
     async def close(self) -> None:
         """The daemon stops: let go of the shims (they keep running, and the
