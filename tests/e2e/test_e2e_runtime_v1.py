@@ -489,6 +489,27 @@ def test_a_missing_shim_binary_is_named_and_nothing_is_left(daemon, shim, messag
         w.close()
 
 
+def test_shim_debug_passes_debug_and_the_shims_output_reaches_our_log(daemon):
+    _need_root_and_tools()
+    w = World(daemon, config={"plugins": {V1: {"shim_debug": True}}})
+    try:
+        cid = w.id("debug")
+        w.d.ctr("run", "-d", "--null-io", "--runtime", V1, NAME, cid, "/bin/sleep", "300")
+        with open(f"/proc/{shim_pid(w.d, cid)}/cmdline", "rb") as f:
+            assert f.read().split(b"\0")[-2] == b"-debug"
+        deadline = time.monotonic() + DEADLINE
+        while "registering ttrpc server" not in w.d.log():  # the shim's first debug line, through its FIFO
+            assert time.monotonic() < deadline, w.d.log()
+            time.sleep(0.1)
+        w.d.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+        _wait_status(w.d, cid, "STOPPED")
+        w.d.ctr("tasks", "rm", cid)
+        w.d.ctr("containers", "rm", cid)
+        assert w.settled_residue() == {}
+    finally:
+        w.close()
+
+
 def test_no_shim_is_refused_with_its_reason(daemon):
     _need_root_and_tools()
     d = daemon(config={"plugins": {V1: {"no_shim": True}}})
