@@ -48,7 +48,7 @@ from pycontainerd.pkg.ttrpc import Client, Closed
 from . import shim as shimmod
 from .bundle import INIT_PID, SHIM_PID, Bundle, socket_path
 from .options import create_options, runc_options
-from .task import RUNTIME_NAME, TOPIC_DELETE, V1Task
+from .task import TOPIC_DELETE, V1Task
 
 log = structlog.get_logger(__name__)
 
@@ -425,6 +425,3 @@ async def init(ic: InitContext) -> Runtime:
 def pycontainerd_plugins() -> Iterable[Registration]:
     return [Registration(type=PluginType.RUNTIME, id="linux", requires=(PluginType.EVENT, PluginType.METADATA),
                          config=Config, init=init)]
-
-
-__all__ = ["Config", "Runtime", "RUNTIME_NAME"]
