@@ -128,7 +128,8 @@ def test_background_tasks_belong_to_the_daemon_and_stop_newest_first_before_plug
     with InProcessDaemon(plugins=[mod]) as d:
         assert d.daemon.tasks.names == [
             "io.containerd.gc.v1.scheduler/scheduler",  # the GC loop is one of them
-            "io.containerd.runtime.v2.task/exits",  # and the runtime's exit records
+            "io.containerd.runtime.v2.task/exits",  # and the runtimes' exit records
+            "io.containerd.runtime.v1.linux/exits",
             "io.containerd.internal.v1.a/first",
             "io.containerd.internal.v1.a/second",
             "io.containerd.test.v1.b/third",
