@@ -12,10 +12,15 @@ as a subprocess, the real ctr and pyctr, Debian's real `containerd-shim`
 - the daemon SIGKILLed with a running and an exited v1 task comes back
   knowing both (the exited one with its exit status), and both are
   killable, waitable and deletable; a shim SIGKILLed while no daemon ran
-  is cleaned up at the restart;
+  is cleaned up at the restart, and so is a shim whose daemon died before
+  its Create;
 - a shim SIGKILLed under a running daemon gives /tasks/exit 137 and a
   task that is gone;
-- a missing shim binary is named in the error, and nothing is left;
+- a missing shim binary is named in the error, a command that does not
+  exist gets runc's error, and neither leaves anything; `no_shim` is
+  refused; `shim_debug` brings the shim's output to the daemon's log;
+- the shim is started as containerd starts it (command line, cwd, its
+  socket as fd 3, environment, OOM score);
 - `--runtime io.containerd.runc.v1` (the v2 API's runc v1 shim) runs too.
 
 Container ids start with `v1-` and are unique per run (runc's cgroups are
@@ -487,6 +492,16 @@ def test_a_missing_shim_binary_is_named_and_nothing_is_left(daemon, shim, messag
         assert w.settled_residue() == {}
     finally:
         w.close()
+
+
+def test_a_command_that_does_not_exist_gets_runcs_error_and_leaves_nothing(world):
+    cid = world.id("badcmd")
+    out = world.d.ctr("run", "--runtime", V1, "--rm", NAME, cid, "/nonexistent", check=False,
+                      stdin=subprocess.DEVNULL)
+    assert out.returncode != 0
+    assert b'exec: "/nonexistent": stat /nonexistent: no such file or directory' in out.stderr, out.stderr
+    world.d.ctr("containers", "rm", cid, check=False)
+    assert world.settled_residue() == {}
 
 
 def test_shim_debug_passes_debug_and_the_shims_output_reaches_our_log(daemon):
