@@ -1,6 +1,6 @@
-"""Issue 10's load proofs, end to end: one real pycontainerd daemon, the
-real ctr and pyctr as separate client processes, the real
-containerd-shim-runc-v2 and runc, Debian's docker-registry on 127.0.0.1.
+"""Issue 10's load proof for containers, end to end: one real
+pycontainerd daemon, the real ctr and pyctr as separate client processes,
+the real containerd-shim-runc-v2 and runc.
 
 - 50 containers started at once from 10 client processes (5 of them the
   real ctr, 5 pyctr; each starts its 5 containers in parallel): every one
@@ -8,8 +8,9 @@ containerd-shim-runc-v2 and runc, Debian's docker-registry on 127.0.0.1.
   is left on the host (records, shims, mounts, cgroups, bundles) and the
   daemon's open file descriptors are back to where they were before the
   load, its resident memory within 1.5x of it.
-- 8 pulls of one image at once into one daemon: every pull succeeds and
-  the registry serves each blob once (a counting proxy sees the GETs).
+
+(The other load proof, 8 pulls of one image at once with each blob
+fetched once, is test_e2e_pull_faults.py's concurrent pulls test, "eight".)
 
 Bounded: fixed counts, every wait has a deadline; ids carry this module's
 prefix `ld-` and a random part (cgroups and runc state are host-wide);
@@ -31,11 +32,6 @@ import pytest
 import container_support as cs
 from busybox_image import NAME, write_busybox_layout
 from e2e_support import CTR, PYCTR, clean_env, plugin_rows
-from pycontainerd.client.remotes import Options, Registry
-from pycontainerd.pkg import platforms
-
-from proxy_support import RegistryProxy
-from registry_support import REGISTRY, RegistryProcess, make_image
 
 pytestmark = pytest.mark.e2e
 
