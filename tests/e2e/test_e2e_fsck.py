@@ -258,7 +258,10 @@ def test_each_damage_is_found_repaired_and_the_rest_survives(filled, daemon):
     rc, out, err = _fsck(d)
     assert rc == 1, err
     found = _kinds(_findings(out))
-    assert all(len(f) == 4 for f in _findings(out)), out
+    # damage has four fields; garbage (no finding) a fifth saying the collector takes it
+    assert all(len(f) == 4 for f in _findings(out) if not f[-1].startswith("left for GC: ")), out
+    assert {f[0] for f in _findings(out) if len(f) == 5} == {
+        "blob-unreferenced", "snapshot-unrecorded", "snapshot-dir-unrecorded"}, out
     assert sorted((f[1], f[2]) for f in found["blob-missing"]) == sorted(
         [("default", facts["deleted"]), ("default", facts["example.com/fsck/broken:1"])])
     assert found["blob-missing"][0][3].startswith(os.path.join(r.root, CONTENT, "blobs", "sha256"))
@@ -342,6 +345,60 @@ def test_each_damage_is_found_repaired_and_the_rest_survives(filled, daemon):
 
     rc, out, err = _fsck(d, "--verify-content")
     assert (rc, out) == (0, ""), out + err
+
+
+def test_after_repair_a_second_fsck_is_clean_before_any_daemon_ran(filled, daemon):
+    """What a crash leaves is damage (records without data, references to
+    nothing), which --repair fixes, and garbage (data no record names),
+    which the daemon's collector removes, as containerd's does: garbage
+    is listed but is no finding, so right after --repair fsck says clean,
+    without a daemon run in between; once a daemon ran, nothing is listed."""
+    d, facts = filled
+    r = Root(d)
+    os.unlink(r.blob(facts["deleted"]))  # damage: a record (held by the lease) whose blob is gone
+    unheld = os.path.join(r.snapshot_dir("unheld"), "fs")
+    with r.meta() as db:  # damage: a lease reference to nothing
+        db.execute("INSERT INTO lease_resources VALUES ('default', ?, 'content', ?)", (LEASE, _digest(b"nothing")))
+        # garbage: an active snapshot's record gone (nothing holds it)
+        db.execute("DELETE FROM snapshots WHERE namespace = 'default' AND snapshotter = 'overlayfs' AND key = 'unheld'")
+    stray = b"written, never recorded\n"  # garbage: a blob no namespace records
+    with open(r.blob(_digest(stray)), "wb") as f:
+        f.write(stray)
+    os.mkdir(os.path.join(r.root, OVERLAY, "snapshots", "9998"))  # garbage: a directory no snapshot names
+    garbage = [["blob-unreferenced", "-", _digest(stray), r.blob(_digest(stray)),
+                "left for GC: the daemon's first collection removes it"],
+               ["snapshot-dir-unrecorded", "-", "overlayfs/9998", os.path.join(r.root, OVERLAY, "snapshots", "9998"),
+                "left for GC: the snapshotter's cleanup removes it at the next start"],
+               ["snapshot-unrecorded", "default", "overlayfs/" + _unheld_backend_key(r), unheld,
+                "left for GC: nothing holds it, the daemon removes it at its next start"]]
+
+    rc, out, err = _fsck(d)
+    assert rc == 1, err
+    assert [f[:2] + f[2:3] for f in _findings(out) if len(f) == 4] == [
+        ["blob-missing", "default", facts["deleted"]],
+        ["lease-dangling", "default", f"lease {LEASE} -> content {_digest(b'nothing')} (no such content)"]]
+    assert [f for f in _findings(out) if len(f) == 5] == garbage
+    assert "fsck: 2 findings (2 fixed by --repair); 3 items left for the daemon's garbage collector" in err
+
+    rc, out, err = _fsck(d, "--repair")
+    assert rc == 1, err
+    assert [f[4] for f in _findings(out) if not f[4].startswith("left for GC")] == [
+        "repaired: dropped the record and 1 lease reference", "repaired: removed the reference"]
+
+    for args in ((), ("--repair",), ("--verify-content",)):  # clean, and a repair has nothing more to do
+        rc, out, err = _fsck(d, *args)
+        assert (rc, _findings(out)) == (0, garbage), err
+        assert "fsck: clean (3 items left for the daemon's garbage collector)" in err
+
+    # a daemon's collector takes the garbage; then nothing is listed
+    d2 = daemon(config={"root": d.root, "state": d.state, "grpc": {"address": d.address}})
+    deadline = time.monotonic() + START_TIMEOUT
+    while os.path.exists(r.blob(_digest(stray))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert d2.ctr("content", "get", facts["kept"]).stdout == b"a blob the lease keeps: kept\n" * 100
+    assert d2.stop() == 0
+    rc, out, err = _fsck(d)
+    assert (rc, out) == (0, ""), err
 
 
 def _unheld_backend_key(r: Root) -> str:
