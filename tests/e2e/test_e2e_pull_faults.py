@@ -195,6 +195,52 @@ def test_concurrent_pulls_fetch_each_blob_once(daemon, registry, clients):
         proxy.close()
 
 
+@pytest.mark.parametrize("client", ["pyctr", "ctr"])
+def test_a_blob_already_there_is_held_by_the_pull_through_a_collection(daemon, registry, client):
+    """Blobs the store has (held by another lease: the image's manifest,
+    config and first layer) are not fetched again, and the pull's lease
+    takes them over, as containerd's fetch does (its writer, opened for a
+    digest the store has, leases it and says it exists): that other lease
+    gone and a collection run while the pull is held on the layer it
+    fetches, they stay and the pull succeeds."""
+    d = daemon()
+    ref_path = f"faults/there-{client}:v1"
+    img = make_image(HOST, [{"there": os.urandom(50_000)}, {"fetched": os.urandom(300_000)}])
+    _upload(f"{registry.host}/{ref_path}", img)
+    there, fetched = [img.manifest, img.config, img.layers[0]], img.layers[1]
+    d.ctr("leases", "create", "--id", "ld-other")
+    import grpc
+
+    from pycontainerd.api.services.content.v1 import content_pb2 as cpb
+    from pycontainerd.api.services.content.v1 import content_pb2_grpc as cpb_grpc
+
+    with grpc.insecure_channel("unix:" + d.address) as ch:
+        for b in there:
+            list(cpb_grpc.ContentStub(ch).Write(iter([cpb.WriteContentRequest(
+                action=cpb.COMMIT, ref=f"ld-{b.desc.digest}", data=b.data, total=len(b.data),
+                expected=b.desc.digest)]),
+                metadata=(("containerd-namespace", "default"), ("containerd-lease", "ld-other")), timeout=30))
+    proxy = RegistryProxy(registry.host, hold=(fetched.desc.digest, 100_000))
+    pull = None
+    try:
+        ref = f"{proxy.host}/{ref_path}"
+        pull = subprocess.Popen([PYCTR if client == "pyctr" else CTR, "--address", d.address, "images", "pull",
+                                 "--plain-http", ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
+        assert proxy.held.wait(60), "the pull never reached the layer it fetches"
+        d.ctr("leases", "rm", "--sync", "ld-other")  # the other holder gone, and a collection run
+        proxy.release.set()
+        _, err = pull.communicate(timeout=120)
+        assert pull.returncode == 0, err.decode()
+        assert [g.path for b in there for g in proxy.gets(f"/blobs/{b.desc.digest}")] == []
+        assert d.ctr("images", "check", "-q").stdout.decode().split() == [ref]
+        assert [d.ctr("content", "get", b.desc.digest).stdout for b in there] == [b.data for b in there]
+    finally:
+        if pull is not None and pull.poll() is None:
+            pull.kill()
+            pull.wait()
+        proxy.close()
+
+
 def test_the_daemon_killed_mid_pull_then_pull_again_and_gc(daemon, registry):
     d = daemon()
     ref_path = "faults/killed:v1"
