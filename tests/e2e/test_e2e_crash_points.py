@@ -241,8 +241,12 @@ class Workload:
 
     def ingest(self, rnd: int) -> None:
         data = f"ingested in round {rnd} of {self.tag}\n".encode() * 64
+        # a ref of its own each time: an ingest the kill cut after some
+        # bytes is resumable, and ctr, reading a pipe, cannot seek to
+        # resume it ("unable to resume write"), with containerd too
+        self.attempt += 1
         self.ctr("content", "ingest", "--expected-digest", "sha256:" + hashlib.sha256(data).hexdigest(),
-                 f"ld-ingest-{rnd}", input=data)
+                 f"ld-ingest-{rnd}-{self.attempt}", input=data)
 
     def content_rm(self, rnd: int) -> None:
         dgst = "sha256:" + hashlib.sha256(f"ingested in round {rnd} of {self.tag}\n".encode() * 64).hexdigest()
