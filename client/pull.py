@@ -94,10 +94,26 @@ class _Pipeline:
             info = self.content.info(desc.digest)
         except errdefs.NotFound:
             return False
+        if not self._lease(desc):
+            return False
         label = source_labels(self.ref, info.labels)
         if label and any(info.labels.get(k) != v for k, v in label.items()):
             self.content.update(desc.digest, label, [f"labels.{k}" for k in label])
         return True
+
+    def _lease(self, desc: Descriptor) -> bool:
+        """Put a blob the store has in the pull's lease, as containerd's
+        fetch does: a writer opened for its digest makes the store lease it
+        and answer AlreadyExists, in one transaction. Without it, a blob
+        nothing else holds (an image removed a moment ago) could be
+        collected before the image record names it. False when it was
+        collected before this (the writer opened: fetch it after all)."""
+        try:
+            w = self.content.writer(ref_key(desc), desc.size, desc.digest)
+        except errdefs.AlreadyExists:
+            return True
+        w.close()
+        return False
 
     def _fetch_blob(self, desc: Descriptor) -> None:
         """Stream `desc` into the content store (skipped when present)."""

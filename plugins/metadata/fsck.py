@@ -67,10 +67,19 @@ A snapshot whose directory is gone has its snapshotter record and its
 metadata record dropped, unless other snapshots are built on it: then it
 is reported as not fixed (remove the children first).
 
-Exit status: 0 clean; 1 findings (with --repair: each was repaired,
-quarantined or left for GC, as its line says); 4 with --repair when some
-finding could not be fixed; 2 when fsck could not run (a daemon holds the
-root, the config is invalid, the root is missing).
+Garbage is not damage. What is only waiting for the collector (a blob
+or snapshot no record names, a snapshot directory its snapshotter does
+not know) is what a crash between writing data and recording it leaves,
+and what containerd's own collector reclaims without anyone calling it
+corruption. fsck lists each such item on its own line, always with a
+fifth field `left for GC: <why>`, and does not count it: a root holding
+only garbage is clean (exit 0), so a second fsck right after a --repair
+says clean without a daemon having run in between.
+
+Exit status: 0 clean (garbage may be listed); 1 findings (with --repair:
+each was repaired or quarantined, as its line says); 4 with --repair when
+some finding could not be fixed; 2 when fsck could not run (a daemon holds
+the root, the config is invalid, the root is missing).
 """
 
 from __future__ import annotations
@@ -115,6 +124,16 @@ class Finding:
     outcome: str = NOT_FIXED  # what --repair does when there is no fix
     reason: str = ""
     order: int = 50  # repairs run in this order (quarantine, drops, restores, leases, dirs)
+
+    @property
+    def pending_gc(self) -> bool:
+        """Garbage, not damage: data no record names, which the daemon's
+        collector removes when it runs. Reported, never counted as a
+        finding (containerd's view: unreferenced data is not corruption)."""
+        return self.fix is None and self.outcome == LEFT_FOR_GC
+
+    def gc_result(self) -> str:
+        return f"{LEFT_FOR_GC}: {self.reason}"
 
     def line(self, result: str = "") -> str:
         fields = [self.kind, self.namespace or "-", self.what, self.where]
@@ -550,30 +569,18 @@ def check_snapshots(ctx: Context) -> dict[str, set[tuple[str, str]]]:
 # -- leases and images --------------------------------------------------------------------------------
 
 
-def check_leases(ctx: Context, restored: dict[str, set[tuple[str, str]]]) -> None:
+def check_leases(ctx: Context) -> None:
+    """Lease references whose lease is gone. A reference of a lease that
+    exists to something that does not is no finding: containerd's
+    AddResource takes any id (a client may reserve a resource before it
+    makes it), a delete drops only its own lease's reference, and the
+    collector ignores references to nothing; a crashed client's lease
+    naming what was deleted since is ordinary."""
     conn = ctx.conn
     leases = set(conn.execute("SELECT namespace, id FROM leases").fetchall())
     for ns, lease, rtype, rid in conn.execute(
             "SELECT namespace, lease, type, id FROM lease_resources ORDER BY namespace, lease, type, id").fetchall():
-        kind, _, sn = rtype.partition("/")
-        if (ns, lease) not in leases:
-            why = "the lease does not exist"
-        elif kind == "content":
-            if conn.execute("SELECT 1 FROM blobs WHERE namespace = ? AND digest = ?", (ns, rid)).fetchone():
-                continue  # a record without its blob is reported (and dropped with its references) above
-            why = "no such content"
-        elif kind == "ingests":
-            if conn.execute("SELECT 1 FROM ingests WHERE namespace = ? AND ref = ?", (ns, rid)).fetchone():
-                continue
-            why = "no such ingest"
-        elif kind == "snapshots":
-            if sn in ctx.skipped:
-                continue
-            if conn.execute("SELECT 1 FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?",
-                            (ns, sn, rid)).fetchone() or (ns, rid) in restored.get(sn, set()):
-                continue
-            why = "no such snapshot"
-        else:
+        if (ns, lease) in leases:
             continue
 
         def drop(ns=ns, lease=lease, rtype=rtype, rid=rid) -> str:
@@ -583,8 +590,8 @@ def check_leases(ctx: Context, restored: dict[str, set[tuple[str, str]]]) -> Non
                 return "removed the reference"
             return ctx.tx(tx)
 
-        ctx.add(Finding("lease-dangling", ns, f"lease {lease} -> {rtype} {rid} ({why})", ctx.meta_path,
-                        fix=drop, order=40))
+        ctx.add(Finding("lease-dangling", ns, f"lease {lease} -> {rtype} {rid} (the lease does not exist)",
+                        ctx.meta_path, fix=drop, order=40))
 
 
 def check_images(ctx: Context, content_root: str, present: set[str]) -> None:
@@ -706,20 +713,22 @@ def _check(ctx: Context, out, err) -> int:
         present = check_content(ctx, ctx.content_root)
         check_ingests(ctx, ctx.content_root, present)
         check_images(ctx, ctx.content_root, present)
-    restored = check_snapshots(ctx)
-    check_leases(ctx, restored)
+    check_snapshots(ctx)
+    check_leases(ctx)
     ctx.findings.sort(key=lambda f: (f.kind, f.namespace, f.what))
-    findings = ctx.findings
+    findings = [f for f in ctx.findings if not f.pending_gc]
+    garbage = [f for f in ctx.findings if f.pending_gc]
+    later = f"{_plural(len(garbage), 'item')} left for the daemon's garbage collector"
     if not findings:
-        print("fsck: clean", file=err)
+        for f in garbage:
+            print(f.line(f.gc_result()), file=out)
+        print("fsck: clean" + (f" ({later})" if garbage else ""), file=err)
         return EXIT_CLEAN
     if not ctx.repair:
-        for f in findings:
-            print(f.line(), file=out)
+        for f in ctx.findings:
+            print(f.line(f.gc_result() if f.pending_gc else ""), file=out)
         fixable = sum(1 for f in findings if f.fix is not None)
-        gc = sum(1 for f in findings if f.fix is None and f.outcome == LEFT_FOR_GC)
-        print(f"fsck: {_plural(len(findings), 'finding')} ({fixable} fixed by --repair, "
-              f"{gc} left for the daemon's garbage collector)", file=err)
+        print(f"fsck: {_plural(len(findings), 'finding')} ({fixable} fixed by --repair); {later}", file=err)
         return EXIT_FINDINGS
     results: dict[int, str] = {}
     for f in sorted(findings, key=lambda f: f.order):  # repairs in their order, lines in the report's
@@ -731,12 +740,15 @@ def _check(ctx: Context, out, err) -> int:
         else:
             results[id(f)] = f"{f.outcome}: {f.reason}" if f.reason else f.outcome
     counts: dict[str, int] = {}
-    for f in findings:
+    for f in ctx.findings:
+        if f.pending_gc:
+            print(f.line(f.gc_result()), file=out)
+            continue
         outcome = results[id(f)].partition(":")[0]
         counts[outcome] = counts.get(outcome, 0) + 1
         print(f.line(results[id(f)]), file=out)
     summary = ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
-    print(f"fsck: {_plural(len(findings), 'finding')}: {summary}", file=err)
+    print(f"fsck: {_plural(len(findings), 'finding')}: {summary}; {later}", file=err)
     return EXIT_UNFIXED if counts.get(NOT_FIXED) else EXIT_FINDINGS
 
 
@@ -744,14 +756,15 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pycontainerd fsck",
         description="Check that a stopped daemon's metadata, content store and snapshotters agree. "
-                    "Each finding is one line: kind, namespace, what, where (tab-separated). "
+                    "Each finding is one line: kind, namespace, what, where (tab-separated); garbage the "
+                    "daemon's collector removes is listed with a fifth field 'left for GC: ...' and is no finding. "
                     "Exit status: 0 clean, 1 findings, 2 cannot check, 4 (--repair) findings left unfixed.")
     p.add_argument("--config", "-c",
                    help="the daemon's config file (default /etc/pycontainerd/config.toml if it exists)")
     p.add_argument("--root", help="the root to check, instead of the config's")
     p.add_argument("--repair", action="store_true",
                    help="fix what is safe: drop records whose data is gone, restore records of snapshots still "
-                        "held, remove stale ingests and dangling lease references, quarantine corrupt blobs; "
+                        "held, remove stale ingests and references of leases that are gone, quarantine corrupt blobs; "
                         "unreferenced data is left for the daemon's garbage collector")
     p.add_argument("--verify-content", action="store_true",
                    help="also hash every blob and check it matches its name (slow: reads all content)")

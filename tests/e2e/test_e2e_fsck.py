@@ -7,7 +7,7 @@ active snapshot and a half-written ingest. fsck says it is clean (exit 0).
 Then the root is damaged the ways a crash or a hand damages it (a blob
 file deleted, a blob's bytes changed, a stray blob added, snapshot
 directories and records removed on either side, ingest directories left
-behind or lost, a lease pointing at nothing): every damage is one finding
+behind or lost, a reference of a lease that is gone): every damage is one finding
 (exit 1), `--repair` fixes what it says it fixes, the next fsck reports
 only what is left for the garbage collector, and a daemon started on the
 repaired root serves everything that was intact, the real ctr checking;
@@ -237,9 +237,12 @@ def _damage(r: Root, facts: dict[str, str]) -> dict[str, str]:
     shutil.copytree(os.path.join(ingest, hashlib.sha256(b"default/half").hexdigest()), ghost)
     with open(os.path.join(ghost, "ref"), "w") as f:
         f.write("default/ghost")
-    # a lease reference to content that does not exist
+    # a reference of a lease that is gone
     with r.meta() as db:
-        db.execute("INSERT INTO lease_resources VALUES ('default', ?, 'content', ?)", (LEASE, _digest(b"nothing")))
+        db.execute("INSERT INTO lease_resources VALUES ('default', 'gone', 'content', ?)", (_digest(b"nothing"),))
+        # and no damage: a lease naming content that does not exist (containerd's
+        # AddResource allows it: a client may reserve what it has not made yet)
+        db.execute("INSERT INTO lease_resources VALUES ('default', ?, 'content', ?)", (LEASE, _digest(b"later")))
     return hurt
 
 
@@ -258,7 +261,10 @@ def test_each_damage_is_found_repaired_and_the_rest_survives(filled, daemon):
     rc, out, err = _fsck(d)
     assert rc == 1, err
     found = _kinds(_findings(out))
-    assert all(len(f) == 4 for f in _findings(out)), out
+    # damage has four fields; garbage (no finding) a fifth saying the collector takes it
+    assert all(len(f) == 4 for f in _findings(out) if not f[-1].startswith("left for GC: ")), out
+    assert {f[0] for f in _findings(out) if len(f) == 5} == {
+        "blob-unreferenced", "snapshot-unrecorded", "snapshot-dir-unrecorded"}, out
     assert sorted((f[1], f[2]) for f in found["blob-missing"]) == sorted(
         [("default", facts["deleted"]), ("default", facts["example.com/fsck/broken:1"])])
     assert found["blob-missing"][0][3].startswith(os.path.join(r.root, CONTENT, "blobs", "sha256"))
@@ -276,7 +282,7 @@ def test_each_damage_is_found_repaired_and_the_rest_survives(filled, daemon):
     assert [f[2] for f in found["ingest-unrecorded"]] == ["default/ghost"]
     assert len(found["ingest-no-status"]) == 1 and found["ingest-no-status"][0][2].startswith("0" * 64)
     assert [f[2] for f in found["lease-dangling"]] == [
-        f"lease {LEASE} -> content {_digest(b'nothing')} (no such content)"]
+        f"lease gone -> content {_digest(b'nothing')} (the lease does not exist)"]
 
     rc, out, err = _fsck(d, "--verify-content")
     assert rc == 1
@@ -327,6 +333,12 @@ def test_each_damage_is_found_repaired_and_the_rest_survives(filled, daemon):
     assert {"base", "held", hurt["top"]} <= keys, keys
     assert not {"work-gone", "backend-gone", "unheld"} & keys
     assert LEASE in d2.ctr("leases", "ls").stdout.decode()
+    from pycontainerd.api.services.leases.v1 import leases_pb2, leases_pb2_grpc
+
+    with grpc.insecure_channel("unix:" + d2.address) as ch:  # the reservation is kept
+        held = leases_pb2_grpc.LeasesStub(ch).ListResources(leases_pb2.ListResourcesRequest(id=LEASE), metadata=MD,
+                                                           timeout=30).resources
+    assert ("content", _digest(b"later")) in {(r.type, r.id) for r in held}
     assert d2.ctr("content", "get", facts["kept"]).stdout == b"a blob the lease keeps: kept\n" * 100
     statuses = d2.ctr("content", "active").stdout.decode()
     assert "half" in statuses and "half-lost" not in statuses
@@ -342,6 +354,60 @@ def test_each_damage_is_found_repaired_and_the_rest_survives(filled, daemon):
 
     rc, out, err = _fsck(d, "--verify-content")
     assert (rc, out) == (0, ""), out + err
+
+
+def test_after_repair_a_second_fsck_is_clean_before_any_daemon_ran(filled, daemon):
+    """What a crash leaves is damage (records without data, references to
+    nothing), which --repair fixes, and garbage (data no record names),
+    which the daemon's collector removes, as containerd's does: garbage
+    is listed but is no finding, so right after --repair fsck says clean,
+    without a daemon run in between; once a daemon ran, nothing is listed."""
+    d, facts = filled
+    r = Root(d)
+    os.unlink(r.blob(facts["deleted"]))  # damage: a record (held by the lease) whose blob is gone
+    unheld = os.path.join(r.snapshot_dir("unheld"), "fs")
+    with r.meta() as db:  # damage: a reference of a lease that is gone
+        db.execute("INSERT INTO lease_resources VALUES ('default', 'gone', 'content', ?)", (_digest(b"nothing"),))
+        # garbage: an active snapshot's record gone (nothing holds it)
+        db.execute("DELETE FROM snapshots WHERE namespace = 'default' AND snapshotter = 'overlayfs' AND key = 'unheld'")
+    stray = b"written, never recorded\n"  # garbage: a blob no namespace records
+    with open(r.blob(_digest(stray)), "wb") as f:
+        f.write(stray)
+    os.mkdir(os.path.join(r.root, OVERLAY, "snapshots", "9998"))  # garbage: a directory no snapshot names
+    garbage = [["blob-unreferenced", "-", _digest(stray), r.blob(_digest(stray)),
+                "left for GC: the daemon's first collection removes it"],
+               ["snapshot-dir-unrecorded", "-", "overlayfs/9998", os.path.join(r.root, OVERLAY, "snapshots", "9998"),
+                "left for GC: the snapshotter's cleanup removes it at the next start"],
+               ["snapshot-unrecorded", "default", "overlayfs/" + _unheld_backend_key(r), unheld,
+                "left for GC: nothing holds it, the daemon removes it at its next start"]]
+
+    rc, out, err = _fsck(d)
+    assert rc == 1, err
+    assert [f[:2] + f[2:3] for f in _findings(out) if len(f) == 4] == [
+        ["blob-missing", "default", facts["deleted"]],
+        ["lease-dangling", "default", f"lease gone -> content {_digest(b'nothing')} (the lease does not exist)"]]
+    assert [f for f in _findings(out) if len(f) == 5] == garbage
+    assert "fsck: 2 findings (2 fixed by --repair); 3 items left for the daemon's garbage collector" in err
+
+    rc, out, err = _fsck(d, "--repair")
+    assert rc == 1, err
+    assert [f[4] for f in _findings(out) if not f[4].startswith("left for GC")] == [
+        "repaired: dropped the record and 1 lease reference", "repaired: removed the reference"]
+
+    for args in ((), ("--repair",), ("--verify-content",)):  # clean, and a repair has nothing more to do
+        rc, out, err = _fsck(d, *args)
+        assert (rc, _findings(out)) == (0, garbage), err
+        assert "fsck: clean (3 items left for the daemon's garbage collector)" in err
+
+    # a daemon's collector takes the garbage; then nothing is listed
+    d2 = daemon(config={"root": d.root, "state": d.state, "grpc": {"address": d.address}})
+    deadline = time.monotonic() + START_TIMEOUT
+    while os.path.exists(r.blob(_digest(stray))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert d2.ctr("content", "get", facts["kept"]).stdout == b"a blob the lease keeps: kept\n" * 100
+    assert d2.stop() == 0
+    rc, out, err = _fsck(d)
+    assert (rc, out) == (0, ""), err
 
 
 def _unheld_backend_key(r: Root) -> str:

@@ -23,7 +23,7 @@ import tempfile
 
 import pytest
 
-from e2e_support import PYCONTAINERD, PYCTR, DaemonProcess, clean_env
+from e2e_support import CTR, PYCONTAINERD, PYCTR, DaemonProcess, clean_env
 from pycontainerd.client.remotes import Options, Registry
 from pycontainerd.pkg import platforms
 from pycontainerd.pkg.images import mediatypes
@@ -147,29 +147,36 @@ def test_a_connection_dropped_mid_blob_resumes_with_range(daemon, registry):
         proxy.close()
 
 
-def test_two_concurrent_pulls_fetch_each_blob_once(daemon, registry):
-    """The first pull is held mid-layer at the proxy until the second has
-    resolved the image too, so both want the same blobs at once; the
-    daemon's ingest ref lock makes the second wait for the first's write
+@pytest.mark.parametrize("clients", [
+    ["pyctr", "pyctr"],
+    # issue 10's load proof: 8 at once, the real ctr among them
+    ["pyctr", "ctr", "pyctr", "pyctr", "ctr", "pyctr", "pyctr", "pyctr"],
+], ids=["two", "eight"])
+def test_concurrent_pulls_fetch_each_blob_once(daemon, registry, clients):
+    """The first pull is held mid-layer at the proxy until every other has
+    resolved the image too, so all want the same blobs at once; the
+    daemon's ingest ref lock makes the others wait for the one writing
     instead of downloading again, as in containerd."""
     d = daemon()
-    ref_path = "faults/together:v1"
+    ref_path = f"faults/together{len(clients)}:v1"
     img = make_image(HOST, [{"a": os.urandom(300_000)}, {"b": os.urandom(300_000)}, {"c": b"small\n"}])
     _upload(f"{registry.host}/{ref_path}", img)
     proxy = RegistryProxy(registry.host, hold=(img.layers[0].desc.digest, 100_000))
     procs: list[subprocess.Popen] = []
     try:
         ref = f"{proxy.host}/{ref_path}"
-        argv = [PYCTR, "--address", d.address, "images", "pull", "--plain-http", ref]
 
-        def start() -> None:
+        def start(tool: str) -> None:
+            argv = [PYCTR if tool == "pyctr" else CTR, "--address", d.address, "images", "pull", "--plain-http", ref]
             procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env()))
 
-        start()
+        start(clients[0])
         assert proxy.held.wait(60), "the first pull never reached its first layer"
-        start()
-        while len([s for s in proxy.seen if s.method == "HEAD" and "/manifests/" in s.path]) < 2:
-            assert procs[1].poll() is None, procs[1].communicate()[1].decode()
+        for tool in clients[1:]:
+            start(tool)
+        while len([s for s in proxy.seen if s.method == "HEAD" and "/manifests/" in s.path]) < len(clients):
+            for p in procs[1:]:
+                assert p.poll() is None, p.communicate()[1].decode()
             proxy.resolved.wait(1)  # woken on every manifest HEAD
             proxy.resolved.clear()
         proxy.release.set()
@@ -179,12 +186,58 @@ def test_two_concurrent_pulls_fetch_each_blob_once(daemon, registry):
         for b in img.blobs:
             assert len(proxy.gets(f"/blobs/{b.desc.digest}")) == 1, b.desc.digest
         assert d.ctr("images", "check", "-q").stdout.decode().split() == [ref]
-        assert _leases(d) == []
+        assert _leases(d) == [] and _active(d) == []
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        proxy.close()
+
+
+@pytest.mark.parametrize("client", ["pyctr", "ctr"])
+def test_a_blob_already_there_is_held_by_the_pull_through_a_collection(daemon, registry, client):
+    """Blobs the store has (held by another lease: the image's manifest,
+    config and first layer) are not fetched again, and the pull's lease
+    takes them over, as containerd's fetch does (its writer, opened for a
+    digest the store has, leases it and says it exists): that other lease
+    gone and a collection run while the pull is held on the layer it
+    fetches, they stay and the pull succeeds."""
+    d = daemon()
+    ref_path = f"faults/there-{client}:v1"
+    img = make_image(HOST, [{"there": os.urandom(50_000)}, {"fetched": os.urandom(300_000)}])
+    _upload(f"{registry.host}/{ref_path}", img)
+    there, fetched = [img.manifest, img.config, img.layers[0]], img.layers[1]
+    d.ctr("leases", "create", "--id", "ld-other")
+    import grpc
+
+    from pycontainerd.api.services.content.v1 import content_pb2 as cpb
+    from pycontainerd.api.services.content.v1 import content_pb2_grpc as cpb_grpc
+
+    with grpc.insecure_channel("unix:" + d.address) as ch:
+        for b in there:
+            list(cpb_grpc.ContentStub(ch).Write(iter([cpb.WriteContentRequest(
+                action=cpb.COMMIT, ref=f"ld-{b.desc.digest}", data=b.data, total=len(b.data),
+                expected=b.desc.digest)]),
+                metadata=(("containerd-namespace", "default"), ("containerd-lease", "ld-other")), timeout=30))
+    proxy = RegistryProxy(registry.host, hold=(fetched.desc.digest, 100_000))
+    pull = None
+    try:
+        ref = f"{proxy.host}/{ref_path}"
+        pull = subprocess.Popen([PYCTR if client == "pyctr" else CTR, "--address", d.address, "images", "pull",
+                                 "--plain-http", ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
+        assert proxy.held.wait(60), "the pull never reached the layer it fetches"
+        d.ctr("leases", "rm", "--sync", "ld-other")  # the other holder gone, and a collection run
+        proxy.release.set()
+        _, err = pull.communicate(timeout=120)
+        assert pull.returncode == 0, err.decode()
+        assert [g.path for b in there for g in proxy.gets(f"/blobs/{b.desc.digest}")] == []
+        assert d.ctr("images", "check", "-q").stdout.decode().split() == [ref]
+        assert [d.ctr("content", "get", b.desc.digest).stdout for b in there] == [b.data for b in there]
+    finally:
+        if pull is not None and pull.poll() is None:
+            pull.kill()
+            pull.wait()
         proxy.close()
 
 
