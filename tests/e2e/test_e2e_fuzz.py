@@ -157,7 +157,7 @@ class Fuzzed:
         self.tasks = tasks_pb2_grpc.TasksStub(self.channel)
         self.runs_tasks = can_run_tasks()
         self.reseeds = 0
-        self.seed()
+        self.rootfs = ""
 
     def seed(self) -> None:
         md = (("containerd-namespace", "default"),)
@@ -196,29 +196,32 @@ class Fuzzed:
         self.tasks.Start(tasks_pb2.StartRequest(container_id=SEED_RUNNING), metadata=md, timeout=TIMEOUT)
 
     def reseed(self) -> None:
-        """Now and then, a running task again where the fuzz stopped or
-        deleted it (a few times per test: each is a real shim and runc)."""
+        """Now and then, a running task again where the fuzz stopped,
+        paused or deleted it, or crashed its shim (a few times per test:
+        each is a real shim and runc)."""
         if not self.runs_tasks or self.reseeds >= MAX_RESEEDS:
             return
         md = (("containerd-namespace", "default"),)
         try:
             got = self.tasks.Get(tasks_pb2.GetRequest(container_id=SEED_RUNNING), metadata=md, timeout=TIMEOUT)
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-        else:
             if got.process.status == task_pb2.RUNNING:
                 return
-            self.tasks.Kill(tasks_pb2.KillRequest(container_id=SEED_RUNNING, signal=signal.SIGKILL, all=True),
-                            metadata=md, timeout=TIMEOUT)
-            self.tasks.Wait(tasks_pb2.WaitRequest(container_id=SEED_RUNNING), metadata=md, timeout=TIMEOUT)
-            self.tasks.Delete(tasks_pb2.DeleteTaskRequest(container_id=SEED_RUNNING), metadata=md, timeout=TIMEOUT)
+        except grpc.RpcError:
+            pass  # gone, or its init deleted in the shim (DeleteProcess with no exec id): Delete below
         self.reseeds += 1
+        for name, req, timeout in (("Resume", tasks_pb2.ResumeTaskRequest(container_id=SEED_RUNNING), TIMEOUT),
+                                   ("Kill", tasks_pb2.KillRequest(container_id=SEED_RUNNING, signal=9, all=True), TIMEOUT),
+                                   ("Wait", tasks_pb2.WaitRequest(container_id=SEED_RUNNING), 10),
+                                   ("Delete", tasks_pb2.DeleteTaskRequest(container_id=SEED_RUNNING), TIMEOUT)):
+            try:
+                getattr(self.tasks, name)(req, metadata=md, timeout=timeout)
+            except grpc.RpcError as err:  # not paused, not running, already gone: each step fits one state
+                if name != "Wait" or err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    check(self.d, BY_NAME[f"containerd.services.tasks.v1.Tasks.{name}"], err)
         try:
             self.start_running()
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:  # the fuzz deleted the container: no task then
-                raise
+        except grpc.RpcError as err:  # the fuzz deleted the container, or gave it a spec that does not run
+            check(self.d, BY_NAME["containerd.services.tasks.v1.Tasks.Create"], err)
 
     def delete_every_task(self) -> list[str]:
         problems = []
@@ -249,6 +252,7 @@ class Fuzzed:
                     time.sleep(0.1)
                 problems += [f"shim {pid} outlived its task" for pid in shim_pids(self.d.address)]
                 problems += [f"mount left: {m}" for m in mounts_under(self.d.root, self.d.state)]
+                problems += [f"bundle left: {b}" for b in bundles(self.d)]
         finally:
             self.channel.close()
             self._force_cleanup()
@@ -266,9 +270,22 @@ class Fuzzed:
             subprocess.run(["umount", "-l", point], capture_output=True, timeout=60)
         for cg in glob.glob(f"/sys/fs/cgroup/{CGROUP_PREFIX}-*") + glob.glob(f"/sys/fs/cgroup/*/{CGROUP_PREFIX}-*"):
             try:
+                with open(os.path.join(cg, "cgroup.procs")) as procs:
+                    for pid in procs.read().split():  # what runc started in this run's cgroups
+                        os.kill(int(pid), signal.SIGKILL)
+                time.sleep(0.2)
                 os.rmdir(cg)
             except OSError:
                 pass
+
+
+def bundles(d) -> list[str]:
+    """Task directories of the runtime (bundles in state, work dirs in root),
+    dot-named ones (a delete half done) included."""
+    return sorted(glob.glob(os.path.join(d.state, "io.containerd.runtime.v2.task", "*", "*"))
+                  + glob.glob(os.path.join(d.state, "io.containerd.runtime.v2.task", "*", ".*"))
+                  + glob.glob(os.path.join(d.root, "io.containerd.runtime.v2.task", "*", "*"))
+                  + glob.glob(os.path.join(d.root, "io.containerd.runtime.v2.task", "*", ".*")))
 
 
 @pytest.fixture(scope="module")
@@ -288,8 +305,11 @@ def hostile(canary):
     factory = DaemonFactory()
     try:
         f = Fuzzed(factory, canary)
-        yield f
-        f.close()
+        try:
+            f.seed()
+            yield f
+        finally:
+            f.close()
     finally:
         factory.close()
 
@@ -301,8 +321,11 @@ def malformed(canary):
     factory = DaemonFactory()
     try:
         f = Fuzzed(factory, canary)
-        yield f
-        f.close()
+        try:
+            f.seed()
+            yield f
+        finally:
+            f.close()
     finally:
         factory.close()
 
@@ -609,7 +632,7 @@ def alive(channel) -> None:
 
 
 FUZZ_SETTINGS = settings(
-    max_examples=int(os.environ.get("PCD_FUZZ_EXAMPLES", "150")), deadline=None, database=None,
+    max_examples=int(os.environ.get("PCD_FUZZ_EXAMPLES", "300")), deadline=None, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
                            HealthCheck.function_scoped_fixture],
 )
