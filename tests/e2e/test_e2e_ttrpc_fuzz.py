@@ -70,7 +70,9 @@ def daemon():
 HOSTILE_TEXT = st.one_of(
     st.sampled_from(["", "/tasks/exit", "/a b/c", "abc", "/" + "t" * (3 * MIB), "n" * (3 * MIB), "default",
                      "\x00\x1b[2J", "/tasks/" + "x" * 77, "/" + "a/" * 2000 + "b", "é" * 4000, "a b", "-"]),
-    st.text(max_size=30),
+    # answers quote topics and namespaces: never a marker read_answer looks
+    # for (hypothesis draws string constants it finds in the source)
+    st.text(max_size=30).filter(lambda t: not any(leak in t for leak in LEAKS)),
 )
 
 
