@@ -329,13 +329,17 @@ def test_a_flood_of_forwards_from_a_peer_that_reads_late_is_all_answered(daemon)
 frames = st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 255), st.integers(0, 255),
                             st.binary(max_size=256), st.integers(-8, 8) | st.integers(0, 2**32 - 1)),
                   min_size=1, max_size=6)
+# text the daemon may echo back (a service's name, a topic): never one of the
+# markers assert_clean looks for (hypothesis draws string constants it finds
+# in the source, "[Errno" among them, and an echoed one is the client's own)
+echoable = st.text(max_size=40).filter(lambda t: not any(m in t for m in ("Traceback", "<class", "Error(", "[Errno")))
 requests = st.builds(
     Request,
-    service=st.sampled_from([EVENTS, "", "containerd.task.v2.Task", "x" * 300]) | st.text(max_size=40),
-    method=st.sampled_from(["Forward", "", "Subscribe"]) | st.text(max_size=20),
+    service=st.sampled_from([EVENTS, "", "containerd.task.v2.Task", "x" * 300]) | echoable,
+    method=st.sampled_from(["Forward", "", "Subscribe"]) | echoable,
     payload=st.binary(max_size=512) | st.builds(lambda e: events_pb2.ForwardRequest(envelope=e).SerializeToString(),
-                                                st.builds(events_pb2.Envelope, namespace=st.text(max_size=20),
-                                                          topic=st.text(max_size=40))),
+                                                st.builds(events_pb2.Envelope, namespace=echoable,
+                                                          topic=echoable)),
     timeout_nano=st.integers(-(2**63), 2**63 - 1),
     metadata=st.lists(st.builds(KeyValue, key=st.text(max_size=30), value=st.text(max_size=30)), max_size=3),
 )

@@ -138,7 +138,7 @@ class DaemonProcess:
     """A daemon started as a subprocess, its output in `log_path`."""
 
     def __init__(self, name: str, argv: list[str], dir: str, config: dict[str, Any], env: dict[str, str],
-                 umask: int = 0o022):
+                 umask: int = 0o022, cwd: str | None = None):
         self.name = name
         self.dir = dir
         self.config = config
@@ -153,7 +153,7 @@ class DaemonProcess:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            env=clean_env(env), umask=umask,
+            env=clean_env(env), umask=umask, cwd=cwd,
         )
         self.pid = self.proc.pid
         self.returncode: int | None = None
@@ -239,6 +239,7 @@ class DaemonFactory:
         env: dict[str, str] | None = None,
         wait: bool = True,
         umask: int = 0o022,
+        cwd: str | None = None,
     ) -> DaemonProcess:
         d = self.tempdir()
         base = {
@@ -249,7 +250,7 @@ class DaemonFactory:
             "grpc": {"address": os.path.join(d, "run", "pcd.sock")},
         }
         cfg = _deep_merge(base, config or {})
-        proc = DaemonProcess("pycontainerd", [PYCONTAINERD], d, cfg, env or {}, umask=umask)
+        proc = DaemonProcess("pycontainerd", [PYCONTAINERD], d, cfg, env or {}, umask=umask, cwd=cwd)
         self.daemons.append(proc)
         return proc.wait_ready() if wait else proc
 

@@ -217,7 +217,7 @@ def test_twenty_runs_leave_nothing_behind(target):
 
 def test_detached_task_through_its_life(target):
     d = target
-    cid = f"c2-{d.kind}"
+    cid = unique(f"c2-{d.kind}")
     pyctr(d, "run", "-d", cs.IMAGE, cid, "/bin/sleep", "300")
     try:
         wait_status(d, cid, "RUNNING")

@@ -14,12 +14,13 @@ never leaves a half-deleted bundle that looks live.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 
 from pycontainerd.pkg import errdefs, identifiers
-from pycontainerd.pkg.mount import unmount_all
+from pycontainerd.pkg.mount import mount_points_under, unmount, unmount_all
 
 CONFIG = "config.json"
 ADDRESS = "address"
@@ -52,7 +53,7 @@ class Bundle:
             try:
                 os.mkdir(bundle.path, 0o700)
             except FileExistsError:
-                raise errdefs.AlreadyExists(f"bundle {bundle.path}") from None
+                raise errdefs.AlreadyExists(f"bundle of task {namespace}/{id}") from None  # its path is the daemon's own
             made.append(bundle.path)
             _bundle_permissions(bundle.path, spec)
             os.makedirs(os.path.dirname(work), mode=0o711, exist_ok=True)
@@ -87,10 +88,7 @@ class Bundle:
             work = None
         rootfs = os.path.join(self.path, "rootfs")
         unmount_all(rootfs)
-        try:
-            os.rmdir(rootfs)
-        except FileNotFoundError:
-            pass
+        _remove_rootfs(rootfs)
         _atomic_delete(self.path)
         if work is not None:
             _atomic_delete(work)
@@ -121,10 +119,41 @@ def _write_file(path: str, data: bytes, mode: int) -> None:
     os.rename(tmp, path)
 
 
+def _remove_rootfs(rootfs: str) -> None:
+    """The rootfs directory, once nothing is mounted on it. It is not always
+    empty then: runc makes the spec's mount points in it (proc, dev...) even
+    when its create fails on a rootfs with nothing mounted (a Create with no
+    rootfs mounts). Those are the bundle's own and go too, but only with no
+    mount left below: a tree is never removed through a mount. (containerd
+    stops at "directory not empty" and the bundle stays, so every later
+    Create of that id fails until someone removes it by hand.)"""
+    try:
+        os.rmdir(rootfs)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno != errno.ENOTEMPTY:
+            raise
+        if mount_points_under(rootfs):
+            raise OSError(errno.EBUSY, "mounts left below the bundle's rootfs") from None
+        shutil.rmtree(rootfs)
+
+
 def _atomic_delete(path: str) -> None:
     hidden = os.path.join(os.path.dirname(path), "." + os.path.basename(path))
+    if os.path.lexists(hidden):  # a delete of this id that did not finish (a crash)
+        _remove_unmounted(hidden)
     try:
         os.rename(path, hidden)
     except FileNotFoundError:
         return
-    shutil.rmtree(hidden, ignore_errors=True)
+    _remove_unmounted(hidden)
+
+
+def _remove_unmounted(path: str) -> None:
+    """rmtree, after detaching whatever is mounted below `path`: removing
+    through a live mount would delete what it shows (a bind-mounted rootfs
+    is the user's own files). A mount that cannot be detached stops it."""
+    for point in mount_points_under(path):  # deepest first
+        unmount(point, lazy=True)
+    shutil.rmtree(path, ignore_errors=True)

@@ -115,6 +115,8 @@ class TaskManager:
         self._exits: dict[tuple[str, str], Exit] = {}
         self._creating: set[tuple[str, str]] = set()
         self._cleanups: set[asyncio.Task] = set()
+        self._cleaning: dict[tuple[str, str], asyncio.Task] = {}  # dead shims' cleanups, by task
+        self._binaries: dict[tuple[str, str], Binary] = {}  # the shim binary of each watched task
         self._closing = False
 
     @property
@@ -130,6 +132,7 @@ class TaskManager:
         self._creating.add(key)
         opts = with_runc_root(opts, self.runc_root)
         try:
+            await self._after_cleanup(key)
             try:
                 task = await self._start_shim(namespace, task_id, opts)
             except errdefs.ContainerdError as exc:
@@ -165,12 +168,45 @@ class TaskManager:
             exit_ = None
         except errdefs.ContainerdError as exc:
             raise _wrap(exc, "failed to delete task") from None
+        if exit_ is None:
+            return await self._delete_dead(task)
         self._tasks.pop(key, None)
         await self._shutdown_and_remove(task)
-        if exit_ is None:  # the shim went away under us: what the cleanup recorded
-            exit_ = self._exits.get(key) or Exit(pid=0, status=255, exited_at=time.time_ns())
         self._exits.pop(key, None)
         return exit_
+
+    async def _delete_dead(self, task: ShimTask) -> Exit:
+        """The Delete of a task whose shim is gone, or no longer knows it
+        (its init was deleted alone). containerd leaves that to the cleanup
+        after a dead shim, started when the shim's connection closes: its
+        `delete` action takes runc's container and its processes away,
+        then the bundle. This Delete shuts a shim still up down (which
+        closes the connection) and waits for that cleanup, so the task is
+        gone when it answers and a new task of the id never races it. (It
+        used to forget the connection and remove the bundle itself: runc's
+        container and its process stayed, and the next Create of the id
+        failed in runc.)"""
+        key = (task.namespace, task.id)
+        if key not in self._cleaning:
+            try:
+                await task.shutdown()
+            except errdefs.ContainerdError:
+                pass  # gone already
+            try:
+                await asyncio.wait_for(asyncio.shield(task.client.wait_closed()), self.timeouts["shutdown"])
+            except asyncio.TimeoutError:
+                pass
+            binary = self._binaries.get(key)
+            if key not in self._cleaning and binary is not None:  # a shim that stays: clean up without it
+                self._forget_connection(task)
+                await task.client.close()
+                self._start_cleanup(task, binary)
+        job = self._cleaning.get(key)
+        if job is not None:
+            await asyncio.wait([job])
+        if self._tasks.get(key) is task:
+            self._tasks.pop(key)
+        return self._exits.pop(key, None) or Exit(pid=0, status=255, exited_at=time.time_ns())
 
     # -- exit records ----------------------------------------------------------
 
@@ -229,18 +265,36 @@ class TaskManager:
         self._watch(task, binary, shim_log)
         return task
 
+    async def _after_cleanup(self, key: tuple[str, str]) -> None:
+        """A shim of this task id that died may still be being cleaned up
+        (its `delete` action, its bundle removed): a new task of the id
+        waits for that, or the cleanup would remove the new task's bundle,
+        and what was mounted on it, under the new shim (the fuzz met it:
+        a Create right after a shim crashed failed on a bundle gone)."""
+        job = self._cleaning.get(key)
+        if job is not None:
+            await asyncio.wait([job])
+
     def _watch(self, task: ShimTask, binary: Binary, shim_log: ShimLog) -> None:
         key = (task.namespace, task.id)
         self._logs[key] = shim_log
+        self._binaries[key] = binary
 
         def closed() -> None:
-            if self._closing:
-                return
-            job = asyncio.get_running_loop().create_task(self._cleanup_dead_shim(task, binary))
-            self._cleanups.add(job)
-            job.add_done_callback(self._cleanups.discard)
+            if not self._closing:
+                self._start_cleanup(task, binary)
 
         task.client.on_close(closed)
+
+    def _start_cleanup(self, task: ShimTask, binary: Binary) -> None:
+        """The cleanup after a dead shim, in the background, found by task
+        id in `_cleaning` until it ends."""
+        key = (task.namespace, task.id)
+        job = asyncio.get_running_loop().create_task(self._cleanup_dead_shim(task, binary))
+        self._cleanups.add(job)
+        job.add_done_callback(self._cleanups.discard)
+        self._cleaning[key] = job
+        job.add_done_callback(lambda j: self._cleaning.pop(key) if self._cleaning.get(key) is j else None)
 
     async def _abandon(self, task: ShimTask) -> None:
         """A shim whose Create failed: delete in it, run the binary's
@@ -284,6 +338,7 @@ class TaskManager:
         shim_log = self._logs.pop(key, None)
         if shim_log is not None:
             shim_log.close()
+        self._binaries.pop(key, None)
         try:
             await asyncio.to_thread(task.bundle.delete)
         except OSError as exc:
@@ -311,6 +366,8 @@ class TaskManager:
         bundle = binary.bundle
         key = (bundle.namespace, bundle.id)
         log.warning("cleaning up after shim disconnected", id=bundle.id, namespace=bundle.namespace)
+        if self._binaries.get(key) is binary:
+            self._binaries.pop(key)
         shim_log = self._logs.pop(key, None)
         if shim_log is not None:
             shim_log.close()

@@ -116,6 +116,8 @@ class ShimTask:
             identifiers.validate(exec_id)
         except errdefs.InvalidArgument as exc:
             raise errdefs.InvalidArgument(f"invalid exec id {exec_id}: {exc.message}") from None
+        if opts.spec is None:  # the runc shim reads it unchecked (Init.exec): without one, it panics
+            raise errdefs.InvalidArgument("exec: process spec must be set")
         req = _pb().ExecProcessRequest(
             id=self.id, exec_id=exec_id, stdin=opts.io.stdin, stdout=opts.io.stdout,
             stderr=opts.io.stderr, terminal=opts.io.terminal,
@@ -136,9 +138,13 @@ class ShimTask:
         await self.call("Checkpoint", req)
 
     async def update(self, resources: Any | None, annotations: dict[str, str]) -> None:
+        # containerd passes an Update without resources on, and the runc
+        # shim (pkg/process's Init.update) reads them unchecked: it panics,
+        # and the task loses its shim (the fuzz found it). Refused here.
+        if resources is None:
+            raise errdefs.InvalidArgument("update: resources must be set")
         req = _pb().UpdateTaskRequest(id=self.id, annotations=annotations)
-        if resources is not None:
-            req.resources.CopyFrom(resources)
+        req.resources.CopyFrom(resources)
         await self.call("Update", req)
 
     async def process(self, exec_id: str) -> "ShimProcess":
