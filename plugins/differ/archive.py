@@ -400,6 +400,8 @@ def overlay_convert_whiteout(hdr: tarfile.TarInfo, path: str) -> bool:
     0/0 char devices and opaque markers the `trusted.overlay.opaque` xattr
     that overlayfs itself understands (archive.OverlayConvertWhiteout)."""
     name = base(path)
+    if not name.startswith(WHITEOUT_PREFIX):  # nearly every entry: no parent computed
+        return True
     parent = dirname(path)
     if name == WHITEOUT_OPAQUE_DIR:
         os.setxattr(parent, "trusted.overlay.opaque", b"y", follow_symlinks=False)
@@ -449,6 +451,8 @@ class _Applier:
     # whiteouts by removal: containerd's default ConvertWhiteout
     def _remove_whiteout(self, hdr: tarfile.TarInfo, path: str) -> bool:
         name = base(path)
+        if not name.startswith(WHITEOUT_PREFIX):
+            return True
         parent = dirname(path)
         if name == WHITEOUT_OPAQUE_DIR:
             os.lstat(parent)
@@ -555,7 +559,10 @@ class _Applier:
                 ppath = root_path(root, ppath, self.dirs)
             except (OSError, ArchiveError) as e:
                 raise ArchiveError(f"failed to get root path: {describe(e)}") from e
-            path = join(ppath, join("/", last))
+            if last and last != "." and last != "..":  # a plain name on a clean parent: no cleaning needed
+                path = ppath + "/" + last if ppath != "/" else "/" + last
+            else:
+                path = join(ppath, join("/", last))
             if path == root:
                 log.debug("file ignored: resolved to root", file=name)
                 continue

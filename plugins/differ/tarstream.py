@@ -59,6 +59,7 @@ _HEADER_ONLY = (b"1", b"2", b"3", b"4", b"5", b"6")  # hardlink, symlink, chr, b
 _PAX_LOCAL = (b"x", b"X")
 _PAX_GLOBAL = b"g"
 _GNU_LONGNAME, _GNU_LONGLINK, _GNU_SPARSE = b"L", b"K", b"S"
+_EXTENDED = (b"x", b"X", b"g", b"L", b"K")  # headers that only carry data for the next one
 _USTAR_MAGIC = b"ustar\x00"
 _NO_PAX: dict[str, str] = {}
 
@@ -226,6 +227,11 @@ def _check_sum(buf: bytes) -> None:
 def _parse_header(buf: bytes) -> Member:
     _check_sum(buf)
     type_ = buf[156:157]
+    size = _nti(buf[124:136])
+    if size < 0:
+        raise _HeaderError("invalid header")
+    if type_ in _EXTENDED:  # only its data matters: spare the other fields' parsing
+        return Member("", type_, 0, 0, 0, size, 0, "", 0, 0)
     name = _nts(buf[0:100])
     if type_ == AREGTYPE and name.endswith("/"):
         type_ = DIRTYPE
@@ -233,11 +239,11 @@ def _parse_header(buf: bytes) -> Member:
         prefix = _nts(buf[345:500])
         if prefix:
             name = prefix + "/" + name
-    m = Member(name, type_, _nti(buf[100:108]), _nti(buf[108:116]), _nti(buf[116:124]), _nti(buf[124:136]),
-               _nti(buf[136:148]), _nts(buf[157:257]), _nti(buf[329:337]), _nti(buf[337:345]))
-    if m.size < 0:
-        raise _HeaderError("invalid header")
-    return m
+    devmajor = devminor = 0
+    if type_ == b"3" or type_ == b"4":  # char and block devices: the only kinds with numbers
+        devmajor, devminor = _nti(buf[329:337]), _nti(buf[337:345])
+    return Member(name, type_, _nti(buf[100:108]), _nti(buf[108:116]), _nti(buf[116:124]), size,
+                  _nti(buf[136:148]), _nts(buf[157:257]) if buf[157] else "", devmajor, devminor)
 
 
 def _parse_pax(data: bytes) -> dict[str, str]:
