@@ -49,7 +49,7 @@ log = structlog.get_logger(__name__)
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 _HIGH_BYTES = bytes(range(128, 256))
-_READ_BUFSIZE = 256 << 10
+_READ_BUFSIZE = 1 << 20  # the inflating thread's block: taken whole, not copied
 _SKIP_CHUNK = 1 << 20
 MAX_SPECIAL_FILE = 1 << 20  # Go's maxSpecialFileSize: PAX and GNU long-name data
 
