@@ -203,18 +203,20 @@ def _failure(fut: Future) -> BaseException | None:
 class _Reader:
     """A read()-able view of the registry's chunk iterator that counts
     bytes for the progress display and stops when the pull has failed.
-    The network's small chunks gather in one bytearray (appending and
-    cutting from its front do not copy what stays)."""
+    A read joins whole network chunks (one copy) and keeps what passes
+    `n` of the last one for the next read."""
 
     def __init__(self, chunks: Iterator[bytes], failed: threading.Event, count):
         self._chunks = chunks
-        self._buf = bytearray()
+        self._pending = b""
         self._failed = failed
         self._count = count
 
     def read(self, n: int = -1) -> bytes:
-        buf = self._buf
-        while n < 0 or len(buf) < n:
+        parts = [self._pending] if self._pending else []
+        have = len(self._pending)
+        self._pending = b""
+        while n < 0 or have < n:
             if self._failed.is_set():
                 raise PullCancelled("pull cancelled")
             try:
@@ -222,14 +224,15 @@ class _Reader:
             except StopIteration:
                 break
             self._count(len(chunk))
-            buf += chunk
-        if n < 0 or len(buf) <= n:
-            out = bytes(buf)
-            buf.clear()
-        else:
-            out = bytes(buf[:n])
-            del buf[:n]
-        return out
+            parts.append(chunk)
+            have += len(chunk)
+        if 0 <= n < have:
+            last = parts[-1]
+            cut = len(last) - (have - n)
+            parts[-1], self._pending = last[:cut], last[cut:]
+        if not parts:
+            return b""
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def pull_image(client: Any, registry: Registry, ref: str, lease: str,

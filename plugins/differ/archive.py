@@ -26,9 +26,16 @@ untrusted. The rules, all containerd's:
   not inside its directory is an invalid archive;
 - directories get their times after all their contents were written.
 
-Known divergence: Python's tarfile folds PAX *global* headers into each
-following member (Go hands them to containerd, which ignores them). The
-names they produce still go through the same confinement.
+The stream is read by tarstream.TarReader, which parses headers the way
+Go's archive/tar does (PAX global headers are skipped, as containerd
+ignores them); after a GNU sparse member Python's tarfile reads the rest,
+and it folds later global headers into the members that follow. Either
+way, every name goes through the same confinement.
+
+Per entry the system calls are few: a regular file is created with
+O_EXCL|O_NOFOLLOW (only when something is in the way is it lstat'ed and
+removed, then created again) and gets its owner, mode and times through
+its descriptor; directories and symlinks likewise try the creation first.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from typing import BinaryIO, Callable, Iterator, NamedTuple
 import structlog
 
 from pycontainerd.pkg import errdefs
+from pycontainerd.plugins.differ import tarstream
 
 log = structlog.get_logger(__name__)
 
@@ -58,14 +66,15 @@ CAPABILITY_XATTR = "security.capability"
 
 _MAX_LINKS = 255
 _COPY_CHUNK = 1 << 20
-_READ_BUFSIZE = 256 << 10
 _MAX_TIME_NS = (1 << 63) - 1
 
 _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.GNUTYPE_SPARSE)
 _DEVICES = {tarfile.BLKTYPE: stat.S_IFBLK, tarfile.CHRTYPE: stat.S_IFCHR, tarfile.FIFOTYPE: stat.S_IFIFO}
 
-Filter = Callable[[tarfile.TarInfo], bool]
-ConvertWhiteout = Callable[[tarfile.TarInfo, str], bool]
+# what filters and whiteout converters get: a tarstream.Member (or, after a
+# sparse member, a tarfile.TarInfo): the same attribute names
+Filter = Callable[[tarstream.Member], bool]
+ConvertWhiteout = Callable[[tarstream.Member, str], bool]
 
 
 class ArchiveError(errdefs.ContainerdError):
@@ -212,6 +221,10 @@ def root_path(root: str, path: str, dirs: set[str] | None = None) -> str:
     replaced (the applier does)."""
     if path == "":
         return root
+    if dirs is not None:  # a directory seen before (entries are cleaned: no "." or ".." can hit)
+        key = "/" + path.strip("/")
+        if key in dirs:
+            return key if root == "/" else root + key
     walked = [0]
     while True:
         before = walked[0]
@@ -387,6 +400,8 @@ def overlay_convert_whiteout(hdr: tarfile.TarInfo, path: str) -> bool:
     0/0 char devices and opaque markers the `trusted.overlay.opaque` xattr
     that overlayfs itself understands (archive.OverlayConvertWhiteout)."""
     name = base(path)
+    if not name.startswith(WHITEOUT_PREFIX):  # nearly every entry: no parent computed
+        return True
     parent = dirname(path)
     if name == WHITEOUT_OPAQUE_DIR:
         os.setxattr(parent, "trusted.overlay.opaque", b"y", follow_symlinks=False)
@@ -401,105 +416,6 @@ def overlay_convert_whiteout(hdr: tarfile.TarInfo, path: str) -> bool:
 
 def aufs_convert_whiteout(hdr: tarfile.TarInfo, path: str) -> bool:
     return True
-
-
-# -- reading the stream -----------------------------------------------------------------
-
-
-class _StrictTarInfo(tarfile.TarInfo):
-    """tarfile treats a corrupt or truncated header after the first as the
-    end of the archive; Go's reader (and so containerd) fails the apply."""
-
-    @classmethod
-    def fromtarfile(cls, tf):  # noqa: D102 - tarfile's hook
-        try:
-            return super().fromtarfile(tf)
-        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as e:
-            if tf.offset != 0:
-                raise ArchiveError(f"archive/tar: invalid tar header: {e}") from None
-            raise
-
-
-class _ForwardFile:
-    """The layer stream as tarfile's random-access mode wants it: tell() and
-    seek(), forward only (skipping reads and discards). tarfile's own
-    stream mode re-slices its buffer on every header read, which is
-    quadratic in the buffer size; this serves headers from a chunk and hands
-    large reads straight through."""
-
-    def __init__(self, stream: BinaryIO):
-        self.stream = stream
-        self.pos = 0
-        self.buf = b""
-        self.off = 0
-
-    def _fill(self) -> bool:
-        self.buf = self.stream.read(_READ_BUFSIZE)
-        self.off = 0
-        return bool(self.buf)
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            parts = [self.buf[self.off:]]
-            while self._fill():
-                parts.append(self.buf)
-            self.buf, self.off = b"", 0
-            out = b"".join(parts)
-            self.pos += len(out)
-            return out
-        parts = []
-        want = n
-        while want > 0:
-            avail = len(self.buf) - self.off
-            if avail == 0:
-                if want >= _READ_BUFSIZE:
-                    chunk = self.stream.read(want)
-                    if not chunk:
-                        break
-                    parts.append(chunk)
-                    want -= len(chunk)
-                    continue
-                if not self._fill():
-                    break
-                avail = len(self.buf)
-            take = min(want, avail)
-            parts.append(self.buf[self.off:self.off + take])
-            self.off += take
-            want -= take
-        out = parts[0] if len(parts) == 1 else b"".join(parts)
-        self.pos += len(out)
-        return out
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        if whence == 1:
-            pos += self.pos
-        elif whence != 0:
-            raise OSError(errno.ESPIPE, "layer streams only seek forward")
-        if pos < self.pos:
-            raise OSError(errno.ESPIPE, "layer streams only seek forward")
-        while self.pos < pos:
-            if not self.read(min(pos - self.pos, _COPY_CHUNK)):
-                break
-        return self.pos
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-
-def _open_stream(stream: BinaryIO) -> tarfile.TarFile | None:
-    try:
-        return tarfile.TarFile(fileobj=_ForwardFile(stream), mode="r", tarinfo=_StrictTarInfo,
-                               errors="surrogateescape")
-    except tarfile.ReadError as e:
-        if str(e) == "empty file":
-            return None  # a zero-byte layer is an empty layer (docker/docker#18170)
-        raise _tar_error(e) from e
 
 
 # -- Apply --------------------------------------------------------------------------------
@@ -535,6 +451,8 @@ class _Applier:
     # whiteouts by removal: containerd's default ConvertWhiteout
     def _remove_whiteout(self, hdr: tarfile.TarInfo, path: str) -> bool:
         name = base(path)
+        if not name.startswith(WHITEOUT_PREFIX):
+            return True
         parent = dirname(path)
         if name == WHITEOUT_OPAQUE_DIR:
             os.lstat(parent)
@@ -618,108 +536,155 @@ class _Applier:
         return hdr.type in (tarfile.BLKTYPE, tarfile.CHRTYPE) and running_in_userns()
 
     def run(self, stream: BinaryIO) -> int:
-        tf = _open_stream(stream)
-        if tf is None:
-            return 0
+        reader = tarstream.TarReader(stream)
         size = 0
         dirs: list[tuple[str, int, int]] = []
-        with tf:
+        root = self.root
+        while True:
+            if self.cancelled():
+                raise Cancelled()
+            hdr = reader.next()
+            if hdr is None:
+                break
+            size += hdr.size
+            name = clean(hdr.name)
+            hdr.name = name
+            if self.filter is not None and not self.filter(hdr):
+                continue
+            if self._skip(hdr):
+                log.warning("file ignored: archive may not be supported on system", file=name)
+                continue
+            ppath, last = split(name)
+            try:
+                ppath = root_path(root, ppath, self.dirs)
+            except (OSError, ArchiveError) as e:
+                raise ArchiveError(f"failed to get root path: {describe(e)}") from e
+            if last and last != "." and last != "..":  # a plain name on a clean parent: no cleaning needed
+                path = ppath + "/" + last if ppath != "/" else "/" + last
+            else:
+                path = join(ppath, join("/", last))
+            if path == root:
+                log.debug("file ignored: resolved to root", file=name)
+                continue
+            if not _inside(root, path):  # cannot happen: defence in depth
+                raise InvalidArchive(f"entry {name!r} escapes root")
+            if ppath != root:
+                self._mkparent(ppath if last else dirname(path))
+            validate_whiteout(path)
+            if base(path).startswith(WHITEOUT_PREFIX):
+                self.dirs.clear()  # whiteouts remove things: trust nothing cached
+            try:
+                write = self.convert(hdr, path)
+            except OSError as e:
+                raise ArchiveError(f"failed to convert whiteout file {name!r}: {describe(e)}") from e
+            if not write:
+                continue
+            if hdr.type != tarfile.DIRTYPE:
+                self.dirs.discard(self._rel(path))
+            self._create(path, hdr, reader)
+            if hdr.type == tarfile.DIRTYPE:
+                dirs.append((name, *_header_times(hdr)))
+            self.unpacked.add(path)
+        # directory times last: creating their contents moved them
+        for name, atime, mtime in dirs:
+            _chtimes(root_path(root, name, self.dirs), atime, mtime)
+        return size
+
+    def _clear(self, path: str, entry_is_dir: bool) -> bool:
+        """Make way for an entry at `path`: whatever sits there goes (a
+        symlink included, never followed), except a directory where the
+        entry is a directory too, which is merged. True when it stays."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        if entry_is_dir and stat.S_ISDIR(st.st_mode):
+            return True
+        self._forget(path)
+        remove_all(path)
+        return False
+
+    def _create(self, path: str, hdr, reader: tarstream.TarReader) -> None:
+        """Create the entry, then its owner, xattrs, mode and times. The
+        common kinds try the creation first and clear the path only when
+        something is there (O_EXCL, EEXIST): one lstat fewer per entry."""
+        mode = hdr.mode & 0o7777
+        kind = hdr.type
+        if kind in _REGULAR:
+            self._create_file(path, hdr, mode, reader)
+            return
+        if kind == tarfile.DIRTYPE:
+            try:
+                os.mkdir(path, mode)  # the mode again below, after the chown: the umask must not win
+            except FileExistsError:
+                if not self._clear(path, True):
+                    os.mkdir(path, mode)
+        elif kind == tarfile.SYMTYPE:
+            try:
+                os.symlink(hdr.linkname, path)
+            except FileExistsError:
+                self._clear(path, False)
+                os.symlink(hdr.linkname, path)
+        else:
+            self._clear(path, False)
+            if kind in _DEVICES:
+                os.mknod(path, mode | _DEVICES[kind], os.makedev(hdr.devmajor, hdr.devminor))
+            elif kind == tarfile.LNKTYPE:
+                target = hardlink_root_path(self.root, hdr.linkname, self.dirs)
+                # never follow: a hardlink to a symlink links the symlink itself
+                os.link(target, path, follow_symlinks=False)
+            else:
+                raise ArchiveError(f"unhandled tar header type {kind[0] if kind else 0}")
+        self._chown(path, hdr, None)
+        self._xattrs(path, hdr)
+        # after the chown, which clears setuid/setgid
+        if kind == tarfile.DIRTYPE:
+            os.chmod(path, mode)  # a directory made or found (lstat) just now: not a symlink
+        elif kind != tarfile.SYMTYPE:
+            _lchmod(path, mode)  # a hardlink may be a link to a symlink
+        _chtimes(path, *_header_times(hdr))
+
+    def _create_file(self, path: str, hdr, mode: int, reader: tarstream.TarReader) -> None:
+        """A regular file, set up through its descriptor (no path lookups
+        after the open, and nothing followed)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            self._clear(path, False)
+            fd = os.open(path, flags, 0o600)
+        try:
+            src = reader.data(hdr)
             while True:
                 if self.cancelled():
                     raise Cancelled()
-                hdr = tf.next()
-                if hdr is None:
+                chunk = src.read(_COPY_CHUNK)
+                if not chunk:
                     break
-                tf.members.clear()  # a stream is read once: keep memory flat on huge layers
-                size += hdr.size
-                name = clean(hdr.name)
-                hdr.name = name
-                if self.filter is not None and not self.filter(hdr):
-                    continue
-                if self._skip(hdr):
-                    log.warning("file ignored: archive may not be supported on system", file=name)
-                    continue
-                ppath, last = split(name)
-                try:
-                    ppath = root_path(self.root, ppath, self.dirs)
-                except (OSError, ArchiveError) as e:
-                    raise ArchiveError(f"failed to get root path: {describe(e)}") from e
-                path = join(ppath, join("/", last))
-                if path == self.root:
-                    log.debug("file ignored: resolved to root", file=name)
-                    continue
-                if not _inside(self.root, path):  # cannot happen: defence in depth
-                    raise InvalidArchive(f"entry {name!r} escapes root")
-                if ppath != self.root:
-                    self._mkparent(ppath if last else dirname(path))
-                validate_whiteout(path)
-                if base(path).startswith(WHITEOUT_PREFIX):
-                    self.dirs.clear()  # whiteouts remove things: trust nothing cached
-                try:
-                    write = self.convert(hdr, path)
-                except OSError as e:
-                    raise ArchiveError(f"failed to convert whiteout file {name!r}: {describe(e)}") from e
-                if not write:
-                    continue
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    pass
-                else:
-                    if not (stat.S_ISDIR(st.st_mode) and hdr.type == tarfile.DIRTYPE):
-                        self._forget(path)
-                        remove_all(path)
-                if hdr.type != tarfile.DIRTYPE:
-                    self.dirs.discard(self._rel(path))
-                self._create(path, hdr, tf)
-                if hdr.type == tarfile.DIRTYPE:
-                    dirs.append((name, *_header_times(hdr)))
-                self.unpacked.add(path)
-        # directory times last: creating their contents moved them
-        for name, atime, mtime in dirs:
-            _chtimes(root_path(self.root, name, self.dirs), atime, mtime)
-        return size
-
-    def _create(self, path: str, hdr: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
-        mode = hdr.mode & 0o7777
-        kind = hdr.type
-        if kind == tarfile.DIRTYPE:
-            try:
-                is_dir = stat.S_ISDIR(os.lstat(path).st_mode)
-            except OSError:
-                is_dir = False
-            if not is_dir:
-                _mkdir(path, mode)
-        elif kind in _REGULAR:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-            try:
-                os.fchmod(fd, mode)
-                src = tf.extractfile(hdr)
-                while True:
-                    if self.cancelled():
-                        raise Cancelled()
-                    chunk = src.read(_COPY_CHUNK)
-                    if not chunk:
-                        break
+                n = os.write(fd, chunk)
+                if n < len(chunk):
                     view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-        elif kind in _DEVICES:
-            os.mknod(path, mode | _DEVICES[kind], os.makedev(hdr.devmajor, hdr.devminor))
-        elif kind == tarfile.LNKTYPE:
-            target = hardlink_root_path(self.root, hdr.linkname, self.dirs)
-            # never follow: a hardlink to a symlink links the symlink itself
-            os.link(target, path, follow_symlinks=False)
-        elif kind == tarfile.SYMTYPE:
-            os.symlink(hdr.linkname, path)
-        else:
-            raise ArchiveError(f"unhandled tar header type {kind[0] if kind else 0}")
+                    while n < len(chunk):
+                        n += os.write(fd, view[n:])
+            self._chown(path, hdr, fd)
+            self._xattrs(path, hdr)
+            os.fchmod(fd, mode)  # after the chown, which clears setuid/setgid
+            atime, mtime = _header_times(hdr)
+            try:
+                os.utime(fd, ns=(atime, mtime))
+            except OSError as e:
+                raise ArchiveError(f"failed call to UtimesNanoAt for {path}: {describe(e)}") from e
+        finally:
+            os.close(fd)
 
+    @staticmethod
+    def _chown(path: str, hdr, fd: int | None) -> None:
         try:
             try:
-                os.chown(path, hdr.uid, hdr.gid, follow_symlinks=False)
+                if fd is None:
+                    os.chown(path, hdr.uid, hdr.gid, follow_symlinks=False)
+                else:
+                    os.fchown(fd, hdr.uid, hdr.gid)
             except OverflowError:  # an id past 32 bits: the kernel's answer to such an id
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL)) from None
         except OSError as e:
@@ -728,6 +693,8 @@ class _Applier:
                 msg += " (Hint: try increasing the number of subordinate IDs in /etc/subuid and /etc/subgid)"
             raise ArchiveError(msg) from e
 
+    @staticmethod
+    def _xattrs(path: str, hdr) -> None:
         for key, value in hdr.pax_headers.items():
             if not key.startswith(PAX_SCHILY_XATTR):
                 continue
@@ -749,10 +716,6 @@ class _Applier:
                     continue
                 raise ArchiveError(f'failed to setxattr "{path}" for key "{xkey}": {describe(e)}') from e
 
-        # after the chown, which clears setuid/setgid
-        _lchmod(path, mode)
-        _chtimes(path, *_header_times(hdr))
-
 
 def apply(root: str, stream: BinaryIO, *, filter: Filter | None = None,
           convert_whiteout: ConvertWhiteout | None = None, parents: tuple[str, ...] | list[str] = (),
@@ -760,10 +723,16 @@ def apply(root: str, stream: BinaryIO, *, filter: Filter | None = None,
     """Apply the uncompressed OCI layer tar read from `stream` onto the
     directory `root`; returns the sum of the entries' sizes (containerd's
     archive.Apply). Blocking: run it in a thread."""
+    from pycontainerd.plugins.differ.inflate import DECOMPRESS_ERRORS
+
     try:
         return _Applier(root, filter, convert_whiteout, tuple(parents), cancelled).run(stream)
-    except tarfile.TarError as e:  # truncated data inside a member, and the like
+    except tarstream.StreamError as e:
+        raise ArchiveError(e.message) from None
+    except tarfile.TarError as e:  # inside a sparse member tarfile reads: truncated data and the like
         raise _tar_error(e) from e
+    except DECOMPRESS_ERRORS as e:  # the gzip stream under the tar is corrupt
+        raise ArchiveError(describe(e)) from e
 
 
 def _tar_error(e: tarfile.TarError) -> ArchiveError:

@@ -190,6 +190,8 @@ class _Digesting:
             if isinstance(item, BaseException):
                 self._eof = True
                 raise item
+            if n is None or n < 0 or n >= len(item):
+                return item  # a whole block, as the tar reader asks for: no copy
             self._buf = memoryview(item)
         if n is None or n < 0 or n >= len(self._buf):
             out, self._buf = self._buf, memoryview(b"")

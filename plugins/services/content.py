@@ -205,10 +205,11 @@ class Service(pb_grpc.ContentServicer):
                     if req.offset == 0 and ws.offset > 0:
                         await wr.truncate(0)
                         msg.offset = 0
-                    if req.data:
-                        n = await wr.write(req.data)
-                        if n != len(req.data):
-                            await context.abort(grpc.StatusCode.DATA_LOSS, f"wrote {n} of {len(req.data)} bytes")
+                    data = req.data  # each access copies the field out of the message: once per request
+                    if data:
+                        n = await wr.write(data)
+                        if n != len(data):
+                            await context.abort(grpc.StatusCode.DATA_LOSS, f"wrote {n} of {len(data)} bytes")
                         msg.offset += n
                     if req.action == pb.COMMIT:
                         await wr.commit(total, expected, dict(req.labels) if req.labels else None)
