@@ -31,12 +31,12 @@ import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 
+from . import log as logmod  # noqa: E402  (before structlog's first import: see core/log.py)
 import structlog  # noqa: E402
 
 from pycontainerd.plugins.builtins import COMMANDS, SERVE_COMMANDS  # noqa: E402
 
 from . import config as configmod  # noqa: E402
-from . import log as logmod  # noqa: E402
 from . import registry  # noqa: E402
 from .daemon import Daemon, StartError  # noqa: E402
 from .graph import CycleError  # noqa: E402
