@@ -122,7 +122,6 @@ def _print_config(cfg: configmod.Config) -> int:
 async def _run(daemon: Daemon) -> None:
     from pycontainerd.core import memory
 
-    memory.tune_allocator()  # before the big buffers: see core/memory.py
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -209,6 +208,9 @@ def _main(argv: list[str] | None) -> int:
         logmod.setup(args.log_level or cfg.debug.level or "info", cfg.debug.format or "text")
         regs, failures = registry.discover()
         daemon = Daemon(cfg, regs, failures)
+        from pycontainerd.core import memory
+
+        memory.tune_allocator()  # before any thread and the big buffers: see core/memory.py
         asyncio.run(_run(daemon))
         return 0
     except (configmod.ConfigError, StartError, CycleError, ValueError) as exc:

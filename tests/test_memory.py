@@ -1,0 +1,71 @@
+"""core/memory.py: the allocator settings the daemon makes for itself.
+
+glibc's malloc gives each new thread an arena of its own (a heap mapped at
+a 64 MiB-aligned address, HEAP_MAX_SIZE) up to eight per CPU. Each test runs
+a fresh interpreter (the cap is read once per process), starts 8 threads
+that all hold memory at once, and counts those heaps in /proc/self/maps."""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    ctypes.util.find_library("c") is None or not os.path.exists("/proc/self/maps") or os.uname().machine != "x86_64",
+    reason="glibc's arenas on x86_64 Linux",
+)
+
+PROGRAM = r"""
+import os, sys, threading
+from pycontainerd.core import memory
+
+if sys.argv[1] == "tuned":
+    assert memory.tune_allocator()
+
+def thread_heaps():
+    count = 0
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        lo = int(fields[0].split("-")[0], 16)
+        if len(fields) == 5 and fields[1].startswith("rw") and lo % (64 << 20) == 0:
+            count += 1
+    return count
+
+together = threading.Barrier(9)
+held = []
+
+def work():
+    held.append([bytes(2000) for _ in range(100)])  # > 512 bytes: from malloc, not Python's pools
+    together.wait()
+
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads:
+    t.start()
+together.wait()
+print(thread_heaps())
+for t in threads:
+    t.join()
+"""
+
+
+def heaps(mode: str, env: dict[str, str] | None = None) -> int:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", PROGRAM, mode], env={**clean, **(env or {})},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout)
+
+
+def test_threads_share_two_arenas_once_tuned():
+    # untouched, 8 threads holding memory get 8 arenas (each its own heap)...
+    assert heaps("untouched") == 8
+    # ...tuned as the daemon tunes itself, they share two: the main one and one heap
+    assert heaps("tuned") == 1
+
+
+def test_the_environment_wins():
+    assert heaps("tuned", {"MALLOC_ARENA_MAX": "4"}) == 3
