@@ -21,12 +21,12 @@ Remedies, all glibc's own knobs (nothing happens on another libc):
   back to the kernel the moment they are freed. An explicit
   MALLOC_MMAP_THRESHOLD_ in the environment wins.
 - It also caps malloc's arenas at two (M_ARENA_MAX). glibc gives threads
-  arenas of their own, up to eight per CPU, and the daemon has a dozen
-  threads (gRPC's event engine and timer, asyncio's worker pool, the
-  sqlite writer): each arena keeps its own free pages and its own
-  fragmentation. The daemon's Python runs under one lock anyway, so two
-  arenas cost no measurable time; they saved ~1 MiB of RSS once
-  containers had run (bench/run.py). An explicit MALLOC_ARENA_MAX in the
+  arenas of their own, up to eight per CPU, and the daemon has about a
+  dozen threads (gRPC's event engine and timer, asyncio's worker pool):
+  each arena keeps its own free pages and its own fragmentation. The
+  daemon's Python runs under one lock anyway: with two arenas its CPU per
+  `ctr run --rm` did not change, and its RSS once containers had run was
+  ~0.5 MiB lower (bench/run.py). An explicit MALLOC_ARENA_MAX in the
   environment wins. glibc reads the cap when a second thread first needs
   an arena, so it is set before any thread starts.
 - `Settler` (a background task of the daemon) watches the RSS once a second;
