@@ -1,7 +1,8 @@
 """core/memory.py: the allocator settings the daemon makes for itself.
 
-glibc's malloc gives each new thread an arena of its own (a heap mapped at
-a 64 MiB-aligned address, HEAP_MAX_SIZE) up to eight per CPU. Each test runs
+glibc's malloc gives each new thread an arena of its own, up to eight per
+CPU: a heap that reserves 64 MiB (HEAP_MAX_SIZE) at a 64 MiB-aligned address
+and makes it writable as it fills. Each test runs
 a fresh interpreter (the cap is read once per process), starts 8 threads
 that all hold memory at once, and counts those heaps in /proc/self/maps."""
 
@@ -26,12 +27,20 @@ from pycontainerd.core import memory
 if sys.argv[1] == "tuned":
     assert memory.tune_allocator()
 
+HEAP = 64 << 20  # glibc's HEAP_MAX_SIZE on 64-bit: reserved whole, made writable as it fills
+
 def thread_heaps():
-    count = 0
+    maps = []
     for line in open("/proc/self/maps"):
         fields = line.split()
-        lo = int(fields[0].split("-")[0], 16)
-        if len(fields) == 5 and fields[1].startswith("rw") and lo % (64 << 20) == 0:
+        lo, hi = (int(x, 16) for x in fields[0].split("-"))
+        maps.append((lo, hi, fields[1], len(fields) == 5))
+    count = 0
+    for i, (lo, hi, perms, anonymous) in enumerate(maps):
+        if not (anonymous and perms.startswith("rw") and lo % HEAP == 0):
+            continue
+        rest = maps[i + 1] if i + 1 < len(maps) else None
+        if hi - lo == HEAP or (rest and rest[0] == hi and rest[2].startswith("---") and rest[1] == lo + HEAP):
             count += 1
     return count
 
