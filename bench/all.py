@@ -72,6 +72,12 @@ def rows_of(results: dict) -> tuple[list[dict], list[str]]:
         rows.append(row("`ctr plugins ls`", "ms", r["pycontainerd"], r["containerd"], r["target"]))
         r = by["rss_mib"]
         rows.append(row("idle RSS, fresh daemon", "MiB", r["pycontainerd"], r["containerd"], r["target"]))
+        floor = s["meta"].get("floor_api_rss_mib")
+        if floor:
+            rows.append({"metric": "idle RSS as a multiple of the grpc.aio floor serving the same API "
+                                   f"({floor:.1f} MiB, bench/floor_server.py --api; bare: "
+                                   f"{s['meta']['floor_rss_mib']:.1f} MiB)",
+                         "text": (f"{r['pycontainerd'] / floor:.2f}x floor", f"{r['containerd'] / floor:.2f}x floor")})
         cri = "without CRI" if s["meta"]["containerd_cri_disabled"] else "with CRI"
         notes.append(f"startup.py: {s['meta']['runs']} run(s), containerd {cri}.")
     if "ingest" in results:

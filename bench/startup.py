@@ -219,6 +219,12 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f = meta["floor_ready_ms"]
         out += ["", f"Reference: a bare asyncio + grpc.aio server answering Version and nothing else "
                 f"(bench/floor_server.py) is ready in {f:.1f} ms, {f / rows[0]['containerd']:.2f}x containerd."]
+    if meta.get("floor_rss_mib") and rows[2]["containerd"]:
+        c = rows[2]["containerd"]
+        b, a = meta["floor_rss_mib"], meta["floor_api_rss_mib"]
+        out += ["", f"Its idle RSS: {b:.1f} MiB, {b / c:.2f}x containerd; with every gRPC service pycontainerd "
+                f"serves registered and the event and type messages loaded (floor_server.py --api), "
+                f"{a:.1f} MiB, {a / c:.2f}x containerd."]
     return "\n".join(out)
 
 
@@ -248,11 +254,15 @@ def main(argv=None) -> int:
             pass
     samples: dict[str, list[dict]] = {k: [] for k in KINDS}
     floor: list[float] = []
+    floor_rss: dict[str, list[float]] = {"bare": [], "api": []}
     floor_cmd = [sys.executable, str(REPO / "bench" / "floor_server.py")]
     try:
         for i in range(args.runs):
-            if not args.only:  # the runtime's floor, as a reference for the ready row
-                floor.append(run_once("python-floor", floor_cmd, args, ctr_calls=0)["ready_ms"])
+            if not args.only:  # the runtime's floor, as a reference for the ready and RSS rows
+                bare = run_once("python-floor", floor_cmd, args, ctr_calls=0)
+                floor.append(bare["ready_ms"])
+                floor_rss["bare"].append(bare["rss_mib"])
+                floor_rss["api"].append(run_once("python-floor", [*floor_cmd, "--api"], args, ctr_calls=0)["rss_mib"])
             for kind in kinds:
                 r = run_once(kind, binaries[kind], args)
                 samples[kind].append(r)
@@ -268,7 +278,9 @@ def main(argv=None) -> int:
             "containerd_cri_disabled": args.containerd_disable_cri,
             "versions": {k: samples[k][0]["version"] for k in kinds},
             "machine": f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs",
-            "floor_ready_ms": statistics.median(floor) if floor else None}
+            "floor_ready_ms": statistics.median(floor) if floor else None,
+            "floor_rss_mib": statistics.median(floor_rss["bare"]) if floor else None,
+            "floor_api_rss_mib": statistics.median(floor_rss["api"]) if floor else None}
     rows = summarize(samples)
     if args.json:
         print(json.dumps({"meta": meta, "results": rows, "samples": samples}, indent=2, ensure_ascii=False))

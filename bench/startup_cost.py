@@ -28,7 +28,7 @@ PY = str(REPO / ".venv/bin/python")
 _STAGES = (
     ("interpreter", ""),
     ("+ asyncio, grpc.aio, protobuf", "import asyncio, grpc.aio, google.protobuf.descriptor_pb2, google.protobuf.any_pb2"),
-    ("+ structlog", "import structlog"),
+    ("+ structlog (as core/log.py imports it)", "import pycontainerd.core.log"),
     ("+ pluggy", "import pluggy"),
     ("+ the core's modules", "import pycontainerd.core.main"),
     ("+ the built-in plugins' modules",

@@ -24,7 +24,6 @@ cancelled newest first, then plugins close in reverse init order.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import fcntl
 import inspect
 import os
@@ -226,6 +225,8 @@ def _check_required(required: list[str], known: set[str], disabled: set[str]) ->
         if uri in disabled:
             problems.append(f"required plugin {uri} disabled")
         elif uri not in known:
+            import difflib  # only when reporting an error
+
             kind, _, name = uri.rpartition(".")  # the nearest id among the plugins of that type
             same_kind = {k.rpartition(".")[2]: k for k in sorted(known) if k.rpartition(".")[0] == kind}
             near = [same_kind[n] for n in difflib.get_close_matches(name, list(same_kind), n=1, cutoff=0.6)]

@@ -31,12 +31,12 @@ import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 
+from . import log as logmod  # noqa: E402  (before structlog's first import: see core/log.py)
 import structlog  # noqa: E402
 
 from pycontainerd.plugins.builtins import COMMANDS, SERVE_COMMANDS  # noqa: E402
 
 from . import config as configmod  # noqa: E402
-from . import log as logmod  # noqa: E402
 from . import registry  # noqa: E402
 from .daemon import Daemon, StartError  # noqa: E402
 from .graph import CycleError  # noqa: E402
@@ -106,7 +106,6 @@ def _print_config(cfg: configmod.Config) -> int:
 async def _run(daemon: Daemon) -> None:
     from pycontainerd.core import memory
 
-    memory.tune_allocator()  # before the big buffers: see core/memory.py
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -193,6 +192,9 @@ def _main(argv: list[str] | None) -> int:
         logmod.setup(args.log_level or cfg.debug.level or "info", cfg.debug.format or "text")
         regs, failures = registry.discover()
         daemon = Daemon(cfg, regs, failures)
+        from pycontainerd.core import memory
+
+        memory.tune_allocator()  # before any thread and the big buffers: see core/memory.py
         asyncio.run(_run(daemon))
         return 0
     except (configmod.ConfigError, StartError, CycleError, ValueError) as exc:

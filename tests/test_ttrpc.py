@@ -53,6 +53,43 @@ def make_server(seen: list | None = None) -> Server:
     return server
 
 
+
+def test_envelope_schema_is_ttrpcs():
+    """Request, Response and KeyValue have ttrpc's field names, numbers and
+    types (the protobuf tags of its Go types.go), read back from the descriptor the library
+    hands to protobuf's pool."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+
+    from pycontainerd.pkg.ttrpc import messages
+
+    fd = descriptor_pb2.FileDescriptorProto.FromString(
+        descriptor_pool.Default().FindFileByName(messages.FILE_NAME).serialized_pb
+    )
+    F = descriptor_pb2.FieldDescriptorProto
+    schema = {
+        m.name: [(f.name, f.number, F.Label.Name(f.label), F.Type.Name(f.type), f.type_name) for f in m.field]
+        for m in fd.message_type
+    }
+    assert (fd.package, fd.syntax, list(fd.dependency)) == ("ttrpc", "proto3", ["google/rpc/status.proto"])
+    assert schema == {
+        "KeyValue": [("key", 1, "LABEL_OPTIONAL", "TYPE_STRING", ""), ("value", 2, "LABEL_OPTIONAL", "TYPE_STRING", "")],
+        "Request": [
+            ("service", 1, "LABEL_OPTIONAL", "TYPE_STRING", ""),
+            ("method", 2, "LABEL_OPTIONAL", "TYPE_STRING", ""),
+            ("payload", 3, "LABEL_OPTIONAL", "TYPE_BYTES", ""),
+            ("timeout_nano", 4, "LABEL_OPTIONAL", "TYPE_INT64", ""),
+            ("metadata", 5, "LABEL_REPEATED", "TYPE_MESSAGE", ".ttrpc.KeyValue"),
+        ],
+        "Response": [
+            ("status", 1, "LABEL_OPTIONAL", "TYPE_MESSAGE", ".google.rpc.Status"),
+            ("payload", 2, "LABEL_OPTIONAL", "TYPE_BYTES", ""),
+        ],
+    }
+    # and the classes speak it: Response.status is google.rpc.Status
+    r = Response(status=Status(code=5, message="not found"), payload=b"p")
+    assert Response.FromString(r.SerializeToString()) == r
+    assert type(r.status) is Status
+
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
