@@ -203,7 +203,7 @@ def test_twenty_runs_leave_nothing_behind(target):
     fifo_root = os.path.join(target.dir, "fifo")
     os.makedirs(fifo_root)
     shims = cs.shim_pids(target.address)
-    ids = [f"loop-{target.kind}-{i}" for i in range(20)]  # cgroups are the host's: one set per daemon
+    ids = [unique(f"loop-{target.kind}-{i}") for i in range(20)]
     for i, cid in enumerate(ids):
         out = pyctr(target, "run", "--rm", "--fifo-dir", fifo_root, cs.IMAGE, cid, "/bin/echo", str(i))
         assert out.stdout == f"{i}\n".encode()
