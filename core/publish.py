@@ -14,10 +14,17 @@ plugin, no config beyond the address it is given.
 
 from __future__ import annotations
 
+import os
 import sys
 
 NAMESPACE_HEADER = "containerd-namespace"
 CALL_TIMEOUT = 10.0  # a daemon that takes the connection but never answers does not hold the shim for ever
+# containerd reads stdin to its end, however long that takes and however much
+# comes. The shim writes a small event and closes the pipe at once, so a
+# bound on both costs it nothing and keeps a writer that never closes (or
+# never stops) from holding this process, and its memory, for ever.
+READ_TIMEOUT = 10.0
+MAX_EVENT_SIZE = 16 << 20  # the daemon's default gRPC max message: anything larger is refused there anyway
 
 
 class PublishError(Exception):
@@ -39,7 +46,7 @@ def send(address: str, topic: str, namespace: str, data: bytes | None) -> None:
     if not topic:
         raise PublishError("topic required to publish event: invalid argument")
     if data is None:
-        data = sys.stdin.buffer.read()
+        data = read_event(sys.stdin.buffer.fileno())
     from google.protobuf import any_pb2
     from google.protobuf.message import DecodeError
 
@@ -64,6 +71,29 @@ def send(address: str, topic: str, namespace: str, data: bytes | None) -> None:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 raise PublishError(f'failed to dial "{address}": {exc.details() or "unavailable"}') from None
             raise PublishError(_error_text(exc)) from None
+
+
+def read_event(fd: int, timeout: float = READ_TIMEOUT, limit: int = MAX_EVENT_SIZE) -> bytes:
+    """All of `fd` up to its end, within `timeout` seconds and `limit` bytes."""
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    chunks, size = [], 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise PublishError(f"reading the event from stdin: no end after {timeout:g}s")
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except OSError as exc:
+            raise PublishError(f"reading the event from stdin: {exc.strerror or exc}") from None
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise PublishError(f"the event on stdin is larger than {limit} bytes")
+        chunks.append(chunk)
 
 
 def _error_text(exc) -> str:

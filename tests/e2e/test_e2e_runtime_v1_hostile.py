@@ -1,0 +1,362 @@
+"""Runtime v1 against a hostile client and a careless operator: the real
+daemon, ctr, Debian's containerd-shim and runc, requests made over gRPC
+where ctr would not send them.
+
+- `pycontainerd publish` (what the shim runs per event) with garbage,
+  oversized or never-ending stdin, an invalid namespace, a socket that is
+  not a daemon: exit 1 with a bounded line, never a traceback, never a
+  hang, and the daemon keeps serving;
+- a v1 container whose runtime options hold garbage or another message,
+  whose spec is not an OCI spec: a gRPC code with containerd's wording,
+  nothing left (bundle, shim, socket);
+- two Creates of one v1 task at once: one wins, the other is told the task
+  exists, and one shim runs;
+- Delete racing Kill of a running v1 task: both answer with a gRPC code,
+  the task ends deleted and nothing is left;
+- the `shim` config naming a directory or a relative path.
+
+Container ids start with `v1h-` and are unique per run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import grpc
+import pytest
+
+import container_support as cs
+from busybox_image import NAME
+from e2e_support import PYCONTAINERD
+from test_e2e_runtime_v1 import NS, V1, World, _need_root_and_tools, bundle_dirs, shim_socket
+
+pytestmark = pytest.mark.e2e
+
+MESSAGE_LIMIT = 4096  # what "bounded" means here: containerd's errors are a line
+
+
+class HostileWorld(World):
+    def id(self, prefix: str) -> str:
+        cid = f"v1h-{prefix}-{uuid.uuid4().hex[:8]}"
+        self.ids.append(cid)
+        return cid
+
+
+@pytest.fixture
+def world(daemon):
+    _need_root_and_tools()
+    w = HostileWorld(daemon)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def _stubs(d):
+    from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
+    from pycontainerd.api.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
+    from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+
+    channel = grpc.insecure_channel("unix:" + d.address)
+    return (channel, containers_pb2_grpc.ContainersStub(channel), containers_pb2,
+            tasks_pb2_grpc.TasksStub(channel), tasks_pb2, snapshots_pb2_grpc.SnapshotsStub(channel), snapshots_pb2)
+
+
+def _v1_container(w, prefix: str, runtime_options=None, spec: bytes | None = None) -> str:
+    """A v1 container made by ctr (its snapshot prepared); with runtime
+    options (which no update may change) it is made again over gRPC from
+    ctr's, under a new id; a spec is replaced by an update."""
+    cid = w.id(prefix)
+    w.d.ctr("containers", "create", "--runtime", V1, NAME, cid, "/bin/sleep", "600")
+    if runtime_options is None and spec is None:
+        return cid
+    from google.protobuf import field_mask_pb2
+
+    channel, containers, cpb, *_ = _stubs(w.d)
+    with channel:
+        c = containers.Get(cpb.GetContainerRequest(id=cid), metadata=NS).container
+        if spec is not None:
+            c.spec.value = spec
+            containers.Update(cpb.UpdateContainerRequest(container=c, update_mask=field_mask_pb2.FieldMask(
+                paths=["spec"])), metadata=NS)
+        if runtime_options is not None:
+            c.id = w.id(prefix)
+            c.snapshot_key = ""
+            c.runtime.options.CopyFrom(runtime_options)
+            containers.Create(cpb.CreateContainerRequest(container=c), metadata=NS)
+            return c.id
+    return cid
+
+
+def _rootfs(w, cid: str):
+    channel, _, _, _, _, snapshots, spb = _stubs(w.d)
+    with channel:
+        return list(snapshots.Mounts(spb.MountsRequest(snapshotter="overlayfs", key=cid), metadata=NS).mounts)
+
+
+def _create(w, cid: str, rootfs=None) -> grpc.RpcError | int:
+    channel, _, _, tasks, tpb, _, _ = _stubs(w.d)
+    with channel:
+        try:
+            return tasks.Create(tpb.CreateTaskRequest(container_id=cid, rootfs=rootfs or []), metadata=NS,
+                                timeout=60).pid
+        except grpc.RpcError as exc:
+            return exc
+
+
+def _assert_clean_error(exc, code: grpc.StatusCode, text: str) -> None:
+    assert isinstance(exc, grpc.RpcError), exc
+    assert exc.code() == code, (exc.code(), exc.details())
+    assert text in exc.details(), exc.details()
+    assert len(exc.details()) <= MESSAGE_LIMIT
+    assert "Traceback" not in exc.details() and "Error(" not in exc.details()
+
+
+def _nothing_of(w, cid: str) -> dict:
+    left = {}
+    if bundle_dirs(w.d, cid):
+        left["bundles"] = bundle_dirs(w.d, cid)
+    if os.path.exists(shim_socket(w.d, cid)):
+        left["socket"] = shim_socket(w.d, cid)
+    shims = cs.shim_pids(w.d.address) - set(w.shims_before)
+    if shims:
+        left["shims"] = sorted(shims)
+    return left
+
+
+def _remove_client_fifos(cid: str) -> None:
+    for name in cs.fifos_of(cid):
+        path = os.path.join("/run/containerd/fifo", name)
+        os.unlink(path)
+        try:
+            os.rmdir(os.path.dirname(path))
+        except OSError:
+            pass
+
+
+def _still_serving(w) -> None:
+    out = w.d.ctr("version", check=False)
+    assert out.returncode == 0, out.stderr
+
+
+# -- runtime options and spec -------------------------------------------------------------------
+
+
+def _any(type_url: str, value: bytes):
+    from google.protobuf import any_pb2
+
+    return any_pb2.Any(type_url=type_url, value=value)
+
+
+@pytest.mark.parametrize("options", [
+    ("containerd.runc.v1.Options", b""),  # the v2 shim's options: another message
+    ("containerd.linux.runc.RuncOptions", b"\xff\xff\xff\xff"),  # the right type, bytes that do not parse
+    ("", b"\x0a\x03abc"),  # no type at all
+])
+def test_runtime_options_of_another_type_or_garbage_are_refused_and_leave_nothing(world, options):
+    cid = _v1_container(world, "opts", runtime_options=_any(*options))
+    err = _create(world, cid)
+    _assert_clean_error(err, grpc.StatusCode.UNKNOWN, "invalid runtime options format")
+    assert _nothing_of(world, cid) == {}
+    _still_serving(world)
+
+
+def test_task_options_of_another_type_are_refused_and_leave_nothing(world):
+    cid = _v1_container(world, "topts")
+    channel, _, _, tasks, tpb, _, _ = _stubs(world.d)
+    with channel:
+        with pytest.raises(grpc.RpcError) as info:
+            tasks.Create(tpb.CreateTaskRequest(container_id=cid, options=_any("containerd.runc.v1.Options", b"")),
+                         metadata=NS, timeout=60)
+    _assert_clean_error(info.value, grpc.StatusCode.UNKNOWN, "invalid task create options format")
+    assert _nothing_of(world, cid) == {}
+
+
+@pytest.mark.parametrize("spec, text", [
+    (b"{}", "process"),  # no process, no root: runc says so
+    (b'{"ociVersion": "1.0.2", "process": {"args": []}, "root": {"path": "rootfs"}}', ""),
+])
+def test_a_spec_runc_refuses_gives_an_error_and_leaves_nothing(world, spec, text):
+    cid = _v1_container(world, "spec", spec=spec)
+    err = _create(world, cid, _rootfs(world, cid))
+    assert isinstance(err, grpc.RpcError), err
+    assert err.code() in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INVALID_ARGUMENT), (err.code(), err.details())
+    assert len(err.details()) <= MESSAGE_LIMIT and "Traceback" not in err.details()
+    assert cs.mounts_under(world.d.root, world.d.state) == []
+    assert _nothing_of(world, cid) == {}
+    _still_serving(world)
+
+
+def test_a_huge_environment_runs(world):
+    env = [f"V1H_{i}={'x' * 100}" for i in range(2000)]  # ~200 KiB of environment
+    cid = world.id("env")
+    out = world.d.ctr("run", "--runtime", V1, "--rm", *[a for e in env for a in ("--env", e)], NAME, cid,
+                      "/bin/sh", "-c", "echo $V1H_1999 | wc -c", check=False, stdin=subprocess.DEVNULL, timeout=120)
+    assert (out.returncode, out.stdout.strip()) == (0, b"101"), out.stderr[-2000:]
+    assert world.settled_residue() == {}
+
+
+# -- races ----------------------------------------------------------------------------------------
+
+
+def test_two_creates_of_one_task_at_once_one_wins_one_shim(world):
+    cid = _v1_container(world, "twice")
+    rootfs = _rootfs(world, cid)
+    results: list = [None, None]
+    barrier = threading.Barrier(2)
+
+    def create(i: int) -> None:
+        barrier.wait()
+        results[i] = _create(world, cid, rootfs)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    pids = [r for r in results if isinstance(r, int)]
+    errors = [r for r in results if not isinstance(r, int)]
+    assert len(pids) == 1 and pids[0] > 0, results
+    _assert_clean_error(errors[0], grpc.StatusCode.ALREADY_EXISTS, f"task {cid}")
+    assert len(cs.shim_pids(world.d.address) - set(world.shims_before)) == 1
+    world.d.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+    world.d.ctr("tasks", "rm", "-f", cid, check=False)
+    deadline = time.monotonic() + 30
+    while world.d.ctr("tasks", "rm", cid, check=False).returncode == 0 or _nothing_of(world, cid):
+        if not _nothing_of(world, cid):
+            break
+        assert time.monotonic() < deadline, _nothing_of(world, cid)
+        time.sleep(0.2)
+    world.d.ctr("containers", "rm", cid)
+    assert world.settled_residue() == {}
+
+
+def test_delete_racing_kill_ends_with_the_task_gone(world):
+    cid = world.id("race")
+    world.d.ctr("run", "-d", "--runtime", V1, NAME, cid, "/bin/sleep", "600", stdin=subprocess.DEVNULL)
+    channel, _, _, tasks, tpb, _, _ = _stubs(world.d)
+    results: list = [None, None]
+    barrier = threading.Barrier(2)
+
+    def call(i: int) -> None:
+        barrier.wait()
+        try:
+            if i == 0:
+                tasks.Kill(tpb.KillRequest(container_id=cid, signal=9), metadata=NS, timeout=60)
+            else:
+                tasks.Delete(tpb.DeleteTaskRequest(container_id=cid), metadata=NS, timeout=60)
+            results[i] = "ok"
+        except grpc.RpcError as exc:
+            results[i] = exc
+
+    with channel:
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for r in results:
+            if r != "ok":
+                assert r.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
+                                    grpc.StatusCode.UNKNOWN), (r.code(), r.details())
+                assert len(r.details()) <= MESSAGE_LIMIT and "Traceback" not in r.details()
+        # whatever the order, a forced delete finishes the job
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                tasks.Delete(tpb.DeleteTaskRequest(container_id=cid), metadata=NS, timeout=60)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    break
+                # the shim's plain "cannot delete a running process" while the kill lands
+                assert exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNKNOWN), exc.details()
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    world.d.ctr("containers", "rm", cid)
+    _remove_client_fifos(cid)  # ctr's, which only a client's own Delete removes
+    assert world.settled_residue() == {}
+
+
+# -- operator config ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shim, text", [
+    ("/usr/bin", "failed to start shim: fork/exec /usr/bin: permission denied"),
+    ("bin/containerd-shim", "failed to start shim"),
+])
+def test_a_shim_config_naming_a_directory_or_a_relative_path_is_refused(daemon, shim, text):
+    _need_root_and_tools()
+    w = HostileWorld(daemon, config={"plugins": {V1: {"shim": shim}}})
+    try:
+        cid = _v1_container(w, "cfg")
+        err = _create(w, cid)
+        _assert_clean_error(err, grpc.StatusCode.UNKNOWN, text)
+        assert _nothing_of(w, cid) == {}
+    finally:
+        w.close()
+
+
+# -- pycontainerd publish ------------------------------------------------------------------------------
+
+
+def _publish(address: str, stdin, *, topic: str = "/v1h/t", namespace: str = "default", timeout: float = 60):
+    return subprocess.run([PYCONTAINERD, "--address", address, "publish", "--topic", topic, "--namespace", namespace],
+                          stdin=stdin if not isinstance(stdin, bytes) else None,
+                          input=stdin if isinstance(stdin, bytes) else None, capture_output=True, timeout=timeout)
+
+
+def _event(size: int = 0) -> bytes:
+    from google.protobuf import any_pb2
+
+    return any_pb2.Any(type_url="types.v1h/x", value=b"x" * size).SerializeToString()
+
+
+def _bounded_failure(out) -> None:
+    assert out.returncode == 1, (out.returncode, out.stderr[-2000:])
+    assert out.stderr.startswith(b"pycontainerd: "), out.stderr[-2000:]
+    assert len(out.stderr) <= MESSAGE_LIMIT and b"Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+def test_publish_refuses_garbage_an_invalid_namespace_and_an_oversized_event(daemon):
+    d = daemon()
+    assert _publish(d.address, _event(10)).returncode == 0
+    for out in (_publish(d.address, b"\xff\xfe garbage"),
+                _publish(d.address, _event(10), namespace="not a namespace!"),
+                _publish(d.address, _event(10), namespace=""),
+                _publish(d.address, _event(10), topic="no-leading-slash"),
+                _publish(d.address, _event(17 * 1024 * 1024))):
+        _bounded_failure(out)
+    assert _publish(d.address, _event(10)).returncode == 0  # still serving
+
+
+def test_publish_to_something_that_is_not_a_daemon_fails_with_a_line(daemon, tmp_path):
+    d = daemon()
+    regular = os.path.join(d.dir, "file")
+    open(regular, "w").close()
+    for address in (regular, d.dir, os.path.join(d.dir, "absent.sock")):
+        _bounded_failure(_publish(address, _event(1)))
+
+
+def test_publish_with_stdin_that_never_closes_does_not_hang(daemon):
+    d = daemon()
+    r, w_ = os.pipe()
+    try:
+        os.write(w_, _event(1)[:3])
+        proc = subprocess.Popen([PYCONTAINERD, "--address", d.address, "publish", "--topic", "/v1h/t",
+                                 "--namespace", "default"], stdin=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 1, err
+        assert err.startswith(b"pycontainerd: reading the event from stdin: no end after"), err
+        assert len(err) <= MESSAGE_LIMIT and b"Traceback" not in err
+    finally:
+        os.close(r)
+        os.close(w_)
