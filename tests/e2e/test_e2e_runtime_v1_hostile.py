@@ -138,6 +138,14 @@ def _remove_client_fifos(cid: str) -> None:
             pass
 
 
+def _wait_cleaned_up(w) -> None:
+    """Until the residue is only the container (still there) and its snapshot."""
+    deadline = time.monotonic() + 60
+    while set(w.residue()) - {"containers", "snapshots"}:
+        assert time.monotonic() < deadline, w.residue()
+        time.sleep(0.2)
+
+
 def _still_serving(w) -> None:
     out = w.d.ctr("version", check=False)
     assert out.returncode == 0, out.stderr
@@ -360,3 +368,74 @@ def test_publish_with_stdin_that_never_closes_does_not_hang(daemon):
     finally:
         os.close(r)
         os.close(w_)
+
+
+# -- a shim that stops answering, then dies ------------------------------------------------------------
+
+
+def test_a_shim_sigkilled_during_an_exec_answers_it_with_a_code_and_its_task_goes(world):
+    cid = world.id("midexec")
+    world.d.ctr("run", "-d", "--runtime", V1, NAME, cid, "/bin/sleep", "600", stdin=subprocess.DEVNULL)
+    from test_e2e_runtime_v1 import shim_pid
+
+    pid = shim_pid(world.d, cid)
+    channel, _, _, tasks, tpb, _, _ = _stubs(world.d)
+    result: list = []
+    with channel:
+        spec = tasks.Get(tpb.GetRequest(container_id=cid), metadata=NS)  # reachable before the stop
+        assert spec.process.pid > 0
+        os.kill(pid, 19)  # SIGSTOP: the shim takes the request and never answers
+
+        def execute() -> None:
+            from google.protobuf import any_pb2
+
+            process = any_pb2.Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/Process",
+                                  value=b'{"args": ["/bin/true"], "cwd": "/"}')
+            try:
+                tasks.Exec(tpb.ExecProcessRequest(container_id=cid, exec_id="e1", spec=process), metadata=NS,
+                           timeout=60)
+                result.append("ok")
+            except grpc.RpcError as exc:
+                result.append(exc)
+
+        thread = threading.Thread(target=execute)
+        thread.start()
+        # the daemon keeps serving others while this shim does not answer
+        _still_serving(world)
+        time.sleep(0.5)
+        os.kill(pid, 9)
+        thread.join(90)
+        assert not thread.is_alive()
+        err = result[0]
+        assert isinstance(err, grpc.RpcError), result
+        assert err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.NOT_FOUND), (
+            err.code(), err.details())
+        assert len(err.details()) <= MESSAGE_LIMIT and "Traceback" not in err.details()
+        deadline = time.monotonic() + 30
+        while True:  # the dead shim's cleanup takes the task away
+            try:
+                tasks.Get(tpb.GetRequest(container_id=cid), metadata=NS)
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.NOT_FOUND, (exc.code(), exc.details())
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    _remove_client_fifos(cid)
+    _wait_cleaned_up(world)  # State answers NotFound at once; the dead shim's cleanup runs on
+    world.d.ctr("containers", "rm", cid)
+    assert world.settled_residue() == {}, world.d.log()[-6000:]
+
+
+def test_a_stopped_shim_does_not_hold_the_task_list(world):
+    cid = world.id("stopped")
+    world.d.ctr("run", "-d", "--runtime", V1, NAME, cid, "/bin/sleep", "600", stdin=subprocess.DEVNULL)
+    from test_e2e_runtime_v1 import shim_pid
+
+    pid = shim_pid(world.d, cid)
+    os.kill(pid, 19)
+    try:
+        out = world.d.ctr("tasks", "ls", check=False, timeout=120)
+        assert out.returncode == 0, out.stderr
+        _still_serving(world)
+    finally:
+        os.kill(pid, 18)
