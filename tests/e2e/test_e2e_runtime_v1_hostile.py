@@ -199,6 +199,29 @@ def test_a_spec_runc_refuses_gives_an_error_and_leaves_nothing(world, spec, text
     _still_serving(world)
 
 
+@pytest.mark.parametrize("spec", [
+    # hostIDs the bundle's permissions would chown to: a Go reader's answer, not a crash
+    b'{"linux": {"gidMappings": [{"containerID": 0, "hostID": "root", "size": 1}]}}',
+    b'{"linux": {"gidMappings": [{"containerID": 0, "hostID": 1099511627776, "size": 1}]}}',
+    b'{"linux": {"gidMappings": [{"containerID": 0, "hostID": -7, "size": 1}]}}',
+    b'{"linux": {"gidMappings": {"containerID": 0}}}',
+    b'[1, 2]',
+    b'null',
+    b'not json',
+])
+def test_a_spec_of_the_wrong_shape_is_refused_without_internals_and_leaves_nothing(world, spec):
+    cid = _v1_container(world, "shape", spec=spec)
+    err = _create(world, cid)
+    assert isinstance(err, grpc.RpcError), err
+    assert err.code() in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INVALID_ARGUMENT), (err.code(), err.details())
+    assert len(err.details()) <= MESSAGE_LIMIT
+    for internal in ("Traceback", "Error:", "TypeError", "OverflowError", "'int'", "'str'"):
+        assert internal not in err.details(), err.details()
+    assert "internal error" not in err.details(), err.details()
+    assert _nothing_of(world, cid) == {}
+    _still_serving(world)
+
+
 def test_a_huge_environment_runs(world):
     env = [f"V1H_{i}={'x' * 100}" for i in range(2000)]  # ~200 KiB of environment
     cid = world.id("env")

@@ -44,6 +44,15 @@ SOCKET_PATH_LIMIT = 106
 UNIX_PREFIX = "unix://"
 
 
+MAX_ID = 2**32 - 1
+
+
+class BundleError(errdefs.Unknown):
+    """A spec the bundle cannot be laid out for, reported plainly (gRPC UNKNOWN)."""
+
+    sentinel = ""
+
+
 class Bundle:
     def __init__(self, id: str, namespace: str, path: str, work_dir: str):
         self.id = id
@@ -161,9 +170,22 @@ def _bundle_permissions(path: str, spec: bytes) -> None:
     linux = (doc.get("linux") or {}) if isinstance(doc, dict) else {}
     mappings = (linux.get("gidMappings") or []) if isinstance(linux, dict) else []
     gid = next((m.get("hostID", 0) for m in mappings if isinstance(m, dict) and m.get("containerID") == 0), 0)
+    if isinstance(gid, bool) or not isinstance(gid, int) or not 0 <= gid <= MAX_ID:
+        # what a Go reader of the spec says: a host id is a uint32
+        raise BundleError(f"json: cannot unmarshal {_json_kind(gid)} into Go struct field "
+                          "LinuxIDMapping.linux.gidMappings.hostID of type uint32")
     if gid:
         os.chown(path, -1, gid)
         os.chmod(path, 0o710)
+
+
+def _json_kind(value: object) -> str:
+    """How Go's encoding/json names a value it cannot take ("number 5" for numbers)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), "value")
 
 
 def _write_file(path: str, data: bytes, mode: int) -> None:
