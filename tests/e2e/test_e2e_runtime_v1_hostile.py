@@ -462,3 +462,123 @@ def test_a_stopped_shim_does_not_hold_the_task_list(world):
         _still_serving(world)
     finally:
         os.kill(pid, 18)
+
+
+# -- one id, two runtimes -------------------------------------------------------------------------
+
+
+def test_a_v2_task_of_the_id_of_a_running_v1_task_leaves_the_v1_task_alone(world):
+    """The container record of a running v1 task is deleted under it (the
+    Containers service lets a client do that) and made again for runc v2:
+    the v2 Create fails, and the v1 task runs on, listed once."""
+    cid = world.id("both")
+    world.d.ctr("run", "-d", "--runtime", V1, NAME, cid, "/bin/sleep", "600", stdin=subprocess.DEVNULL)
+    channel, containers, cpb, tasks, tpb, _, _ = _stubs(world.d)
+    with channel:
+        c = containers.Get(cpb.GetContainerRequest(id=cid), metadata=NS).container
+        v1_pid = tasks.Get(tpb.GetRequest(container_id=cid), metadata=NS).process.pid
+        containers.Delete(cpb.DeleteContainerRequest(id=cid), metadata=NS)
+        c.runtime.name = "io.containerd.runc.v2"
+        containers.Create(cpb.CreateContainerRequest(container=c), metadata=NS)
+        err = _create(world, cid, _rootfs(world, cid))
+        assert isinstance(err, grpc.RpcError), err
+        assert len(err.details()) <= MESSAGE_LIMIT and "Traceback" not in err.details()
+        os.kill(v1_pid, 0)  # still there
+        with open(f"/proc/{v1_pid}/cmdline", "rb") as f:
+            assert f.read().split(b"\0")[0] == b"/bin/sleep"
+        listed = [p.id for p in tasks.List(tpb.ListTasksRequest(), metadata=NS).tasks]
+        assert listed.count(cid) == 1, listed
+        # put the record back as it was, and end the v1 task the usual way
+        containers.Delete(cpb.DeleteContainerRequest(id=cid), metadata=NS)
+        c.runtime.name = V1
+        containers.Create(cpb.CreateContainerRequest(container=c), metadata=NS)
+    world.d.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+    deadline = time.monotonic() + 30
+    while world.d.ctr("tasks", "rm", cid, check=False).returncode != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    world.d.ctr("containers", "rm", cid)
+    _remove_client_fifos(cid)
+    assert world.settled_residue() == {}
+
+
+@pytest.mark.parametrize("key, value", [
+    ("shim", ""),
+    ("runtime_root", "/dev/null/runc"),  # under a file: runc cannot make its state there
+    ("runtime", "/nonexistent/runc"),
+])
+def test_odd_runtime_config_gives_an_error_and_leaves_nothing(daemon, key, value):
+    _need_root_and_tools()
+    w = HostileWorld(daemon, config={"plugins": {V1: {key: value}}})
+    try:
+        cid = _v1_container(w, "odd")
+        err = _create(w, cid, _rootfs(w, cid))
+        assert isinstance(err, grpc.RpcError), err
+        assert err.code() == grpc.StatusCode.UNKNOWN, (err.code(), err.details())
+        assert len(err.details()) <= MESSAGE_LIMIT and "Traceback" not in err.details()
+        assert "internal error" not in err.details(), err.details()
+        assert cs.mounts_under(w.d.root, w.d.state) == []
+        assert _nothing_of(w, cid) == {}
+        _still_serving(w)
+    finally:
+        w.close()
+
+
+# -- hostile requests on a running v1 task --------------------------------------------------------
+
+
+def test_hostile_requests_on_a_running_v1_task_get_codes_and_the_task_runs_on(world):
+    from google.protobuf import any_pb2
+
+    cid = world.id("calls")
+    world.d.ctr("run", "-d", "--runtime", V1, NAME, cid, "/bin/sleep", "600", stdin=subprocess.DEVNULL)
+    channel, _, _, tasks, tpb, _, _ = _stubs(world.d)
+    garbage = any_pb2.Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/Process", value=b"\xff{not")
+    calls = {
+        "kill a huge signal": lambda: tasks.Kill(tpb.KillRequest(container_id=cid, signal=2**32 - 1), metadata=NS),
+        "kill an unknown exec": lambda: tasks.Kill(tpb.KillRequest(container_id=cid, exec_id="nope", signal=9),
+                                                  metadata=NS),
+        "exec a garbage spec": lambda: tasks.Exec(tpb.ExecProcessRequest(container_id=cid, exec_id="g1",
+                                                                         spec=garbage), metadata=NS),
+        "exec a path id": lambda: tasks.Exec(tpb.ExecProcessRequest(container_id=cid, exec_id="../../x",
+                                                                    spec=garbage), metadata=NS),
+        "exec no spec": lambda: tasks.Exec(tpb.ExecProcessRequest(container_id=cid, exec_id="g2"), metadata=NS),
+        "resize no terminal": lambda: tasks.ResizePty(tpb.ResizePtyRequest(container_id=cid, width=2**32 - 1,
+                                                                           height=2**32 - 1), metadata=NS),
+        "update garbage": lambda: tasks.Update(tpb.UpdateTaskRequest(container_id=cid, resources=any_pb2.Any(
+            type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value=b"\x00\xff")),
+            metadata=NS),
+        "update no resources": lambda: tasks.Update(tpb.UpdateTaskRequest(container_id=cid), metadata=NS),
+        "start the init again": lambda: tasks.Start(tpb.StartRequest(container_id=cid), metadata=NS),
+        "delete an unknown exec": lambda: tasks.DeleteProcess(tpb.DeleteProcessRequest(container_id=cid,
+                                                                                       exec_id="nope"), metadata=NS),
+        "start an unknown exec": lambda: tasks.Start(tpb.StartRequest(container_id=cid, exec_id="nope"),
+                                                     metadata=NS),
+    }
+    answers = {}
+    with channel:
+        for name, call in calls.items():
+            try:
+                call()
+                answers[name] = "ok"
+            except grpc.RpcError as exc:
+                assert exc.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE,
+                                          grpc.StatusCode.DEADLINE_EXCEEDED), (name, exc.code(), exc.details())
+                assert len(exc.details()) <= MESSAGE_LIMIT, name
+                assert "Traceback" not in exc.details() and "internal error" not in exc.details(), (name, exc.details())
+                answers[name] = exc.code()
+        assert answers["exec a path id"] == grpc.StatusCode.INVALID_ARGUMENT, answers
+        assert answers["delete an unknown exec"] == grpc.StatusCode.NOT_FOUND, answers
+        # containerd-shim would dereference the missing spec and die, taking the task with it
+        assert answers["exec no spec"] == grpc.StatusCode.INVALID_ARGUMENT, answers
+        assert answers["update no resources"] == "ok", answers  # nothing to update
+        state = tasks.Get(tpb.GetRequest(container_id=cid), metadata=NS).process
+        assert state.status == 2, (state, answers)  # RUNNING: none of it hurt the task
+    world.d.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+    deadline = time.monotonic() + 30
+    while world.d.ctr("tasks", "rm", cid, check=False).returncode != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    world.d.ctr("containers", "rm", cid)
+    _remove_client_fifos(cid)
+    assert world.settled_residue() == {}
