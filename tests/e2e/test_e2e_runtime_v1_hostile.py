@@ -569,9 +569,9 @@ def test_hostile_requests_on_a_running_v1_task_get_codes_and_the_task_runs_on(wo
                 answers[name] = exc.code()
         assert answers["exec a path id"] == grpc.StatusCode.INVALID_ARGUMENT, answers
         assert answers["delete an unknown exec"] == grpc.StatusCode.NOT_FOUND, answers
-        # containerd-shim would dereference the missing spec and die, taking the task with it
+        # containerd-shim would dereference a missing spec or resources and die, taking the task with it
         assert answers["exec no spec"] == grpc.StatusCode.INVALID_ARGUMENT, answers
-        assert answers["update no resources"] == "ok", answers  # nothing to update
+        assert answers["update no resources"] == grpc.StatusCode.INVALID_ARGUMENT, answers
         state = tasks.Get(tpb.GetRequest(container_id=cid), metadata=NS).process
         assert state.status == 2, (state, answers)  # RUNNING: none of it hurt the task
     world.d.ctr("tasks", "kill", "-s", "SIGKILL", cid)

@@ -152,8 +152,8 @@ class V1Task:
             raise errdefs.InvalidArgument(f"invalid exec id: {exc.message}") from None
         if opts.spec is None:
             # containerd passes this on, and containerd-shim dereferences the missing
-            # spec and dies with the task; refusing here keeps both
-            raise errdefs.InvalidArgument(f"exec {errdefs.cut(exec_id)}: a process spec is required")
+            # spec and dies with the task; refused as the v2 runtime refuses it
+            raise errdefs.InvalidArgument("exec: process spec must be set")
         req = _pb().ExecProcessRequest(id=exec_id, stdin=opts.io.stdin, stdout=opts.io.stdout,
                                        stderr=opts.io.stderr, terminal=opts.io.terminal)
         if opts.spec is not None:
@@ -175,9 +175,9 @@ class V1Task:
 
     async def update(self, resources: Any | None, annotations: dict[str, str]) -> None:
         if resources is None:
-            # v1 has no annotations (containerd drops them too), so nothing is left to
-            # update; containerd-shim would dereference the missing resources and die
-            return
+            # containerd-shim would dereference the missing resources and die with the
+            # task; refused as the v2 runtime refuses it (v1 has no annotations: dropped)
+            raise errdefs.InvalidArgument("update: resources must be set")
         req = _pb().UpdateTaskRequest()
         req.resources.CopyFrom(resources)
         await self.call("Update", req)
