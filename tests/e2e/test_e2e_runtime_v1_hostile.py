@@ -582,3 +582,48 @@ def test_hostile_requests_on_a_running_v1_task_get_codes_and_the_task_runs_on(wo
     world.d.ctr("containers", "rm", cid)
     _remove_client_fifos(cid)
     assert world.settled_residue() == {}
+
+
+# -- a bundle tampered with while no daemon ran ------------------------------------------------
+
+
+def test_restart_with_a_tampered_bundle_deletes_only_the_bundle(daemon):
+    """A bundle left by a dead daemon whose `address` names a regular file
+    and the daemon's own socket, and whose `shim.pid` names a process that
+    is no shim: the next daemon cleans the bundle up and touches neither."""
+    _need_root_and_tools()
+    from pycontainerd.plugins.runtimes.v1.bundle import Bundle
+
+    w = HostileWorld(daemon)
+    bystander = subprocess.Popen(["/bin/sleep", "600"])
+    try:
+        d = w.d
+        root, state = d.root, d.state
+        d.stop()
+        victim = os.path.join(d.dir, "victim")
+        with open(victim, "w") as f:
+            f.write("keep me")
+        made = []
+        for target in (victim, d.address):
+            cid = w.id("tampered")
+            bundle = Bundle.create(os.path.join(root, V1), os.path.join(state, V1), "default", cid, b"{}")
+            bundle.write("address", "unix://" + target)
+            bundle.write("shim.pid", str(bystander.pid))
+            made.append(cid)
+        w.restart()
+        with open(victim) as f:
+            assert f.read() == "keep me"
+        assert os.path.exists(w.d.address)
+        assert bystander.poll() is None
+        _still_serving(w)
+        for cid in made:
+            deadline = time.monotonic() + 60
+            while bundle_dirs(w.d, cid):  # the one at the daemon's own socket is found to be no shim
+                assert time.monotonic() < deadline, bundle_dirs(w.d, cid)
+                time.sleep(0.2)
+        assert os.path.exists(w.d.address)
+        _still_serving(w)
+    finally:
+        bystander.kill()
+        bystander.wait()
+        w.close()

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 
 from pycontainerd.pkg import errdefs, identifiers
 from pycontainerd.pkg.mount import unmount_all
@@ -152,12 +153,20 @@ def socket_path(address: str) -> str:
 
 
 def remove_socket(address: str) -> None:
-    """Unlink a `unix://` address's socket file; an abstract one has none."""
-    if address.startswith(UNIX_PREFIX):
-        try:
-            os.unlink(socket_path(address))
-        except FileNotFoundError:
-            pass
+    """Unlink a `unix://` address's socket file; an abstract one has none.
+    Only a socket where shims' sockets are made is removed: the address
+    comes from a file in the bundle, and whatever else it may name (a
+    file, another service's socket) is not the task's to delete."""
+    if not address.startswith(UNIX_PREFIX):
+        return
+    path = socket_path(address)
+    if os.path.dirname(os.path.normpath(path)) != os.path.join(SOCKET_ROOT, "s"):
+        return
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _bundle_permissions(path: str, spec: bytes) -> None:
