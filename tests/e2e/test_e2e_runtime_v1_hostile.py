@@ -359,6 +359,8 @@ def test_publish_refuses_garbage_an_invalid_namespace_and_an_oversized_event(dae
                 _publish(d.address, _event(10), namespace="not a namespace!"),
                 _publish(d.address, _event(10), namespace=""),
                 _publish(d.address, _event(10), topic="no-leading-slash"),
+                _publish(d.address, _event(10), topic="/" + "t" * 100_000),
+                _publish(d.address, _event(10), namespace="n" * 100_000),
                 _publish(d.address, _event(17 * 1024 * 1024))):
         _bounded_failure(out)
     assert _publish(d.address, _event(10)).returncode == 0  # still serving
@@ -368,7 +370,7 @@ def test_publish_to_something_that_is_not_a_daemon_fails_with_a_line(daemon, tmp
     d = daemon()
     regular = os.path.join(d.dir, "file")
     open(regular, "w").close()
-    for address in (regular, d.dir, os.path.join(d.dir, "absent.sock")):
+    for address in (regular, d.dir, os.path.join(d.dir, "absent.sock"), os.path.join(d.dir, "a" * 5000)):
         _bounded_failure(_publish(address, _event(1)))
 
 
