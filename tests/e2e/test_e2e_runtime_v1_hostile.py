@@ -629,3 +629,34 @@ def test_restart_with_a_tampered_bundle_deletes_only_the_bundle(daemon):
         bystander.kill()
         bystander.wait()
         w.close()
+
+
+def test_a_relative_runtime_root_is_the_shims_and_its_dead_shim_is_cleaned_up(daemon):
+    """`runtime_root = "rel-runc"`: the shim (running in the bundle) keeps
+    runc's state there; when the shim is SIGKILLed, the cleanup finds the
+    container there too, and nothing is left (no container process, no
+    cgroup, no mount)."""
+    _need_root_and_tools()
+    from test_e2e_runtime_v1 import shim_pid
+
+    w = HostileWorld(daemon, config={"plugins": {V1: {"runtime_root": "rel-runc"}}})
+    try:
+        cid = w.id("rel")
+        out = w.d.ctr("run", "--runtime", V1, "--rm", NAME, cid, "/bin/echo", "hi", check=False,
+                      stdin=subprocess.DEVNULL, timeout=60)
+        assert (out.returncode, out.stdout) == (0, b"hi\n"), out.stderr
+        cid = w.id("reldead")
+        w.d.ctr("run", "-d", "--null-io", "--runtime", V1, NAME, cid, "/bin/sleep", "600", stdin=subprocess.DEVNULL)
+        channel, _, _, tasks, tpb, _, _ = _stubs(w.d)
+        with channel:
+            pid = tasks.Get(tpb.GetRequest(container_id=cid), metadata=NS).process.pid
+        os.kill(shim_pid(w.d, cid), 9)
+        _wait_cleaned_up(w)
+        deadline = time.monotonic() + 30
+        while cs._alive(pid):
+            assert time.monotonic() < deadline, "the container outlived its dead shim"
+            time.sleep(0.1)
+        w.d.ctr("containers", "rm", cid)
+        assert w.settled_residue() == {}
+    finally:
+        w.close()
