@@ -660,3 +660,36 @@ def test_a_relative_runtime_root_is_the_shims_and_its_dead_shim_is_cleaned_up(da
         assert w.settled_residue() == {}
     finally:
         w.close()
+
+
+def test_two_deletes_of_a_stopped_v1_task_at_once_one_gets_the_exit(world):
+    cid = world.id("deltwice")
+    world.d.ctr("run", "-d", "--null-io", "--runtime", V1, NAME, cid, "/bin/sh", "-c", "exit 7",
+                stdin=subprocess.DEVNULL)
+    channel, _, _, tasks, tpb, _, _ = _stubs(world.d)
+    results: list = [None, None]
+    barrier = threading.Barrier(2)
+
+    def delete(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = tasks.Delete(tpb.DeleteTaskRequest(container_id=cid), metadata=NS, timeout=60)
+        except grpc.RpcError as exc:
+            results[i] = exc
+
+    with channel:
+        deadline = time.monotonic() + 30
+        while tasks.Get(tpb.GetRequest(container_id=cid), metadata=NS).process.status != 3:  # STOPPED
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        threads = [threading.Thread(target=delete, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    answers = [r for r in results if not isinstance(r, grpc.RpcError)]
+    errors = [r for r in results if isinstance(r, grpc.RpcError)]
+    assert [a.exit_status for a in answers] == [7], results
+    assert [e.code() for e in errors] == [grpc.StatusCode.NOT_FOUND], [(e.code(), e.details()) for e in errors]
+    world.d.ctr("containers", "rm", cid)
+    assert world.settled_residue() == {}
