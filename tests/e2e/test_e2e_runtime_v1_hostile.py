@@ -693,3 +693,51 @@ def test_two_deletes_of_a_stopped_v1_task_at_once_one_gets_the_exit(world):
     assert [e.code() for e in errors] == [grpc.StatusCode.NOT_FOUND], [(e.code(), e.details()) for e in errors]
     world.d.ctr("containers", "rm", cid)
     assert world.settled_residue() == {}
+
+
+@pytest.mark.parametrize("script", [
+    "exit 3",  # a binary that is no shim: it ends at once
+    "while :; do /bin/sleep 1; done",  # one that never answers: the client's deadline ends the Create
+])
+def test_a_shim_that_is_no_shim_fails_the_create_and_leaves_nothing(daemon, script):
+    _need_root_and_tools()
+    d0 = daemon.tempdir()
+    fake = os.path.join(d0, "fake-shim")
+    with open(fake, "w") as f:
+        f.write(f"#!/bin/sh\n{script}\n")
+    os.chmod(fake, 0o755)
+    w = HostileWorld(daemon, config={"plugins": {V1: {"shim": fake}}})
+    try:
+        cid = _v1_container(w, "fake")
+        channel, _, _, tasks, tpb, _, _ = _stubs(w.d)
+        with channel:
+            with pytest.raises(grpc.RpcError) as info:
+                tasks.Create(tpb.CreateTaskRequest(container_id=cid), metadata=NS, timeout=5)
+        err = info.value
+        assert err.code() in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE,
+                              grpc.StatusCode.DEADLINE_EXCEEDED), (err.code(), err.details())
+        assert len(err.details()) <= MESSAGE_LIMIT and "Traceback" not in err.details()
+        deadline = time.monotonic() + 30
+        while _nothing_of(w, cid) or _fakes(fake):  # a cancelled Create cleans up as it unwinds
+            assert time.monotonic() < deadline, (_nothing_of(w, cid), _fakes(fake))
+            time.sleep(0.2)
+        _still_serving(w)
+    finally:
+        for pid in _fakes(fake):
+            os.kill(pid, 9)
+        w.close()
+
+
+def _fakes(path: str) -> list[int]:
+    """Processes running the script `path` (the fake shim)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if os.fsencode(path) in argv:
+                found.append(int(entry))
+    return found
