@@ -3,17 +3,26 @@ daemon, ctr, Debian's containerd-shim and runc, requests made over gRPC
 where ctr would not send them.
 
 - `pycontainerd publish` (what the shim runs per event) with garbage,
-  oversized or never-ending stdin, an invalid namespace, a socket that is
-  not a daemon: exit 1 with a bounded line, never a traceback, never a
-  hang, and the daemon keeps serving;
-- a v1 container whose runtime options hold garbage or another message,
-  whose spec is not an OCI spec: a gRPC code with containerd's wording,
-  nothing left (bundle, shim, socket);
-- two Creates of one v1 task at once: one wins, the other is told the task
-  exists, and one shim runs;
-- Delete racing Kill of a running v1 task: both answer with a gRPC code,
-  the task ends deleted and nothing is left;
-- the `shim` config naming a directory or a relative path.
+  oversized or never-ending stdin, invalid or huge topics and namespaces,
+  addresses that are no daemon (a file, a directory, nothing, a path too
+  long for a socket): exit 1 with a bounded line, never a traceback,
+  never a hang, and the daemon keeps serving;
+- a v1 container whose runtime or task options hold garbage or another
+  message, whose spec is not an OCI spec or maps root to a gid that is no
+  uint32: a gRPC code with a plain message, nothing left (bundle, shim,
+  socket, mount); a huge environment runs;
+- two Creates of one v1 task at once (one wins, one shim), two Deletes
+  (one gets the exit), Delete racing Kill: codes, and nothing left;
+- a shim SIGKILLed during an Exec, a SIGSTOPped shim and the task list;
+- Exec without a spec, Update without resources and other odd requests on
+  a running task: codes, and the task (and its shim) run on;
+- a container record of a running v1 task replaced by a runc v2 one: the
+  v2 Create fails and leaves the v1 task alone;
+- a bundle tampered with while no daemon ran (`address` naming a file and
+  the daemon's socket, `shim.pid` another process): only the bundle goes;
+- the operator's `shim` (a directory, a relative path, empty, a binary
+  that is no shim), `runtime_root` (under a file; relative: the shim's,
+  in the bundle, and the dead shim's cleanup finds it) and `runtime`.
 
 Container ids start with `v1h-` and are unique per run."""
 
@@ -21,7 +30,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
