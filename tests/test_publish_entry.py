@@ -32,3 +32,27 @@ def test_publish_does_not_import_the_daemon():
     out = subprocess.run([sys.executable, "-c", code], input=b"", capture_output=True, timeout=60)
     assert out.stdout.split() == [b"1", b"False", b"False"], out.stderr
     assert out.stderr.startswith(b'pycontainerd: failed to dial "/nonexistent/p.sock"')
+
+
+def test_reading_the_event_is_bounded_in_time_and_size():
+    import os
+
+    import pytest
+
+    from pycontainerd.core.publish import PublishError, read_event
+
+    r, w = os.pipe()
+    try:
+        os.write(w, b"\x0a\x01x")
+        with pytest.raises(PublishError, match="no end after 0.2s"):  # a writer that never closes
+            read_event(r, timeout=0.2)
+        os.write(w, b"y" * 100)
+        with pytest.raises(PublishError, match="larger than 64 bytes"):
+            read_event(r, limit=64)
+        os.close(w)
+        w = -1
+        assert read_event(r) == b""  # what was left, then the end
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 
 from pycontainerd.pkg import errdefs, identifiers
 from pycontainerd.pkg.mount import unmount_all
@@ -42,6 +43,15 @@ STDERR_LOG = "shim.stderr.log"
 SOCKET_ROOT = "/run/containerd"  # containerd's, not the daemon's state: the v1 shims of every daemon share it
 SOCKET_PATH_LIMIT = 106
 UNIX_PREFIX = "unix://"
+
+
+MAX_ID = 2**32 - 1
+
+
+class BundleError(errdefs.Unknown):
+    """A spec the bundle cannot be laid out for, reported plainly (gRPC UNKNOWN)."""
+
+    sentinel = ""
 
 
 class Bundle:
@@ -143,12 +153,20 @@ def socket_path(address: str) -> str:
 
 
 def remove_socket(address: str) -> None:
-    """Unlink a `unix://` address's socket file; an abstract one has none."""
-    if address.startswith(UNIX_PREFIX):
-        try:
-            os.unlink(socket_path(address))
-        except FileNotFoundError:
-            pass
+    """Unlink a `unix://` address's socket file; an abstract one has none.
+    Only a socket where shims' sockets are made is removed: the address
+    comes from a file in the bundle, and whatever else it may name (a
+    file, another service's socket) is not the task's to delete."""
+    if not address.startswith(UNIX_PREFIX):
+        return
+    path = socket_path(address)
+    if os.path.dirname(os.path.normpath(path)) != os.path.join(SOCKET_ROOT, "s"):
+        return
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _bundle_permissions(path: str, spec: bytes) -> None:
@@ -161,9 +179,22 @@ def _bundle_permissions(path: str, spec: bytes) -> None:
     linux = (doc.get("linux") or {}) if isinstance(doc, dict) else {}
     mappings = (linux.get("gidMappings") or []) if isinstance(linux, dict) else []
     gid = next((m.get("hostID", 0) for m in mappings if isinstance(m, dict) and m.get("containerID") == 0), 0)
+    if isinstance(gid, bool) or not isinstance(gid, int) or not 0 <= gid <= MAX_ID:
+        # what a Go reader of the spec says: a host id is a uint32
+        raise BundleError(f"json: cannot unmarshal {_json_kind(gid)} into Go struct field "
+                          "LinuxIDMapping.linux.gidMappings.hostID of type uint32")
     if gid:
         os.chown(path, -1, gid)
         os.chmod(path, 0o710)
+
+
+def _json_kind(value: object) -> str:
+    """How Go's encoding/json names a value it cannot take ("number 5" for numbers)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), "value")
 
 
 def _write_file(path: str, data: bytes, mode: int) -> None:

@@ -280,7 +280,8 @@ class Runtime:
         """`runc delete --force` of the container and the rootfs unmounted."""
         ropts = runc_options(await self._container_options(bundle.namespace, bundle.id))
         command = ropts.runtime or self.config.runtime
-        root = os.path.join(self._runtime_root(ropts), bundle.namespace)
+        # a relative root is the shim's, which runs in the bundle: it is found from there
+        root = os.path.join(bundle.path, self._runtime_root(ropts), bundle.namespace)
         argv = [command, "--root", root, "--log-format", "json"]
         if self.config.shim_debug:
             argv.append("--debug")

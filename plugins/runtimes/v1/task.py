@@ -150,6 +150,10 @@ class V1Task:
             identifiers.validate(exec_id)
         except errdefs.InvalidArgument as exc:
             raise errdefs.InvalidArgument(f"invalid exec id: {exc.message}") from None
+        if opts.spec is None:
+            # containerd passes this on, and containerd-shim dereferences the missing
+            # spec and dies with the task; refused as the v2 runtime refuses it
+            raise errdefs.InvalidArgument("exec: process spec must be set")
         req = _pb().ExecProcessRequest(id=exec_id, stdin=opts.io.stdin, stdout=opts.io.stdout,
                                        stderr=opts.io.stderr, terminal=opts.io.terminal)
         if opts.spec is not None:
@@ -170,9 +174,12 @@ class V1Task:
         self.publish("/tasks/checkpointed", _events().TaskCheckpointed(container_id=self.id))
 
     async def update(self, resources: Any | None, annotations: dict[str, str]) -> None:
-        req = _pb().UpdateTaskRequest()  # v1 has no annotations: containerd drops them too
-        if resources is not None:
-            req.resources.CopyFrom(resources)
+        if resources is None:
+            # containerd-shim would dereference the missing resources and die with the
+            # task; refused as the v2 runtime refuses it (v1 has no annotations: dropped)
+            raise errdefs.InvalidArgument("update: resources must be set")
+        req = _pb().UpdateTaskRequest()
+        req.resources.CopyFrom(resources)
         await self.call("Update", req)
 
     async def process(self, exec_id: str) -> "V1Process":
