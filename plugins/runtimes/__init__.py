@@ -1,1 +1,2 @@
-"""Runtime plugins: v2 (shims over ttrpc)."""
+"""Runtime plugins: v1 (containerd-shim) and v2 (shims over ttrpc), and the
+state-directory helpers both use."""

@@ -45,6 +45,7 @@ from pycontainerd.pkg.mount import mounts_to_pb, unmount_all
 from pycontainerd.pkg.runtime import CreateOpts, Exit, Status
 from pycontainerd.pkg.ttrpc import Client, Closed
 
+from .. import statedirs
 from . import shim as shimmod
 from .bundle import INIT_PID, SHIM_PID, Bundle, socket_path
 from .options import create_options, runc_options
@@ -147,7 +148,7 @@ class Runtime:
                 await process.kill(KILL_TIMEOUT)
             if logs is not None:
                 logs.close()
-            await asyncio.to_thread(_delete_quietly, bundle)
+            await asyncio.to_thread(statedirs.delete_quietly, bundle)
             raise
         task = V1Task(bundle, client, resp.pid, self.events, process, logs, KILL_TIMEOUT)
         await task._find_cgroup()
@@ -186,7 +187,7 @@ class Runtime:
         await task.client.close()
         if task.logs is not None:
             task.logs.close()
-        await asyncio.to_thread(_delete_quietly, task.bundle)
+        await asyncio.to_thread(statedirs.delete_quietly, task.bundle)
         if exit_ is None:  # the shim had no task to delete
             raise errdefs.NotFound(f"task {task_id}")
         self.events.publish(namespace, TOPIC_DELETE, task_pb2.TaskDelete(
@@ -271,7 +272,7 @@ class Runtime:
                 os.kill(shim_pid, 9)
             except ProcessLookupError:
                 pass
-        await asyncio.to_thread(_delete_quietly, bundle)
+        await asyncio.to_thread(statedirs.delete_quietly, bundle)
         self.events.publish(ns, TOPIC_DELETE, task_pb2.TaskDelete(
             container_id=task_id, pid=pid, exit_status=KILLED_STATUS, exited_at=when))
         return exit_
@@ -308,12 +309,12 @@ class Runtime:
     async def load_existing(self) -> None:
         """containerd's restoreTasks: reconnect to every shim a previous
         daemon left; clean up after those that are gone."""
-        for ns in _dirs(self.state):
-            for task_id in _dirs(os.path.join(self.state, ns)):
+        for ns in statedirs.subdirs(self.state):
+            for task_id in statedirs.subdirs(os.path.join(self.state, ns)):
                 await self._load(Bundle.load(self.root, self.state, ns, task_id))
-            for task_id in _dirs(os.path.join(self.root, ns)):  # work dirs a crash left without a bundle
+            for task_id in statedirs.subdirs(os.path.join(self.root, ns)):  # work dirs a crash left without a bundle
                 if (ns, task_id) not in self._tasks:
-                    await asyncio.to_thread(_remove_tree, os.path.join(self.root, ns, task_id))
+                    await asyncio.to_thread(statedirs.remove_tree, os.path.join(self.root, ns, task_id))
 
     async def _load(self, bundle: Bundle) -> None:
         bound = log.bind(id=bundle.id, namespace=bundle.namespace)
@@ -361,7 +362,7 @@ class Runtime:
             await asyncio.wait_for(self._terminate(task.bundle), CLEANUP_TIMEOUT)
         except (asyncio.TimeoutError, OSError, errdefs.ContainerdError) as exc:
             log.warning("failed to terminate task", id=task.id, namespace=task.namespace, error=str(exc) or type(exc).__name__)
-        await asyncio.to_thread(_delete_quietly, task.bundle)
+        await asyncio.to_thread(statedirs.delete_quietly, task.bundle)
 
     async def close(self) -> None:
         """The daemon stops: let go of the shims (they keep running, and the
@@ -377,26 +378,6 @@ class Runtime:
             if task.logs is not None:
                 task.logs.close()
             task.exited.cancel()  # a Wait still pending ends with the daemon
-
-
-def _dirs(path: str) -> list[str]:
-    try:
-        return sorted(e.name for e in os.scandir(path) if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
-    except FileNotFoundError:
-        return []
-
-
-def _remove_tree(path: str) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _delete_quietly(bundle: Bundle) -> None:
-    try:
-        bundle.delete()
-    except OSError as exc:
-        log.error("delete bundle", id=bundle.id, namespace=bundle.namespace, error=str(exc))
 
 
 async def init(ic: InitContext) -> Runtime:

@@ -37,6 +37,7 @@ from pycontainerd.pkg import errdefs, goduration
 from pycontainerd.pkg.runtime import CreateOpts, Exit
 from pycontainerd.pkg.ttrpc import Client, StatusError
 
+from .. import statedirs
 from .binary import Binary, ShimError, resolve
 from . import orphans
 from .bundle import ADDRESS, BINARY_PATH, CONFIG, LOG, Bundle
@@ -382,7 +383,7 @@ class TaskManager:
         self._tasks.pop(key, None)
         if exit_ is None:
             exit_ = Exit(pid=0, status=255, exited_at=time.time_ns())
-            await asyncio.to_thread(_delete_quietly, bundle)
+            await asyncio.to_thread(statedirs.delete_quietly, bundle)
         if task is not None and not task.exited.done():
             task.exited.set_result(exit_)
         if not listed or not announce:
@@ -398,23 +399,23 @@ class TaskManager:
 
     async def load_existing(self) -> None:
         """Reconnect to every shim a previous daemon left running."""
-        for ns in sorted(_dirs(self.state)):
-            for task_id in sorted(_dirs(os.path.join(self.state, ns))):
+        for ns in statedirs.subdirs(self.state):
+            for task_id in statedirs.subdirs(os.path.join(self.state, ns)):
                 await self._load(Bundle.load(self.state, ns, task_id))
-            for task_id in _dirs(os.path.join(self.root, ns)):
+            for task_id in statedirs.subdirs(os.path.join(self.root, ns)):
                 if (ns, task_id) not in self._tasks:
-                    await asyncio.to_thread(_remove_tree, os.path.join(self.root, ns, task_id))
+                    await asyncio.to_thread(statedirs.remove_tree, os.path.join(self.root, ns, task_id))
 
     async def _load(self, bundle: Bundle) -> None:
         bound = log.bind(id=bundle.id, namespace=bundle.namespace)
         if not os.listdir(bundle.path):
-            await asyncio.to_thread(_delete_quietly, bundle)
+            await asyncio.to_thread(statedirs.delete_quietly, bundle)
             return
         try:
             path = resolve(bundle.read(BINARY_PATH))
         except (OSError, ShimError) as exc:
             bound.error("failed to resolve runtime path", error=str(exc))
-            await asyncio.to_thread(_delete_quietly, bundle)
+            await asyncio.to_thread(statedirs.delete_quietly, bundle)
             return
         binary = Binary(bundle, path, self.address, self.ttrpc_address, self.sched_core)
         # the log FIFO is held open before the first call, as containerd's
@@ -548,26 +549,6 @@ def _remove_stale_socket(address: str) -> None:
 def _read_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
-
-
-def _dirs(path: str) -> list[str]:
-    try:
-        return [e.name for e in os.scandir(path) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
-    except FileNotFoundError:
-        return []
-
-
-def _remove_tree(path: str) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _delete_quietly(bundle: Bundle) -> None:
-    try:
-        bundle.delete()
-    except OSError as exc:
-        log.error("failed to delete bundle", id=bundle.id, namespace=bundle.namespace, error=str(exc))
 
 
 def _timeouts(daemon_config: Any) -> dict[str, float]:
