@@ -170,11 +170,18 @@ class Runtime:
         """containerd's Task.Delete: delete in the shim (any error but
         NotFound stops here, the task stays), forget the task, kill the
         shim, remove the bundle, publish /tasks/delete."""
+        task = await self.get(namespace, task_id)
+        key = (namespace, task_id)
+        async with task.delete_lock:
+            if self._tasks.get(key) is not task:  # another Delete got there first
+                raise errdefs.NotFound(f"task {task_id}")
+            return await self._delete(task, key)
+
+    async def _delete(self, task: V1Task, key: tuple[str, str]) -> Exit:
+        namespace, task_id = key
         from pycontainerd.api.events import task_pb2
         from pycontainerd.pkg import timestamps
 
-        task = await self.get(namespace, task_id)
-        key = (namespace, task_id)
         try:
             exit_ = await task.delete_in_shim()
         except Closed:  # the shim died: its cleanup (already under way) says how the task ended

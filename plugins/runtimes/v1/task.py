@@ -71,6 +71,9 @@ class V1Task:
         # reached the daemon (`expect_exit`: it ran under this daemon, so the
         # shim will send one); Delete waits for it before killing the shim
         self.exit_seen = asyncio.Event()
+        # one Delete at a time: a second one must not reach a shim the first
+        # has already killed (its Closed would wait for a cleanup that never comes)
+        self.delete_lock = asyncio.Lock()
         self.expect_exit = False
 
     # identity
