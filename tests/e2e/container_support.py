@@ -232,3 +232,37 @@ def force_cleanup(d, ids: list[str], shims_before: set[int] = frozenset(), names
                     break
                 except OSError:
                     time.sleep(0.1)
+
+
+# -- the real ctr's task listing, and the Tasks stub ------------------------------------
+
+STATE_DEADLINE = 30.0  # how long a state change the kernel decides may take to be reported
+
+
+def ctr_rows(out: bytes) -> list[list[str]]:
+    """A ctr table's rows (header dropped), split on blanks."""
+    return [line.split() for line in out.decode().splitlines()[1:] if line.strip()]
+
+
+def ctr_tasks(d) -> dict[str, tuple[int, str]]:
+    """`ctr tasks ls` as {id: (pid, status)}."""
+    return {r[0]: (int(r[1]), r[2]) for r in ctr_rows(d.ctr("tasks", "ls").stdout)}
+
+
+def wait_task_status(d, cid: str, status: str) -> None:
+    import time
+
+    deadline = time.monotonic() + STATE_DEADLINE
+    while (now := ctr_tasks(d).get(cid, (0, ""))[1]) != status:
+        assert time.monotonic() < deadline, f"{cid} is {now!r}, never {status}"
+        time.sleep(0.1)
+
+
+def tasks_stub(d):
+    """(channel, Tasks stub, tasks_pb2) on daemon d's socket."""
+    import grpc
+
+    from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+
+    channel = grpc.insecure_channel("unix:" + d.address)
+    return channel, tasks_pb2_grpc.TasksStub(channel), tasks_pb2

@@ -39,10 +39,10 @@ import subprocess
 import time
 import uuid
 
-import grpc
 import pytest
 
 import container_support as cs
+from container_support import ctr_rows as _rows, ctr_tasks as _tasks, tasks_stub as _tasks_stub, wait_task_status as _wait_status
 from busybox_image import NAME, write_busybox_layout
 from e2e_support import CTR, PYCTR, DaemonFactory, clean_env, plugin_rows
 
@@ -63,29 +63,6 @@ def _need_root_and_tools() -> None:
             pytest.skip(f"{path} is not installed")
     if shutil.which("runc") is None:
         pytest.skip("runc is not installed")
-
-
-def _rows(out: bytes) -> list[list[str]]:
-    return [line.split() for line in out.decode().splitlines()[1:] if line.strip()]
-
-
-def _tasks(d) -> dict[str, tuple[int, str]]:
-    """`ctr tasks ls` as {id: (pid, status)}."""
-    return {r[0]: (int(r[1]), r[2]) for r in _rows(d.ctr("tasks", "ls").stdout)}
-
-
-def _wait_status(d, cid: str, status: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while (now := _tasks(d).get(cid, (0, ""))[1]) != status:
-        assert time.monotonic() < deadline, f"{cid} is {now!r}, never {status}"
-        time.sleep(0.1)
-
-
-def _tasks_stub(d):
-    from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-
-    channel = grpc.insecure_channel("unix:" + d.address)
-    return channel, tasks_pb2_grpc.TasksStub(channel), tasks_pb2
 
 
 def bundle_dirs(d, cid: str, namespace: str = "default") -> list[str]:
